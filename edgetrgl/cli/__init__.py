@@ -1,0 +1,1 @@
+"""Command-line interface: ``edgetrgl train | bench | models | datasets``."""

@@ -1,0 +1,5 @@
+import sys
+
+from edgetrgl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""``edgetrgl``: one console script, one module per subcommand.
+
+User errors (UserError) end with one line on stderr and exit code 2; programming errors keep their
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgetrgl.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are our one-line errors too (argparse already exits 2)."""
+
+    def error(self, message: str) -> None:  # noqa: D102
+        self.exit(EXIT_USER_ERROR, f"edgetrgl: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgetrgl.cli import bench, datasets, models, train
+
+    parser = _Parser(prog="edgetrgl", description="Module-wise training with transport regularization (TRGL) under a memory budget.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in (train, bench, models, datasets):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"edgetrgl: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("edgetrgl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

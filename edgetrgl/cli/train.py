@@ -1,0 +1,85 @@
+"""``edgetrgl train``: train a network module by module (or end to end) and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, METHODS, OFFLOAD_MODES, REGIMES, TAU_SCHEDULES
+
+EPILOG = """examples:
+  edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
+  edgetrgl train --regime parallel --method vangl --epochs 5
+  edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
+  edgetrgl train --config run.toml --seed 3        # file values, flags override
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a network with TRGL (or VanGL, or end to end)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    # every default is None, so that only the flags a user gives override the config file
+    a("--config", metavar="FILE.toml", help="read settings from a TOML file (flags override it)")
+    a("--model", help="model name (see `edgetrgl models`); default resnet20")
+    a("--dataset", help="dataset name (see `edgetrgl datasets`); default mnist5k, bundled")
+    a("--data-dir", help="dataset root (torchvision sets) or ImageFolder root")
+    a("--download", action="store_true", default=None, help="let torchvision download the dataset")
+    a("--train-fraction", type=float, help="train on this stratified fraction of the training split")
+    a("--no-augment", dest="augment", action="store_false", default=None, help="no random crop / flip")
+    a("--modules", type=int, help="K, the number of modules (default 4)")
+    a("--boundaries", help="explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)")
+    a("--regime", choices=REGIMES, help="default sequential")
+    a("--method", choices=METHODS, help="trgl (default) or vangl (no transport term)")
+    a("--tau", type=float, help="transport step size tau (default 1.0)")
+    a("--tau-schedule", choices=TAU_SCHEDULES, help="default double: tau/2 for the first half of the modules")
+    a("--epochs", type=int, help="epochs per module (sequential), per lap (multilap) or in total (e2e, parallel)")
+    a("--epochs-step", type=int, help="sequential: module k trains epochs + k * step epochs")
+    a("--laps", type=int, help="multilap: number of laps over the modules")
+    a("--batch-size", type=int)
+    a("--lr", type=float, help="SGD learning rate (cosine schedule per module)")
+    a("--weight-decay", type=float)
+    a("--label-smoothing", type=float)
+    a("--init", choices=("default", "orthogonal"), help="weight init (orthogonal: the paper's, gain --init-gain)")
+    a("--budget", help="memory budget, e.g. 2GB (10^9 bytes), 1.5GiB (2^30), 512MB, 800MiB")
+    a("--cache", choices=CACHE_MODES, help="where finished modules' outputs go (default auto)")
+    a("--cache-dtype", choices=CACHE_DTYPES, help="storage dtype of the cache (default fp32)")
+    a("--cache-views", type=int, help="augmented views cached per training sample (default 1)")
+    a("--cache-dir", help="folder for the disk cache (default OUT/cache)")
+    a("--keep-cache", action="store_true", default=None, help="keep the disk cache after the run")
+    a("--offload", choices=OFFLOAD_MODES, help="where frozen modules go: host memory (default) or disk")
+    a("--device", choices=DEVICES, help="default auto: cuda if available")
+    a("--seed", type=int)
+    a("--out", metavar="DIR", help="run folder (default runs/latest)")
+    a("--overwrite", action="store_true", help="replace a run already in --out")
+    a("--quiet", action="store_true", help="no console output")
+    p.set_defaults(handler=run)
+
+
+_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command"}
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults, then the TOML file, then the flags given on the command line."""
+    from edgetrgl.config import TrainConfig, load_toml, parse_size
+    from edgetrgl.errors import UserError
+
+    values = load_toml(args.config) if args.config else {}
+    for key, value in vars(args).items():
+        if key not in _NOT_CONFIG and value is not None:
+            values[key] = value
+    if isinstance(values.get("boundaries"), str):
+        try:
+            values["boundaries"] = [int(b) for b in values["boundaries"].split(",") if b.strip()]
+        except ValueError:
+            raise UserError(f"--boundaries must be comma-separated block indices, got {args.boundaries!r}") from None
+    if values.get("budget") is not None:
+        values["budget"] = parse_size(values["budget"])
+    return TrainConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgetrgl.train import train
+
+    cfg = config_from_args(args)
+    train(cfg, overwrite=args.overwrite, quiet=args.quiet)
+    return 0

@@ -1,0 +1,28 @@
+"""Datasets and loaders: the bundled offline MNIST sample, synthetic data, torchvision sets, ImageFolder.
+
+    train, test, spec = load_dataset("mnist5k", train_fraction=0.1, seed=0)
+    for x_BCHW, y_B in make_loader(train, 128, shuffle=True, seed=0, epoch=3):
+        ...
+"""
+
+from .augment import normalise, random_crop_flip
+from .file_dataset import FileImageDataset
+from .loader import make_loader
+from .registry import DEFAULT_DATASET, dataset_info, list_datasets, load_dataset
+from .spec import DataSpec
+from .tensor_dataset import TensorImageDataset
+from .torchvision_sets import default_data_dir
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "DataSpec",
+    "FileImageDataset",
+    "TensorImageDataset",
+    "dataset_info",
+    "default_data_dir",
+    "list_datasets",
+    "load_dataset",
+    "make_loader",
+    "normalise",
+    "random_crop_flip",
+]

@@ -1,0 +1,119 @@
+"""Datasets by name: ``load_dataset``, ``list_datasets``, ``dataset_info``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, NamedTuple
+
+from ._subsets import check_fraction
+from .bundled import load_mnist5k
+from .file_dataset import FileImageDataset
+from .image_folder import load_image_folder
+from .spec import DataSpec
+from .synthetic import load_synthetic
+from .tensor_dataset import TensorImageDataset
+from .torchvision_sets import load_torchvision
+from ..errors import UserError
+
+DEFAULT_DATASET = "mnist5k"
+
+
+class _Entry(NamedTuple):
+    loader: Callable
+    description: str
+    uses_data_dir: bool  # whether data_dir / download mean anything for this dataset
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "mnist5k": _Entry(load_mnist5k, "5,000 MNIST digits bundled with the package (4,000 train / "
+                      "1,000 test, 1x28x28, 10 classes); works offline", False),
+    "synthetic": _Entry(load_synthetic, "generated class patterns plus noise (default 1,024 train / "
+                        "256 test, 3x16x16, 10 classes); fast, for tests and benchmarks", False),
+    "mnist": _Entry(partial(load_torchvision, "mnist"),
+                    "MNIST digits (60,000 / 10,000, 1x28x28, 10 classes); needs --download once", True),
+    "fashionmnist": _Entry(partial(load_torchvision, "fashionmnist"), "Fashion-MNIST clothing "
+                           "(60,000 / 10,000, 1x28x28, 10 classes); needs --download once", True),
+    "cifar10": _Entry(partial(load_torchvision, "cifar10"),
+                      "CIFAR-10 (50,000 / 10,000, 3x32x32, 10 classes); needs --download once", True),
+    "cifar100": _Entry(partial(load_torchvision, "cifar100"),
+                       "CIFAR-100 (50,000 / 10,000, 3x32x32, 100 classes); needs --download once", True),
+    "svhn": _Entry(partial(load_torchvision, "svhn"), "SVHN house numbers "
+                   "(73,257 / 26,032, 3x32x32, 10 classes); needs --download once", True),
+    "stl10": _Entry(partial(load_torchvision, "stl10"), "STL-10 labelled split "
+                    "(5,000 / 8,000, 3x96x96, 10 classes); needs --download once (2.6 GB)", True),
+    "imagefolder": _Entry(load_image_folder, "your images: --data-dir with train/ and test/ (or "
+                          "val/) folders of class folders; resized to 32 px by default", True),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by ``load_dataset``, the bundled default first."""
+    return list(_REGISTRY)
+
+
+def _entry(name: str) -> tuple[str, _Entry]:
+    key = str(name).strip().lower()
+    if key not in _REGISTRY:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    return key, _REGISTRY[key]
+
+
+def dataset_info(name: str) -> str:
+    """One-line description of dataset ``name``.
+
+    Raises:
+        UserError: unknown name.
+    """
+    return _entry(name)[1].description
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    *,
+    data_dir=None,
+    download: bool = False,
+    augment: bool = True,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+    image_size: int | None = None,
+    **options,
+) -> tuple[TensorImageDataset | FileImageDataset, TensorImageDataset | FileImageDataset, DataSpec]:
+    """Load a dataset by name (case-insensitive) as ``(train, test, spec)``.
+
+    Args:
+        name: one of ``list_datasets()``; default ``"mnist5k"``, bundled and offline.
+        data_dir: root folder for torchvision datasets (default ``$EDGETRGL_DATA`` or
+            ``~/.cache/edgetrgl/data``), or the ImageFolder root.
+        download: let torchvision fetch missing files.
+        augment: whether ``make_loader`` augments the training split by default (the test
+            split never is); an explicit ``make_loader(augment=...)`` overrides it.
+        train_fraction: in (0, 1]: keep this stratified, seeded fraction of the training split
+            (at least one image per class), for small-data experiments.
+        seed: picks the ``train_fraction`` subset; for ``synthetic`` it also generates the data.
+        image_size: resize images to this size (default: the dataset's own; 32 for imagefolder,
+            16 for synthetic).
+        **options: dataset-specific settings; only ``synthetic`` takes any (``num_train``,
+            ``num_test``, ``num_classes``, ``in_channels``, ``noise``).
+
+    Returns:
+        ``(train, test, spec)``: ``TensorImageDataset`` for in-memory sets (``mnist5k``,
+        ``synthetic``), ``FileImageDataset`` for the others; both work with ``make_loader`` and
+        with ``torch.utils.data.DataLoader``.
+
+    Raises:
+        UserError: unknown name or option, bad ``train_fraction`` or ``image_size``, missing or
+            unreadable data, data not downloaded and ``download`` False.
+    """
+    key, entry = _entry(name)
+    fraction = check_fraction(train_fraction)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise UserError(f"image size must be a positive integer, got {image_size!r}")
+    if options and key != "synthetic":
+        raise UserError(f"dataset {key} takes no option {sorted(options)[0]!r}")
+    common = dict(augment=augment, train_fraction=fraction, seed=seed, image_size=image_size)
+    if key == "imagefolder":
+        return entry.loader(data_dir=data_dir, **common)
+    if entry.uses_data_dir:
+        return entry.loader(data_dir=data_dir, download=download, **common)
+    return entry.loader(**common, **options)

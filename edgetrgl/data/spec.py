@@ -1,0 +1,50 @@
+"""``DataSpec``: what a model and a training loop need to know about a dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape, size and preprocessing facts of one loaded dataset.
+
+    Attributes:
+        name: registry name (lower case), e.g. ``"mnist5k"``.
+        num_classes: number of labels; labels are ``0 .. num_classes - 1``.
+        in_channels: channels of the images the loaders yield (1 grey, 3 RGB).
+        image_size: height and width of the (square) images the loaders yield.
+        hflip: whether horizontal flips are a valid augmentation (not for digits).
+        mean: per-channel mean used for normalisation, on the 0..1 pixel scale.
+        std: per-channel standard deviation used for normalisation, on the 0..1 pixel scale.
+        num_train: images in the training split (after ``train_fraction``).
+        num_test: images in the test split.
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    hflip: bool
+    mean: tuple
+    std: tuple
+    num_train: int
+    num_test: int
+
+    @property
+    def crop_padding(self) -> int:
+        """Zero padding (pixels) of the random-crop augmentation for this image size.
+
+        4 px is the CIFAR convention for 32 px and larger; smaller images get proportionally less
+        so that a crop never shifts a digit or pattern out of the frame.
+        """
+        return crop_padding_for(self.image_size)
+
+
+def crop_padding_for(image_size: int) -> int:
+    """Random-crop padding for square images of ``image_size`` pixels: 4 (>=32), 2 (>=16), else 1."""
+    if image_size >= 32:
+        return 4
+    if image_size >= 16:
+        return 2
+    return 1

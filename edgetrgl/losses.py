@@ -1,0 +1,94 @@
+"""The TRGL module loss and its tau schedules (DESIGN.md section 2, the paper's Eq. 10).
+
+    loss_k = CE(F_k(T_k(x)), y) + (1 / (2 * tau_k)) * sum_m mean(r_m ** 2)
+
+VanGL (plain greedy training) is the same loss without the transport term.
+The method-of-multipliers variant weights the cross-entropy instead:
+    loss_k = lambda_k * CE + sum_m mean(r_m ** 2),  lambda_k = 2 * tau_k, starting at 1,
+and every ``every`` steps lambda_k grows by ``step * CE(current batch)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+def module_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    transport: torch.Tensor | None,
+    ce_weight: float,
+    transport_weight: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(loss, ce)``: ``ce_weight * CE + transport_weight * transport``; ``ce`` is detached."""
+    ce = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    loss = ce_weight * ce
+    if transport is not None and transport_weight != 0.0:
+        loss = loss + transport_weight * transport
+    return loss, ce.detach()
+
+
+@dataclass
+class TauSchedule:
+    """Per-module weights of the two loss terms.
+
+    Args:
+        kind: ``constant`` (tau_k = tau), ``double`` (tau/2 for the first half of the modules, tau
+            for the second: the paper's default) or ``multiplier``.
+        tau: the base tau.
+        num_modules: K.
+        method: ``trgl`` or ``vangl`` (no transport term at all).
+        step, every: the multiplier variant's h and s.
+    """
+
+    kind: str
+    tau: float
+    num_modules: int
+    method: str = "trgl"
+    step: float = 1.0
+    every: int = 50
+    multipliers: list[float] = field(default_factory=list)
+    _counts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.multipliers:
+            self.multipliers = [1.0] * self.num_modules
+        self._counts = [0] * self.num_modules
+
+    def tau_k(self, k: int) -> float:
+        """tau for module k (0-based)."""
+        if self.kind == "multiplier":
+            return self.multipliers[k] / 2.0
+        if self.kind == "double" and k < self.num_modules // 2:
+            return self.tau / 2.0
+        return self.tau
+
+    def weights(self, k: int) -> tuple[float, float]:
+        """``(ce_weight, transport_weight)`` for module k."""
+        if self.method == "vangl":
+            return 1.0, 0.0
+        if self.kind == "multiplier":
+            return self.multipliers[k], 1.0
+        return 1.0, 1.0 / (2.0 * self.tau_k(k))
+
+    def observe(self, k: int, ce: float) -> None:
+        """Record one training step's CE; the multiplier variant updates lambda_k every ``every`` steps.
+
+        The update uses the current batch's CE, as in the paper's description.
+        """
+        if self.kind != "multiplier" or self.method == "vangl":
+            return
+        self._counts[k] += 1
+        if self._counts[k] % self.every == 0:
+            self.multipliers[k] += self.step * ce
+
+    def state_dict(self) -> dict:
+        return {"multipliers": list(self.multipliers), "counts": list(self._counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.multipliers = list(state["multipliers"])
+        self._counts = list(state["counts"])

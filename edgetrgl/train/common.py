@@ -1,0 +1,82 @@
+"""Pieces every regime uses: device choice, optimizer, one local step, evaluation, memory readings."""
+
+from __future__ import annotations
+
+import math
+import resource
+from dataclasses import dataclass
+from typing import Iterable
+
+import psutil
+import torch
+from torch import nn
+
+from edgetrgl.config import TrainConfig
+from edgetrgl.errors import UserError
+from edgetrgl.losses import module_loss
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum, as in the paper."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int) -> None:
+    """Set the learning rate of ``step`` out of ``total`` on a cosine from ``base_lr`` to 0."""
+    lr = 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stops rather than writing garbage."""
+
+
+@dataclass
+class StepResult:
+    ce: float
+    transport: float
+
+
+def local_step(
+    stage: nn.Module,
+    head: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: tuple[float, float],
+    label_smoothing: float,
+) -> tuple[torch.Tensor, StepResult]:
+    """One module's training step: forward, local loss, backward, step. Returns the detached output.
+
+    The output is detached, so no gradient can cross into the previous module.
+    """
+    out, transport = stage.forward_transport(x, differentiable=weights[1] != 0.0)
+    loss, ce = module_loss(head(out), y, transport, weights[0], weights[1], label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return out.detach(), StepResult(ce=float(ce), transport=float(transport.detach()))
+
+
+@torch.no_grad()
+def count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
+    return int((logits.argmax(dim=1) == y).sum())
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_bytes() -> int:
+    return psutil.Process().memory_info().rss

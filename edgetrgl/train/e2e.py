@@ -1,0 +1,39 @@
+"""End-to-end backprop: the baseline. One module holding every block, one head, no transport term."""
+
+from __future__ import annotations
+
+import time
+
+from edgetrgl.data import make_loader
+from edgetrgl.train.common import cosine_lr, local_step
+from edgetrgl.train.parallel import evaluate_all
+
+
+def run(trainer) -> None:
+    cfg, net, device = trainer.cfg, trainer.net, trainer.device
+    assert net.num_modules == 1, "e2e trains a single module (build it with num_modules=1)"
+    net.to(device)
+    stage, head, optimizer = net.stages[0], net.heads[0], trainer.optimizers[0]
+    steps_per_epoch = -(-len(trainer.train_set) // cfg.batch_size)
+    total_steps, step = cfg.epochs * steps_per_epoch, 0
+    clock = trainer.start_module_clock()
+    for epoch in range(cfg.epochs):
+        net.train()
+        started, sums = time.perf_counter(), dict(ce=0.0, transport=0.0, correct=0, seen=0)
+        loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, epoch=epoch)
+        with trainer.writer.progress(f"e2e epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as bar:
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                cosine_lr(optimizer, cfg.lr, step, total_steps)
+                args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing)
+                _, res = trainer.measured_step(0, lambda: local_step(*args), *args[:5]) if step == 0 else local_step(*args)
+                trainer.check_finite(res.ce, 0, epoch)
+                sums["ce"] += res.ce
+                sums["transport"] += res.transport
+                step += 1
+                bar.advance(f"ce {res.ce:.3f}")
+        trainer.log_epoch(0, epoch, 0, sums, steps_per_epoch, started)
+    trainer.modules[0]["epochs"] = cfg.epochs
+    trainer.modules[0]["test_accuracy"] = evaluate_all(trainer)[0]
+    trainer.finish_module_clock(0, clock)
+    trainer.log_module(0, 0)

@@ -1,0 +1,65 @@
+"""Parallel (decoupled) training: every batch goes through all modules; each module steps right
+after its own forward, then hands its output on detached."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from edgetrgl.data import make_loader
+from edgetrgl.train.common import cosine_lr, count_correct, local_step
+
+
+def run(trainer) -> None:
+    cfg, net, device = trainer.cfg, trainer.net, trainer.device
+    K = net.num_modules
+    net.to(device)
+    steps_per_epoch = -(-len(trainer.train_set) // cfg.batch_size)
+    total_steps, step = cfg.epochs * steps_per_epoch, 0
+    clock = trainer.start_module_clock()
+    for epoch in range(cfg.epochs):
+        net.train()
+        started = time.perf_counter()
+        sums = [dict(ce=0.0, transport=0.0, correct=0, seen=0) for _ in range(K)]
+        loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, epoch=epoch)
+        with trainer.writer.progress(f"parallel epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as bar:
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                for k in range(K):
+                    cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
+                    args = (net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k), cfg.label_smoothing)
+                    if step == 0:
+                        x, res = trainer.measured_step(k, lambda: local_step(*args), *args[:5])
+                    else:
+                        x, res = local_step(*args)  # x is detached: no gradient reaches module k-1
+                    trainer.check_finite(res.ce, k, epoch)
+                    trainer.tau.observe(k, res.ce)
+                    sums[k]["ce"] += res.ce
+                    sums[k]["transport"] += res.transport
+                step += 1
+                bar.advance()
+        for k in range(K):
+            trainer.log_epoch(k, epoch, 0, sums[k], steps_per_epoch, started)
+    for k in range(K):
+        trainer.modules[k]["epochs"] = cfg.epochs
+    accuracies = evaluate_all(trainer)
+    trainer.finish_module_clock(K - 1, clock)
+    for k in range(K):
+        trainer.modules[k]["test_accuracy"] = accuracies[k]
+        trainer.log_module(k, 0)
+
+
+@torch.no_grad()
+def evaluate_all(trainer) -> list[float]:
+    """Test accuracy of every module's head in one pass over the test set."""
+    net, device = trainer.net, trainer.device
+    net.eval()
+    correct, total = [0] * net.num_modules, 0
+    for x, y in make_loader(trainer.test_set, trainer.cfg.batch_size, shuffle=False, augment=False, seed=trainer.cfg.seed):
+        x, y = x.to(device), y.to(device)
+        for k in range(net.num_modules):
+            x = net.stages[k](x)
+            correct[k] += count_correct(net.heads[k](x), y)
+        total += y.numel()
+    return [c / max(total, 1) for c in correct]

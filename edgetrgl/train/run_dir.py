@@ -1,0 +1,71 @@
+"""The run folder: what a finished (or interrupted) run leaves on disk, and how to read it back.
+
+    <out>/config.json     the resolved configuration (and the dataset's shape facts)
+    <out>/metrics.jsonl   one record per module and epoch
+    <out>/summary.json    config, per-module test accuracy, best module, wall time, peaks
+    <out>/model.pt        the trained modules and heads
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgetrgl.errors import UserError
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "model.pt")
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """Create ``out`` for a new run; refuse to clobber an earlier run unless ``overwrite``.
+
+    Raises:
+        UserError: ``out`` holds a run and ``overwrite`` is False, or it cannot be written.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} exists and is not a folder")
+    if path.is_dir() and any((path / name).exists() for name in RUN_FILES):
+        if not overwrite:
+            raise UserError(f"--out {path} already holds a run: pass --overwrite to replace it, or choose another folder")
+        for name in RUN_FILES:
+            (path / name).unlink(missing_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise UserError(f"cannot write to --out {path}: {exc.strerror}") from None
+    return path
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_weights(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Save the network's weights with what is needed to rebuild it (atomic)."""
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"format": "edgetrgl-model/1", "meta": meta,
+                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, tmp)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: is this an edgetrgl run folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is corrupt (not valid JSON)") from None

@@ -1,0 +1,88 @@
+"""The TRGL loss against a hand computation, and the tau schedules."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgetrgl.blocks import ResidualBlock, run_block
+from edgetrgl.losses import TauSchedule, module_loss
+from edgetrgl.modular import Stage
+
+
+class Affine(ResidualBlock):
+    """out = x + r with r = a * x: residue known in closed form."""
+
+    def __init__(self, a: float) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+
+    def forward_residues(self, x):
+        r = self.a * x
+        return x + r, [r]
+
+
+def test_module_loss_matches_hand_computation():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5)
+    stage = Stage([Affine(0.5), Affine(-0.25)])
+    out, transport = stage.forward_transport(x)
+    r1 = 0.5 * x
+    r2 = -0.25 * (x + r1)
+    expected_transport = r1.pow(2).mean() + r2.pow(2).mean()
+    assert torch.allclose(transport, expected_transport)
+    logits, y, tau = torch.randn(4, 10), torch.tensor([1, 2, 3, 4]), 0.5
+    loss, ce = module_loss(logits, y, transport, 1.0, 1.0 / (2 * tau))
+    expected = F.cross_entropy(logits, y) + expected_transport / (2 * tau)
+    assert torch.allclose(loss, expected)
+    assert torch.allclose(ce, F.cross_entropy(logits, y))
+
+
+def test_label_smoothing_is_passed_to_cross_entropy():
+    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    loss, _ = module_loss(logits, y, None, 1.0, 0.0, label_smoothing=0.1)
+    assert torch.allclose(loss, F.cross_entropy(logits, y, label_smoothing=0.1))
+
+
+def test_transport_kinds_residual_displacement_none():
+    x = torch.randn(2, 4, 8, 8)
+    _, cost, kind = run_block(Affine(0.1), x)
+    assert kind == "residual"
+    same = nn.Conv2d(4, 4, 3, padding=1)
+    out, cost, kind = run_block(same, x)
+    assert kind == "displacement" and torch.allclose(cost, (out - x).pow(2).mean())
+    _, cost, kind = run_block(nn.Conv2d(4, 8, 3, padding=1), x)
+    assert kind == "none" and cost is None
+
+
+def test_non_differentiable_transport_keeps_no_graph():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    _, cost, _ = run_block(Affine(0.1), x, differentiable=False)
+    assert not cost.requires_grad
+
+
+def test_tau_schedules():
+    double = TauSchedule("double", tau=1.0, num_modules=4)
+    assert [double.tau_k(k) for k in range(4)] == [0.5, 0.5, 1.0, 1.0]
+    assert double.weights(0) == (1.0, 1.0)  # 1 / (2 * 0.5)
+    assert double.weights(3) == (1.0, 0.5)
+    constant = TauSchedule("constant", tau=2.0, num_modules=3)
+    assert {constant.tau_k(k) for k in range(3)} == {2.0}
+    vangl = TauSchedule("double", tau=1.0, num_modules=4, method="vangl")
+    assert vangl.weights(0) == (1.0, 0.0)
+
+
+def test_multiplier_grows_by_h_times_ce_every_s_steps():
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=2, step=2.0, every=3)
+    assert sched.weights(0) == (1.0, 1.0)  # lambda starts at 1, transport weight 1
+    for ce in (0.9, 0.8):
+        sched.observe(0, ce)
+    assert sched.multipliers[0] == 1.0
+    sched.observe(0, 0.7)  # third step: lambda += h * CE of the current batch
+    assert sched.multipliers[0] == pytest.approx(1.0 + 2.0 * 0.7)
+    assert sched.multipliers[1] == 1.0
+    assert sched.tau_k(0) == pytest.approx(sched.multipliers[0] / 2)
+    state = sched.state_dict()
+    other = TauSchedule("multiplier", tau=1.0, num_modules=2, step=2.0, every=3)
+    other.load_state_dict(state)
+    assert other.multipliers == sched.multipliers
