@@ -53,7 +53,7 @@ class ActivationCache:
         self.labels = torch.empty(num_samples, dtype=torch.int64)
         self._shards: list[list[torch.Tensor]] = [[] for _ in range(num_views)]  # [view][shard]
         self._filled = [0] * num_views
-        if self.root is not None:
+        if backend == "disk":
             self.root.mkdir(parents=True, exist_ok=True)
 
     # ---- writing -------------------------------------------------------------------------
