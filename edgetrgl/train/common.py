@@ -43,8 +43,10 @@ class NonFiniteLoss(UserError):
 
 @dataclass
 class StepResult:
-    ce: float
-    transport: float
+    """Detached 0-d tensors (no host sync here: the loops call ``float`` when they log)."""
+
+    ce: torch.Tensor
+    transport: torch.Tensor
 
 
 def local_step(
@@ -65,7 +67,7 @@ def local_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return out.detach(), StepResult(ce=float(ce), transport=float(transport.detach()))
+    return out.detach(), StepResult(ce=ce, transport=transport.detach())
 
 
 @torch.no_grad()

@@ -27,11 +27,12 @@ def run(trainer) -> None:
                 cosine_lr(optimizer, cfg.lr, step, total_steps)
                 args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing)
                 _, res = trainer.measured_step(0, lambda: local_step(*args), *args[:5]) if step == 0 else local_step(*args)
-                trainer.check_finite(res.ce, 0, epoch)
-                sums["ce"] += res.ce
-                sums["transport"] += res.transport
+                ce = float(res.ce)
+                trainer.check_finite(ce, 0, epoch)
+                sums["ce"] += ce
+                sums["transport"] += float(res.transport)
                 step += 1
-                bar.advance(f"ce {res.ce:.3f}")
+                bar.advance(f"ce {ce:.3f}")
         trainer.log_epoch(0, epoch, 0, sums, steps_per_epoch, started)
     trainer.modules[0]["epochs"] = cfg.epochs
     trainer.modules[0]["test_accuracy"] = evaluate_all(trainer)[0]

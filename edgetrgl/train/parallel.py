@@ -33,10 +33,11 @@ def run(trainer) -> None:
                         x, res = trainer.measured_step(k, lambda: local_step(*args), *args[:5])
                     else:
                         x, res = local_step(*args)  # x is detached: no gradient reaches module k-1
-                    trainer.check_finite(res.ce, k, epoch)
-                    trainer.tau.observe(k, res.ce)
-                    sums[k]["ce"] += res.ce
-                    sums[k]["transport"] += res.transport
+                    ce = float(res.ce)
+                    trainer.check_finite(ce, k, epoch)
+                    trainer.tau.observe(k, ce)
+                    sums[k]["ce"] += ce
+                    sums[k]["transport"] += float(res.transport)
                 step += 1
                 bar.advance()
         for k in range(K):

@@ -53,12 +53,13 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader) -> 
                                                      stage, head, optimizer, x, y)
                 else:
                     out, res = local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing)
-                trainer.check_finite(res.ce, k, epoch)
-                trainer.tau.observe(k, res.ce)
-                sums["ce"] += res.ce
-                sums["transport"] += res.transport
+                ce = float(res.ce)
+                trainer.check_finite(ce, k, epoch)
+                trainer.tau.observe(k, ce)
+                sums["ce"] += ce
+                sums["transport"] += float(res.transport)
                 steps, step = steps + 1, step + 1
-                bar.advance(f"ce {res.ce:.3f}")
+                bar.advance(f"ce {ce:.3f}")
         trainer.log_epoch(k, epoch, lap, sums, steps, started)
     trainer.modules[k]["epochs"] += epochs
     trainer.modules[k]["test_accuracy"] = trainer.accuracy(k, inputs.test_batches(k))
