@@ -86,7 +86,9 @@ class TrainConfig:
     download: bool = False
     train_fraction: float = 1.0
     augment: bool = True
-    modules: int = 4
+    modules: int | str = 4  # K, or "auto": the fewest modules that fit --budget
+    split: str = "equal"  # equal depth, or "balanced" by estimated memory
+    micro_batch: int | None = None  # gradient accumulation over micro-batches (the planner may set it)
     boundaries: list[int] | None = None  # explicit first-block index of modules 2..K
     regime: str = "sequential"
     method: str = "trgl"
@@ -132,7 +134,12 @@ class TrainConfig:
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _choice("offload", self.offload, OFFLOAD_MODES)
         _choice("head", self.head, ("auto", "linear"))
-        for name in ("modules", "batch_size", "laps", "multiplier_every", "cache_views"):
+        _choice("split", self.split, ("equal", "balanced"))
+        if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
+            raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
+        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
+            raise UserError(f"--micro-batch must be a positive integer, got {self.micro_batch!r}")
+        for name in ("batch_size", "laps", "multiplier_every", "cache_views"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise UserError(f"{_flag(name)} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("epochs", "epochs_step"):

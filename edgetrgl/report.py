@@ -66,18 +66,38 @@ class _Bar:
             self.bar.update(self.task, advance=1, info=info)
 
 
-def module_table(modules: list[dict[str, Any]], title: str) -> Table:
-    """The final table: per-module test accuracy, time and peak memory."""
+def module_table(modules: list[dict[str, Any]], title: str, budget: int | None = None) -> Table:
+    """The final table: per-module test accuracy, time, estimated and measured peak memory."""
     table = Table(title=title)
-    for column in ("module", "blocks", "test acc %", "time s", "tensor peak", "peak RSS"):
+    columns = ["module", "blocks", "test acc %", "time s", "est. peak", "tensor peak", "peak RSS"]
+    if budget:
+        columns.append("% of budget")
+    for column in columns:
         table.add_column(column, justify="right")
     for m in modules:
         acc = m.get("test_accuracy")
-        table.add_row(
-            str(m["module"]), f"{m['blocks'][0]}-{m['blocks'][1] - 1}",
-            "-" if acc is None else f"{100 * acc:.2f}", f"{m.get('time_s', 0):.1f}",
-            format_bytes(m.get("peak_bytes")), format_bytes(m.get("peak_rss_bytes")),
-        )
+        row = [str(m["module"]), f"{m['blocks'][0]}-{m['blocks'][1] - 1}",
+               "-" if acc is None else f"{100 * acc:.2f}", f"{m.get('time_s', 0):.1f}",
+               format_bytes(m.get("estimated_peak_bytes")), format_bytes(m.get("peak_bytes")),
+               format_bytes(m.get("peak_rss_bytes"))]
+        if budget:
+            row.append("-" if m.get("peak_bytes") is None else f"{100 * m['peak_bytes'] / budget:.0f}%")
+        table.add_row(*row)
+    return table
+
+
+def plan_table(plan) -> Table:
+    """The planner's choice, before training: module, blocks, estimated peak, % of budget."""
+    budget = plan.budget
+    title = "plan" + (f" for a budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB)" if budget else "")
+    if plan.micro_batch < plan.batch_size:
+        title += f", micro-batches of {plan.micro_batch}"
+    table = Table(title=title)
+    for column in ("module", "blocks", "est. peak", "% of budget"):
+        table.add_column(column, justify="right")
+    for m in plan.modules:
+        share = f"{100 * m.estimated_peak_bytes / budget:.0f}%" if budget else "-"
+        table.add_row(str(m.module), f"{m.blocks[0]}-{m.blocks[1] - 1}", format_bytes(m.estimated_peak_bytes), share)
     return table
 
 

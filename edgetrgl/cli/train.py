@@ -26,7 +26,9 @@ def add_parser(sub) -> None:
     a("--download", action="store_true", default=None, help="let torchvision download the dataset")
     a("--train-fraction", type=float, help="train on this stratified fraction of the training split")
     a("--no-augment", dest="augment", action="store_false", default=None, help="no random crop / flip")
-    a("--modules", type=int, help="K, the number of modules (default 4)")
+    a("--modules", type=_modules, help="K, the number of modules (default 4), or 'auto': the fewest that fit --budget")
+    a("--split", choices=("equal", "balanced"), help="equal depth (default) or balanced by estimated memory")
+    a("--micro-batch", type=int, help="accumulate gradients over micro-batches of this size")
     a("--boundaries", help="explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)")
     a("--regime", choices=REGIMES, help="default sequential")
     a("--method", choices=METHODS, help="trgl (default) or vangl (no transport term)")
@@ -53,6 +55,15 @@ def add_parser(sub) -> None:
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--quiet", action="store_true", help="no console output")
     p.set_defaults(handler=run)
+
+
+def _modules(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
 _NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command"}

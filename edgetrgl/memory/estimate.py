@@ -25,7 +25,7 @@ def _sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
 
 def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
                         transport: bool = True, make_optimizer: OptimizerFactory = _sgd,
-                        prefetch_depth: int = 0) -> list[TensorPeak]:
+                        prefetch_depth: int = 0, micro_batch: int | None = None) -> list[TensorPeak]:
     """Peak of training each module alone, as the sequential regime does.
 
     Resident: module k, its head, its optimizer state, one input batch (module k-1's cached output)
@@ -38,6 +38,7 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
         transport: TRGL (True) or VanGL (False).
         make_optimizer: the optimizer each module gets (momentum buffers count).
         prefetch_depth: extra input batches resident.
+        micro_batch: gradient accumulation over chunks of this size (see ``local_step``).
 
     Returns:
         One :class:`TensorPeak` per module.
@@ -51,7 +52,7 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
             stage, head = net.stages[k], net.heads[k]
             optimizer = make_optimizer(list(stage.parameters()) + list(head.parameters()))
             waiting = [torch.empty_like(x) for _ in range(prefetch_depth)]
-            peak = track_peak(lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0),
+            peak = track_peak(lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0, micro_batch),
                               stage, head, optimizer, x, y, *waiting)
             peaks.append(peak)
             with torch.no_grad():
@@ -77,3 +78,28 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
                 h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0)
 
         return track_peak(step, net, *optimizers, x, y)
+
+
+def fake_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a real module whose parameters and buffers are fake tensors of the active fake mode.
+
+    Lets the planner estimate a network the user built (not from the registry). Call it inside
+    ``FakeTensorMode``; the copy costs the module's size in host memory once, briefly.
+    """
+    import copy
+
+    from torch._guards import active_fake_mode
+
+    mode = active_fake_mode()
+    if mode is None:
+        raise RuntimeError("fake_copy must be called inside FakeTensorMode")
+    with torch._subclasses.fake_tensor.unset_fake_temporarily():
+        clone = copy.deepcopy(module)
+    for sub in clone.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None:
+                sub._parameters[name] = torch.nn.Parameter(mode.from_tensor(param.detach()), requires_grad=param.requires_grad)
+        for name, buf in list(sub._buffers.items()):
+            if buf is not None:
+                sub._buffers[name] = mode.from_tensor(buf)
+    return clone

@@ -26,6 +26,22 @@ _CATEGORIES = {
 }
 
 
+class _PeakTracker(MemTracker):
+    """MemTracker for the global peak only.
+
+    MemTracker refuses a root module's second forward in one context (it assumes a new iteration);
+    micro-batching calls each module once per chunk on purpose. We read only the global peak, so
+    per-module statistics can simply start over.
+    """
+
+    def _pre_fw_hook(self, module, inputs) -> None:
+        try:
+            super()._pre_fw_hook(module, inputs)
+        except NotImplementedError:
+            self.reset_mod_stats()
+            super()._pre_fw_hook(module, inputs)
+
+
 @dataclass
 class TensorPeak:
     """Peak tensor bytes during one measured call, and its breakdown at that moment."""
@@ -45,7 +61,7 @@ def track_peak(fn: Callable[[], Any], *external: Any) -> TensorPeak:
         external: modules, optimizers and tensors that exist before ``fn`` and count towards the
             peak (the module being trained, its optimizer, the input batch).
     """
-    tracker = MemTracker()
+    tracker = _PeakTracker()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tracker.track_external(*external)

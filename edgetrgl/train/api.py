@@ -17,7 +17,8 @@ from edgetrgl.data import DataSpec, load_dataset, make_loader
 from edgetrgl.errors import UserError
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
-from edgetrgl.report import MetricsWriter, module_table
+from edgetrgl.report import MetricsWriter, module_table, plan_table
+from edgetrgl.train.budget import plan_run
 from edgetrgl.train.cache_plan import resolve_cache
 from edgetrgl.train.common import count_correct
 from edgetrgl.train.run_dir import prepare_run_dir, read_json, save_weights, write_json
@@ -102,6 +103,10 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
                             train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
     train_set, test_set, spec = data
+    requested = cfg
+    cfg, plan = plan_run(cfg, spec, model)
+    if plan is not None and not quiet:
+        console.print(plan_table(plan))
     net = build_network(cfg, spec, model)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else None)
     cache_mode, cache_reason = resolve_cache(cfg, net, spec, cache_dir)
@@ -118,15 +123,20 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         modules = trainer.train()
     finally:
         writer.close()
+    if plan is not None:
+        for record, planned in zip(modules, plan.modules):
+            record["estimated_peak_bytes"] = planned.estimated_peak_bytes
     result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir,
                        extra={"data_mode": trainer.data_mode, "cache": cache_mode, "cache_reason": cache_reason,
-                              "device": str(trainer.device), "versions": _versions()})
+                              "device": str(trainer.device), "versions": _versions(),
+                              "requested_modules": requested.modules,
+                              "plan": plan.to_dict() if plan is not None else None})
     if run_dir:
         net.to("cpu")
         save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "dataset": _spec_dict(spec)})
         write_json(run_dir / "summary.json", result.summary())
     if not quiet:
-        console.print(module_table(modules, f"{cfg.model} / {cfg.regime} / {spec.name}"))
+        console.print(module_table(modules, f"{cfg.model} / {cfg.regime} / {spec.name}", cfg.budget))
         best, last = result.best_module, result.last_module
         console.print(f"best module {best['module']}: {100 * best['test_accuracy']:.2f}%   "
                       f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "

@@ -57,17 +57,35 @@ def local_step(
     y: torch.Tensor,
     weights: tuple[float, float],
     label_smoothing: float,
+    micro_batch: int | None = None,
 ) -> tuple[torch.Tensor, StepResult]:
     """One module's training step: forward, local loss, backward, step. Returns the detached output.
 
-    The output is detached, so no gradient can cross into the previous module.
+    The output is detached, so no gradient can cross into the previous module. With ``micro_batch``
+    smaller than the batch, the batch is processed in chunks whose gradients accumulate (each
+    chunk's loss weighted by its share of the batch), so only one chunk's activations are alive at a
+    time. BatchNorm then normalises per chunk: the one way the result differs from the full batch.
     """
-    out, transport = stage.forward_transport(x, differentiable=weights[1] != 0.0)
-    loss, ce = module_loss(head(out), y, transport, weights[0], weights[1], label_smoothing)
+    differentiable = weights[1] != 0.0
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    batch = x.shape[0]
+    if micro_batch is None or micro_batch >= batch:
+        out, transport = stage.forward_transport(x, differentiable=differentiable)
+        loss, ce = module_loss(head(out), y, transport, weights[0], weights[1], label_smoothing)
+        loss.backward()
+        optimizer.step()
+        return out.detach(), StepResult(ce=ce, transport=transport.detach())
+    outs, ce_sum, transport_sum = [], 0.0, 0.0
+    for start in range(0, batch, micro_batch):
+        xc, yc = x[start:start + micro_batch], y[start:start + micro_batch]
+        share = xc.shape[0] / batch
+        out, transport = stage.forward_transport(xc, differentiable=differentiable)
+        loss, ce = module_loss(head(out), yc, transport, weights[0], weights[1], label_smoothing)
+        (loss * share).backward()
+        outs.append(out.detach())
+        ce_sum, transport_sum = ce_sum + ce * share, transport_sum + transport.detach() * share
     optimizer.step()
-    return out.detach(), StepResult(ce=ce, transport=transport.detach())
+    return torch.cat(outs), StepResult(ce=ce_sum, transport=transport_sum)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ def run(trainer) -> None:
                 x, y = x.to(device), y.to(device)
                 for k in range(K):
                     cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
-                    args = (net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k), cfg.label_smoothing)
+                    args = (net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
                     if step == 0:
                         x, res = trainer.measured_step(k, lambda: local_step(*args), *args[:5])
                     else:

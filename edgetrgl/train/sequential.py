@@ -49,10 +49,10 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader) -> 
                 cosine_lr(optimizer, cfg.lr, step, total_steps)
                 weights = trainer.tau.weights(k)
                 if step == 0:  # the first step of each module is measured, tensor by tensor
-                    out, res = trainer.measured_step(k, lambda: local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing),
+                    out, res = trainer.measured_step(k, lambda: local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch),
                                                      stage, head, optimizer, x, y)
                 else:
-                    out, res = local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing)
+                    out, res = local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch)
                 ce = float(res.ce)
                 trainer.check_finite(ce, k, epoch)
                 trainer.tau.observe(k, ce)

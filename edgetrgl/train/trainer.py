@@ -12,12 +12,17 @@ from typing import Any
 
 import torch
 
-from edgetrgl.config import TrainConfig
+from edgetrgl.config import TrainConfig, format_bytes
+from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
 from edgetrgl.report import MetricsWriter
 from edgetrgl.train.common import NonFiniteLoss, count_correct, make_optimizer, peak_rss_bytes, resolve_device
+
+
+class BudgetExceeded(UserError):
+    """The run needs more memory than ``--budget`` allows."""
 
 
 class Trainer:
@@ -56,8 +61,21 @@ class Trainer:
         from edgetrgl.train import e2e, parallel, sequential  # the loops import Trainer's helpers
 
         loop = {"e2e": e2e.run, "parallel": parallel.run, "sequential": sequential.run, "multilap": sequential.run}
-        loop[self.cfg.regime](self)
+        self._limit_cuda_memory()
+        try:
+            loop[self.cfg.regime](self)
+        except torch.OutOfMemoryError:
+            budget = f" within the budget of {format_bytes(self.cfg.budget)}" if self.cfg.budget else ""
+            raise BudgetExceeded(f"out of memory on {self.device}{budget}: use more --modules, --split balanced "
+                                 f"or a smaller --micro-batch / --batch-size") from None
         return self.modules
+
+    def _limit_cuda_memory(self) -> None:
+        """On CUDA the budget is enforced by the caching allocator: it raises OOM past the fraction."""
+        if self.cfg.budget is None or self.device.type != "cuda":
+            return
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.budget / total), self.device)
 
     # ---- helpers the loops share ---------------------------------------------------------------
     def epochs_for(self, k: int) -> int:
@@ -71,12 +89,22 @@ class Trainer:
             raise NonFiniteLoss(f"loss became {ce} in module {k + 1}, epoch {epoch + 1}: lower --lr or raise --tau")
 
     def measured_step(self, k: int, step_fn, *external) -> Any:
-        """Run the first step of a module under the tensor-level tracker and record its peak."""
+        """Run the first step of a module under the tensor-level tracker and record its peak.
+
+        On the CPU this is where the budget is enforced: the step's tensors must fit in it.
+        """
         result = {}
         peak = track_peak(lambda: result.setdefault("out", step_fn()), *external)
         record = self.modules[k]
         record["peak_bytes"] = peak.peak_bytes
         record["peak_by_category"] = peak.by_category
+        budget = self.cfg.budget
+        if budget is not None:
+            record["budget_fraction"] = peak.peak_bytes / budget
+            if peak.peak_bytes > budget:
+                raise BudgetExceeded(f"module {k + 1} needs {format_bytes(peak.peak_bytes)} of tensors, over the budget of "
+                                     f"{format_bytes(budget)} ({budget / 1e9:.3g} GB): raise --budget, or use more "
+                                     f"--modules, --split balanced or a smaller --micro-batch")
         return result["out"]
 
     def start_module_clock(self) -> float:

@@ -1,0 +1,137 @@
+"""Measure one method in this process: tensor-level peak of one step, and step times.
+
+Every method trains with :func:`edgetrgl.train.common.local_step` and SGD with momentum 0.9, the
+code the trainer runs. Inputs are random tensors: memory and speed do not depend on the values.
+The order is: warm-up steps (never timed), one step under MemTracker (never timed), timed steps.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import torch
+
+from edgetrgl.bench.setting import BenchSetting
+from edgetrgl.losses import TauSchedule
+from edgetrgl.memory.tensor import cuda_peaks, track_peak
+from edgetrgl.modular import ModularNet
+from edgetrgl.train.common import local_step
+
+
+def make_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9, as the trainer builds it (the momentum buffers count in the peak)."""
+    return torch.optim.SGD(params, lr=setting.lr, momentum=0.9, weight_decay=1e-4)
+
+
+def loss_weights(method: str, setting: BenchSetting, num_modules: int) -> Callable[[int], tuple[float, float]]:
+    """Per-module (CE, transport) weights: the paper's doubled tau for TRGL, no transport otherwise."""
+    kind = "trgl" if method.endswith("trgl") else "vangl"
+    return TauSchedule("double", setting.tau, num_modules, method=kind).weights
+
+
+def measure_method(setting: BenchSetting, method: str, net: ModularNet) -> dict[str, Any]:
+    """Measure ``method`` on ``net`` (built by :func:`build_net` for that method).
+
+    Returns:
+        ``peak_bytes`` and ``peak_by_category`` (MemTracker, one step after warm-up), ``step_times_s``,
+        ``time_per_sample_s`` and ``samples_per_s`` (median step), CUDA peaks on CUDA, and for the
+        sequential regime a ``per_module`` list.
+    """
+    device = torch.device(setting.device)
+    if method.startswith("sequential"):
+        return _measure_sequential(setting, method, net, device)
+    net.to(device).train()
+    weights = loss_weights(method, setting, net.num_modules)
+    optimizers = [make_sgd(list(s.parameters()) + list(h.parameters()), setting) for s, h in zip(net.stages, net.heads)]
+    x = torch.randn(setting.batch_shape, device=device)
+    y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
+    # offload: saved activations go to (pinned) host memory; on a CPU device this only adds copies
+    saved = (lambda: torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")) if method == "offload" else nullcontext
+
+    def step() -> None:
+        h = x
+        with saved():
+            for k in range(net.num_modules):  # e2e and its variants: one module; parallel: K
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0)
+
+    _reset_cuda(device)
+    result = _peak_and_times(step, setting, device, net, *optimizers, x, y)
+    if device.type == "cuda":
+        result.update(cuda_peaks(device))
+    return result
+
+
+def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, device: torch.device) -> dict[str, Any]:
+    """Each module alone on the device, fed a random batch of its input shape (what the cache serves)."""
+    weights = loss_weights(method, setting, net.num_modules)
+    shapes = input_shapes(net, setting)
+    per_module, cuda_max = [], {}
+    for k in range(net.num_modules):
+        stage, head = net.stages[k].to(device).train(), net.heads[k].to(device).train()
+        optimizer = make_sgd(list(stage.parameters()) + list(head.parameters()), setting)
+        x = torch.randn(shapes[k], device=device)
+        y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
+        _reset_cuda(device)
+        record = _peak_and_times(lambda: local_step(stage, head, optimizer, x, y, weights(k), 0.0),
+                                 setting, device, stage, head, optimizer, x, y)
+        record["module"] = k + 1
+        if device.type == "cuda":
+            for key, value in cuda_peaks(device).items():
+                cuda_max[key] = max(cuda_max.get(key, 0), value)
+        per_module.append(record)
+        # the finished module leaves the device before the next one arrives, as in training
+        stage.to("cpu"), head.to("cpu")
+        del optimizer, x, y
+    worst = max(per_module, key=lambda r: r["peak_bytes"])
+    seconds = sum(r["time_per_batch_s"] for r in per_module)  # one batch through every module, in turn
+    return {
+        "peak_bytes": worst["peak_bytes"], "peak_by_category": worst["peak_by_category"], "peak_module": worst["module"],
+        "time_per_batch_s": seconds, "time_per_sample_s": seconds / setting.batch_size,
+        "samples_per_s": setting.batch_size / seconds, "per_module": per_module, **cuda_max,
+    }
+
+
+@torch.no_grad()
+def input_shapes(net: ModularNet, setting: BenchSetting) -> list[tuple[int, ...]]:
+    """The input shape of every module for one batch (module 1: the images)."""
+    x = torch.zeros(2, setting.in_channels, setting.image_size, setting.image_size)
+    shapes = []
+    for stage in net.stages:
+        shapes.append((setting.batch_size, *x.shape[1:]))
+        was_training = stage.training
+        x = stage.eval()(x)  # eval: shape probing must not move BatchNorm statistics
+        stage.train(was_training)
+    return shapes
+
+
+def _peak_and_times(step: Callable[[], Any], setting: BenchSetting, device: torch.device, *external: Any) -> dict[str, Any]:
+    """Warm up, track one step's peak, then time ``setting.steps`` steps (median)."""
+    for _ in range(setting.warmup):
+        step()
+    peak = track_peak(step, *external)
+    times = []
+    for _ in range(setting.steps):
+        _sync(device)  # the clock must not start while earlier kernels still run
+        started = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {"peak_bytes": peak.peak_bytes, "peak_by_category": peak.by_category, "step_times_s": times,
+            "time_per_batch_s": median, "time_per_sample_s": median / setting.batch_size,
+            "samples_per_s": setting.batch_size / median}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_cuda(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # blocks cached for the previous module must not count as reserved
+        torch.cuda.reset_peak_memory_stats(device)

@@ -1,0 +1,176 @@
+"""What a benchmark compares: the setting (model, input, batch, K, split, device) and the methods.
+
+The setting is validated once, in the parent process, and travels to each fresh worker process as
+JSON, together with the module boundaries resolved here (so every method uses the same plan).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgetrgl.errors import UserError
+from edgetrgl.models import BlockNet, create_model
+from edgetrgl.modular import ModularNet, Stage, build_modular, split_blocks
+
+BASELINES = ("e2e", "checkpoint", "offload")
+OURS = ("parallel-vangl", "parallel-trgl", "sequential-vangl", "sequential-trgl")
+SPLITS = ("equal", "balanced")
+
+
+@dataclass
+class BenchSetting:
+    """One benchmark setting. Field names match the ``edgetrgl bench`` flags."""
+
+    model: str = "resnet20"
+    image_size: int = 32
+    in_channels: int = 3
+    num_classes: int = 10
+    batch_size: int = 64
+    modules: int = 4
+    split: str = "equal"
+    device: str = "cpu"  # resolved: cpu or cuda
+    steps: int = 3
+    warmup: int = 1
+    lr: float = 0.01
+    tau: float = 1.0
+    seed: int = 0
+    model_options: dict[str, Any] = field(default_factory=dict)
+    boundaries: list[int] | None = None  # resolved by resolve_boundaries(), not given by the user
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "in_channels", "num_classes", "batch_size", "modules", "steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise UserError(f"--warmup must be a non-negative integer, got {self.warmup!r}")
+        if self.split not in SPLITS:
+            raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+
+    @property
+    def batch_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch_size, self.in_channels, self.image_size, self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BenchSetting":
+        return cls(**values)
+
+
+def parse_methods(compare: str) -> list[str]:
+    """``--compare e2e,checkpoint`` -> the baselines to run (e2e always first), then ours.
+
+    Raises:
+        UserError: an unknown name.
+    """
+    names = [n.strip() for n in compare.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise UserError(f"--compare takes {', '.join(BASELINES)} (comma-separated); unknown: {', '.join(unknown)}")
+    return [b for b in BASELINES if b == "e2e" or b in names] + list(OURS)
+
+
+def build_blocknet(setting: BenchSetting) -> BlockNet:
+    """The model as a BlockNet (raises UserError for an unknown model or option)."""
+    return create_model(setting.model, in_channels=setting.in_channels, num_classes=setting.num_classes,
+                        image_size=setting.image_size, **setting.model_options)
+
+
+def build_net(setting: BenchSetting, method: str) -> ModularNet:
+    """The network for ``method``: one module for the baselines, K modules (the plan's) for ours."""
+    sample = torch.zeros(2, setting.in_channels, setting.image_size, setting.image_size)
+    blocknet = build_blocknet(setting)
+    if method in BASELINES:
+        net = build_modular(blocknet, 1, setting.num_classes, sample)
+    else:
+        net = build_modular(blocknet, setting.modules, setting.num_classes, sample, boundaries=setting.boundaries)
+    if method == "checkpoint":
+        net.stages[0] = checkpointed(net.stages[0])
+    return net
+
+
+def resolve_boundaries(setting: BenchSetting) -> BenchSetting:
+    """Check the model and K, and fix the module boundaries for ``setting.split``.
+
+    Returns:
+        A copy of ``setting`` with ``boundaries`` set (``None`` for an equal-depth split).
+
+    Raises:
+        UserError: unknown model, K above the number of blocks, or a split that is not available.
+    """
+    blocknet = build_blocknet(setting)
+    split_blocks(len(blocknet.blocks), setting.modules)  # raises for K > blocks
+    boundaries = None
+    if setting.split == "balanced":
+        boundaries = _balanced_planner()(lambda: build_blocknet(setting), setting.modules, setting.batch_shape,
+                                         setting.num_classes, transport=True)
+    return dataclasses.replace(setting, boundaries=boundaries)
+
+
+def _balanced_planner() -> Callable[..., list[int]]:
+    """``edgetrgl.memory.planner.balanced_boundaries``, or a UserError while it does not exist."""
+    try:
+        from edgetrgl.memory.planner import balanced_boundaries
+    except ModuleNotFoundError as exc:
+        if exc.name != "edgetrgl.memory.planner":
+            raise  # the planner exists but is broken: a programming error, keep the traceback
+        raise UserError("--split balanced is not available (edgetrgl.memory.planner is missing); use --split equal") from None
+    return balanced_boundaries
+
+
+class CheckpointedBlock(nn.Module):
+    """A block whose forward is recomputed in backward (``torch.utils.checkpoint``), saving its activations.
+
+    It reports no residues, so the step's loss has no transport term (as e2e) and no extra
+    ``out - x`` temporary is made for it.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward_residues(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self.block, x, use_reentrant=False), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_residues(x)[0]
+
+
+def checkpointed(stage: Stage) -> Stage:
+    """The same stage with every block wrapped in :class:`CheckpointedBlock` (the stem is not)."""
+    return Stage([CheckpointedBlock(b) for b in stage.blocks], stem=stage.stem)
+
+
+def versions(device: str) -> dict[str, Any]:
+    """Software and machine this benchmark ran on."""
+    info: dict[str, Any] = {
+        "torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "cpu": _cpu_name(), "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,194 @@
+"""The budget planner: choose module boundaries and a micro-batch so that every module fits.
+
+Everything here is estimated with fake tensors (see ``estimate.py``): no memory is allocated, so
+the plan for a network far larger than this machine's memory still takes seconds.
+
+Cost model for the split: each block is first estimated as a module of its own; its weight is that
+peak less its input batch (the input of a block inside a module is the previous block's activation,
+already counted). A module's cost is the sum of its blocks' weights plus its first input. The split
+that minimises the largest module cost (a linear partition, solved exactly by dynamic programming)
+is then checked with a full estimate of the chosen plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from edgetrgl.config import format_bytes
+from edgetrgl.errors import UserError
+from edgetrgl.memory.estimate import estimate_sequential
+from edgetrgl.modular import ModularNet, split_blocks
+
+BuildFn = Callable[[int, list[int] | None], ModularNet]  # (num_modules, boundaries) -> network
+
+
+@dataclass
+class ModulePlan:
+    module: int
+    blocks: tuple[int, int]
+    estimated_peak_bytes: int
+
+
+@dataclass
+class Plan:
+    """What the planner chose. ``boundaries`` go to ``build_modular``; ``micro_batch`` to the loop."""
+
+    boundaries: list[int]
+    modules: list[ModulePlan]
+    batch_size: int
+    micro_batch: int
+    budget: int | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(m.estimated_peak_bytes for m in self.modules)
+
+    def to_dict(self) -> dict:
+        return {"boundaries": self.boundaries, "batch_size": self.batch_size, "micro_batch": self.micro_batch,
+                "budget": self.budget, "estimated_peak_bytes": self.peak_bytes, "notes": self.notes,
+                "modules": [{"module": m.module, "blocks": list(m.blocks), "estimated_peak_bytes": m.estimated_peak_bytes}
+                            for m in self.modules]}
+
+
+def block_weights(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int,
+                  transport: bool = True) -> tuple[list[int], list[int]]:
+    """Per-block ``(weights, input_bytes)``: each block estimated as a module of its own."""
+    peaks = estimate_sequential(lambda: build(num_blocks, None), batch_shape, num_classes, transport)
+    inputs = [p.by_category.get("inputs", 0) for p in peaks]
+    return [p.peak_bytes - i for p, i in zip(peaks, inputs)], inputs
+
+
+def linear_partition(weights: list[int], inputs: list[int], num_modules: int) -> list[int]:
+    """Boundaries minimising the largest ``sum(weights[s:e]) + inputs[s]`` over K contiguous groups."""
+    n = len(weights)
+    prefix = [0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    cost = lambda s, e: prefix[e] - prefix[s] + inputs[s]  # noqa: E731
+    INF = float("inf")
+    # best[k][e]: smallest achievable max cost splitting blocks [0, e) into k groups
+    best = [[INF] * (n + 1) for _ in range(num_modules + 1)]
+    cut = [[0] * (n + 1) for _ in range(num_modules + 1)]
+    best[0][0] = 0
+    for k in range(1, num_modules + 1):
+        for e in range(k, n + 1):
+            for s in range(k - 1, e):
+                value = max(best[k - 1][s], cost(s, e))
+                if value < best[k][e]:
+                    best[k][e], cut[k][e] = value, s
+    bounds, e = [], n
+    for k in range(num_modules, 0, -1):
+        e = cut[k][e]
+        bounds.append(e)
+    return sorted(bounds)[1:]  # drop the leading 0
+
+
+def balanced_boundaries(build_blocknet: Callable, num_modules: int, batch_shape: tuple[int, ...], num_classes: int,
+                        transport: bool = True) -> list[int]:
+    """Boundaries of K memory-balanced ("equally heavy") modules.
+
+    Args:
+        build_blocknet: returns a fresh :class:`BlockNet` (called inside a fake-tensor mode).
+        num_modules: K.
+        batch_shape: ``(B, C, H, W)`` of the input batch.
+        num_classes: for the heads.
+        transport: TRGL (True) or VanGL.
+    """
+    build = _builder_from_blocknet(build_blocknet, batch_shape, num_classes)
+    num_blocks = len(_count_blocks(build_blocknet))
+    if num_modules > num_blocks:
+        raise UserError(f"--modules {num_modules} is larger than the model's {num_blocks} blocks")
+    weights, inputs = block_weights(build, num_blocks, batch_shape, num_classes, transport)
+    return linear_partition(weights, inputs, num_modules)
+
+
+def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, *,
+                 num_modules: int | str = 4, split: str = "equal", budget: int | None = None,
+                 transport: bool = True, boundaries: list[int] | None = None) -> Plan:
+    """Choose boundaries (and a micro-batch) so that every module fits ``budget``.
+
+    Args:
+        build: ``(num_modules, boundaries) -> ModularNet``, called inside a fake-tensor mode.
+        num_blocks: blocks in the network.
+        batch_shape: ``(B, C, H, W)`` of one training batch.
+        num_classes: for the heads.
+        num_modules: K, or ``"auto"`` for the fewest modules that fit the budget.
+        split: ``equal`` (same number of blocks) or ``balanced`` (same memory).
+        budget: bytes for one module's tensors on the compute device, or None.
+        transport: TRGL (True) or VanGL.
+        boundaries: explicit boundaries (then neither K nor split is searched).
+
+    Raises:
+        UserError: nothing fits; the message names the smallest budget that would.
+    """
+    batch = batch_shape[0]
+    if num_modules == "auto" and budget is None:
+        raise UserError("--modules auto needs a --budget to aim at")
+    weights = inputs = None
+    if split == "balanced":
+        weights, inputs = block_weights(build, num_blocks, batch_shape, num_classes, transport)
+
+    def bounds_for(k: int) -> list[int]:
+        if boundaries is not None:
+            return list(boundaries)
+        if split == "balanced":
+            return linear_partition(weights, inputs, k)
+        return [s for s, _ in split_blocks(num_blocks, k)][1:]
+
+    def estimate(bounds: list[int], micro: int) -> Plan:
+        peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
+                                    micro_batch=micro if micro < batch else None)
+        ranges = list(zip([0] + bounds, bounds + [num_blocks]))
+        mods = [ModulePlan(k + 1, r, p.peak_bytes) for k, (r, p) in enumerate(zip(ranges, peaks))]
+        return Plan(bounds, mods, batch, micro, budget)
+
+    if num_modules == "auto":
+        # binary search on K with full estimates: the peak falls as K grows (one module is the
+        # whole network, one block per module is the floor); the cost model alone overestimates
+        low, high, found = 1, num_blocks, None
+        while low <= high:
+            k = (low + high) // 2
+            plan = estimate(bounds_for(k), batch)
+            if plan.peak_bytes <= budget:
+                found, high = plan, k - 1
+            else:
+                low = k + 1
+        if found is not None:
+            found.notes.append(f"--modules auto: {len(found.modules)} module(s) is the fewest that fit")
+            return found
+        num_modules = num_blocks  # not even one block per module fits at full batch: micro-batch below
+    plan = estimate(bounds_for(int(num_modules)), batch)
+    if budget is None or plan.peak_bytes <= budget:
+        return plan
+    micro = batch
+    while micro > 1:
+        micro = max(1, micro // 2)
+        smaller = estimate(plan.boundaries, micro)
+        if smaller.peak_bytes <= budget:
+            smaller.notes.append(f"micro-batches of {micro} with gradient accumulation: batch {batch} does not fit")
+            return smaller
+        plan = smaller
+    raise UserError(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
+                    f"micro-batches of 1 a module needs {format_bytes(plan.peak_bytes)}; the smallest budget "
+                    f"that would fit this split is {format_bytes(plan.peak_bytes)} ({plan.peak_bytes / 1e9:.3g} GB)")
+
+
+def _count_blocks(build_blocknet: Callable) -> list:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return build_blocknet().blocks
+
+
+def _builder_from_blocknet(build_blocknet: Callable, batch_shape, num_classes: int) -> BuildFn:
+    from edgetrgl.modular import build_modular
+
+    def build(k: int, bounds: list[int] | None) -> ModularNet:
+        sample = torch.zeros(2, *batch_shape[1:])
+        return build_modular(build_blocknet(), k, num_classes, sample, boundaries=bounds)
+
+    return build
