@@ -11,12 +11,12 @@ from edgetrgl.data import list_datasets, load_dataset, make_loader
 from edgetrgl.errors import UserError
 from edgetrgl.models import BlockNet, create_model, list_models
 from edgetrgl.modular import ModularNet, build_modular, split_blocks
-from edgetrgl.train import RunResult, build_network, evaluate, load_run, train
+from edgetrgl.train import RunResult, build_network, evaluate, load_run, resume, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockNet", "ModularNet", "ResidualBlock", "RunResult", "TrainConfig", "UserError",
     "build_modular", "build_network", "create_model", "evaluate", "format_bytes", "list_datasets",
-    "list_models", "load_dataset", "load_run", "make_loader", "parse_size", "split_blocks", "train",
+    "list_models", "load_dataset", "load_run", "make_loader", "parse_size", "resume", "split_blocks", "train",
 ]

@@ -40,6 +40,12 @@ class MetricsWriter:
         if echo and not self.quiet:
             self.console.print(echo)
 
+    def warn(self, message: str) -> None:
+        """A warning: always printed (unless quiet) and recorded."""
+        self.log({"event": "warning", "message": message})
+        if not self.quiet:
+            self.console.print(f"[yellow]warning:[/yellow] {message}")
+
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator["_Bar"]:
         """A progress bar for one module/epoch; a no-op bar when quiet or not a terminal."""
@@ -50,6 +56,10 @@ class MetricsWriter:
                       TextColumn("{task.fields[info]}"), console=self.console, transient=True) as bar:
             task = bar.add_task(description, total=total, info="")
             yield _Bar(bar, task)
+
+    def tell(self) -> int:
+        """Bytes written so far: a checkpoint records it, a resume truncates back to it."""
+        return self._fh.tell() if self._fh is not None else 0
 
     def close(self) -> None:
         if self._fh is not None:

@@ -2,7 +2,8 @@
 
 Every method trains with :func:`edgetrgl.train.common.local_step` and SGD with momentum 0.9, the
 code the trainer runs. Inputs are random tensors: memory and speed do not depend on the values.
-The order is: warm-up steps (never timed), one step under MemTracker (never timed), timed steps.
+The order is: warm-up steps (never timed), timed steps, the process's peak RSS, then one step under
+MemTracker (never timed, and after the RSS reading: the tracker's own bookkeeping adds to RSS).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from edgetrgl.bench.setting import BenchSetting
 from edgetrgl.losses import TauSchedule
+from edgetrgl.memory.process import RssBaseline
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
 from edgetrgl.train.common import local_step
@@ -32,17 +34,20 @@ def loss_weights(method: str, setting: BenchSetting, num_modules: int) -> Callab
     return TauSchedule("double", setting.tau, num_modules, method=kind).weights
 
 
-def measure_method(setting: BenchSetting, method: str, net: ModularNet) -> dict[str, Any]:
+def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline: RssBaseline | None = None) -> dict[str, Any]:
     """Measure ``method`` on ``net`` (built by :func:`build_net` for that method).
+
+    Args:
+        baseline: the process's RSS baseline; its reading is taken before the MemTracker step.
 
     Returns:
         ``peak_bytes`` and ``peak_by_category`` (MemTracker, one step after warm-up), ``step_times_s``,
-        ``time_per_sample_s`` and ``samples_per_s`` (median step), CUDA peaks on CUDA, and for the
-        sequential regime a ``per_module`` list.
+        ``time_per_sample_s`` and ``samples_per_s`` (median step), ``peak_rss_bytes`` (with a
+        baseline), CUDA peaks on CUDA, and for the sequential regime a ``per_module`` list.
     """
     device = torch.device(setting.device)
     if method.startswith("sequential"):
-        return _measure_sequential(setting, method, net, device)
+        return _measure_sequential(setting, method, net, device, baseline)
     net.to(device).train()
     weights = loss_weights(method, setting, net.num_modules)
     optimizers = [make_sgd(list(s.parameters()) + list(h.parameters()), setting) for s, h in zip(net.stages, net.heads)]
@@ -58,39 +63,50 @@ def measure_method(setting: BenchSetting, method: str, net: ModularNet) -> dict[
                 h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0)
 
     _reset_cuda(device)
-    result = _peak_and_times(step, setting, device, net, *optimizers, x, y)
+    result = _times(step, setting, device)
     if device.type == "cuda":
-        result.update(cuda_peaks(device))
+        result.update(cuda_peaks(device))  # before the tracked step, as RSS
+    if baseline is not None:
+        result.update(baseline.to_dict())
+    result.update(_tracked(step, 0, net, *optimizers, x, y))
     return result
 
 
-def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, device: torch.device) -> dict[str, Any]:
-    """Each module alone on the device, fed a random batch of its input shape (what the cache serves)."""
+def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, device: torch.device,
+                        baseline: RssBaseline | None) -> dict[str, Any]:
+    """Each module alone on the device, fed a random batch of its input shape (what the cache serves).
+
+    Two passes: the first times every module (then RSS is read), the second tracks each module's
+    peak with MemTracker after at least one warm-up step (as the timed steps precede it elsewhere).
+    """
     weights = loss_weights(method, setting, net.num_modules)
     shapes = input_shapes(net, setting)
-    per_module, cuda_max = [], {}
-    for k in range(net.num_modules):
-        stage, head = net.stages[k].to(device).train(), net.heads[k].to(device).train()
-        optimizer = make_sgd(list(stage.parameters()) + list(head.parameters()), setting)
-        x = torch.randn(shapes[k], device=device)
-        y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
-        _reset_cuda(device)
-        record = _peak_and_times(lambda: local_step(stage, head, optimizer, x, y, weights(k), 0.0),
-                                 setting, device, stage, head, optimizer, x, y)
-        record["module"] = k + 1
-        if device.type == "cuda":
-            for key, value in cuda_peaks(device).items():
-                cuda_max[key] = max(cuda_max.get(key, 0), value)
-        per_module.append(record)
-        # the finished module leaves the device before the next one arrives, as in training
-        stage.to("cpu"), head.to("cpu")
-        del optimizer, x, y
+    per_module, extra = [], {}
+    for measure_pass in ("time", "track"):
+        for k in range(net.num_modules):
+            stage, head = net.stages[k].to(device).train(), net.heads[k].to(device).train()
+            optimizer = make_sgd(list(stage.parameters()) + list(head.parameters()), setting)
+            x = torch.randn(shapes[k], device=device)
+            y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
+            step = lambda: local_step(stage, head, optimizer, x, y, weights(k), 0.0)  # noqa: E731
+            if measure_pass == "time":
+                _reset_cuda(device)
+                per_module.append({"module": k + 1, **_times(step, setting, device)})
+                for key, value in (cuda_peaks(device) if device.type == "cuda" else {}).items():
+                    extra[key] = max(extra.get(key, 0), value)
+            else:
+                per_module[k].update(_tracked(step, max(1, setting.warmup), stage, head, optimizer, x, y))
+            # the finished module leaves the device before the next one arrives, as in training
+            stage.to("cpu"), head.to("cpu")
+            del optimizer, x, y, step
+        if measure_pass == "time" and baseline is not None:
+            extra.update(baseline.to_dict())
     worst = max(per_module, key=lambda r: r["peak_bytes"])
     seconds = sum(r["time_per_batch_s"] for r in per_module)  # one batch through every module, in turn
     return {
         "peak_bytes": worst["peak_bytes"], "peak_by_category": worst["peak_by_category"], "peak_module": worst["module"],
         "time_per_batch_s": seconds, "time_per_sample_s": seconds / setting.batch_size,
-        "samples_per_s": setting.batch_size / seconds, "per_module": per_module, **cuda_max,
+        "samples_per_s": setting.batch_size / seconds, "per_module": per_module, **extra,
     }
 
 
@@ -107,11 +123,10 @@ def input_shapes(net: ModularNet, setting: BenchSetting) -> list[tuple[int, ...]
     return shapes
 
 
-def _peak_and_times(step: Callable[[], Any], setting: BenchSetting, device: torch.device, *external: Any) -> dict[str, Any]:
-    """Warm up, track one step's peak, then time ``setting.steps`` steps (median)."""
+def _times(step: Callable[[], Any], setting: BenchSetting, device: torch.device) -> dict[str, Any]:
+    """Warm up, then time ``setting.steps`` steps; report the median."""
     for _ in range(setting.warmup):
         step()
-    peak = track_peak(step, *external)
     times = []
     for _ in range(setting.steps):
         _sync(device)  # the clock must not start while earlier kernels still run
@@ -120,9 +135,16 @@ def _peak_and_times(step: Callable[[], Any], setting: BenchSetting, device: torc
         _sync(device)
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
-    return {"peak_bytes": peak.peak_bytes, "peak_by_category": peak.by_category, "step_times_s": times,
-            "time_per_batch_s": median, "time_per_sample_s": median / setting.batch_size,
+    return {"step_times_s": times, "time_per_batch_s": median, "time_per_sample_s": median / setting.batch_size,
             "samples_per_s": setting.batch_size / median}
+
+
+def _tracked(step: Callable[[], Any], warmup: int, *external: Any) -> dict[str, Any]:
+    """``warmup`` untracked steps, then one step under MemTracker: its peak and breakdown."""
+    for _ in range(warmup):
+        step()
+    peak = track_peak(step, *external)
+    return {"peak_bytes": peak.peak_bytes, "peak_by_category": peak.by_category}
 
 
 def _sync(device: torch.device) -> None:

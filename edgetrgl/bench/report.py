@@ -19,7 +19,7 @@ def bench_table(report: dict[str, Any]) -> Table:
     title = (f"{s['model']} {s['in_channels']}x{s['image_size']}x{s['image_size']}, batch {s['batch_size']}, "
              f"K={s['modules']} ({s['split']}), {'estimate (fake tensors)' if estimated else 'device ' + s['device']}")
     table = Table(title=title)
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     table.add_column("estimated peak" if estimated else "tensor peak", justify="right")
     table.add_column("savings vs e2e", justify="right")
     cuda = any("cuda_max_allocated_bytes" in r for r in report["results"])
@@ -29,7 +29,7 @@ def bench_table(report: dict[str, Any]) -> Table:
             table.add_column("CUDA max alloc", justify="right")
             table.add_column("CUDA max reserved", justify="right")
         table.add_column("samples/s", justify="right")
-        table.add_column("time vs e2e", justify="right")
+        table.add_column("time/sample vs e2e", justify="right")
     for r in report["results"]:
         row = [r["method"], format_bytes(r.get("peak_bytes")), _percent(r.get("savings_vs_e2e"))]
         if not estimated:
@@ -98,7 +98,7 @@ def _percent(value: float | None) -> str:
 
 
 def _overhead(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:.2f}x ({100 * (ratio - 1):+.0f}%)"
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
 def _number(value: float | None) -> str:

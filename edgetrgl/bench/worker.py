@@ -27,8 +27,7 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
     if setting.device == "cuda":
         torch.zeros(1, device="cuda")  # the CUDA context is part of the baseline, not of the method
     baseline = RssBaseline()
-    result = measure_method(setting, method, net)
-    result.update(baseline.to_dict())
+    result = measure_method(setting, method, net, baseline)
     result["method"] = method
     return result
 

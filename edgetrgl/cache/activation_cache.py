@@ -2,20 +2,33 @@
 
 The next module trains from these instead of recomputing the frozen prefix for every batch.
 Layout: ``num_views`` views (augmented copies) of ``num_samples`` samples, split into shards of
-``shard_size`` samples. On disk each shard is a raw file memory-mapped with ``torch.from_file``,
-so reading a batch touches only the rows it needs.
+``shard_size`` samples. On disk each shard is a raw file, preallocated (so a full disk fails at
+once with ENOSPC instead of crashing later on a page fault) and memory-mapped with
+``torch.from_file``, so reading a batch touches only the rows it needs. A finished disk cache gets
+a ``manifest.json`` (shapes, dtype, counts, a checksum per shard): :meth:`ActivationCache.open`
+trusts a cache only if every shard matches it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
+from edgetrgl._faults import crash_point
+
 STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MANIFEST = "manifest.json"
+
+
+class CacheCorrupt(Exception):
+    """A cache on disk does not match its manifest (truncated, altered, or never finished)."""
 
 
 class ActivationCache:
@@ -28,17 +41,11 @@ class ActivationCache:
         storage_dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``; batches are returned as float32.
         root: folder for the disk backend; created, and removed by :meth:`close`.
         shard_size: samples per shard.
+        tag: free-form facts stored in the manifest (which module and lap wrote it).
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        num_views: int = 1,
-        backend: str = "host",
-        storage_dtype: str = "fp32",
-        root: str | Path | None = None,
-        shard_size: int = 4096,
-    ) -> None:
+    def __init__(self, num_samples: int, num_views: int = 1, backend: str = "host", storage_dtype: str = "fp32",
+                 root: str | Path | None = None, shard_size: int = 4096, tag: dict[str, Any] | None = None) -> None:
         if backend not in ("host", "disk"):
             raise ValueError(f"backend must be 'host' or 'disk', got {backend!r}")
         if backend == "disk" and root is None:
@@ -46,19 +53,26 @@ class ActivationCache:
         self.num_samples = num_samples
         self.num_views = num_views
         self.backend = backend
+        self.dtype_name = storage_dtype
         self.storage_dtype = STORAGE_DTYPES[storage_dtype]
         self.root = Path(root) if root is not None else None
         self.shard_size = shard_size
+        self.tag = dict(tag or {})
         self.feature_shape: tuple[int, ...] | None = None
         self.labels = torch.empty(num_samples, dtype=torch.int64)
         self._shards: list[list[torch.Tensor]] = [[] for _ in range(num_views)]  # [view][shard]
         self._filled = [0] * num_views
         if backend == "disk":
             self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / MANIFEST).unlink(missing_ok=True)  # a cache being written is never trusted
 
     # ---- writing -------------------------------------------------------------------------
     def append(self, view: int, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Append a batch of features (in dataset order) to ``view``."""
+        """Append a batch of features (in dataset order) to ``view``.
+
+        Raises:
+            OSError: ENOSPC when the disk cannot hold the cache (raised before anything is mapped).
+        """
         if self.feature_shape is None:
             self.feature_shape = tuple(features.shape[1:])
             for v in range(self.num_views):
@@ -76,6 +90,54 @@ class ActivationCache:
         if view == 0:
             self.labels[start:start + count] = labels.cpu()
         self._filled[view] += count
+        crash_point("cache_write")
+
+    def finish(self) -> None:
+        """Seal a disk cache: write its manifest (with a checksum per shard) atomically."""
+        if self.backend != "disk" or not self.complete:
+            return
+        shards = [{"file": self._shard_path(v, s).name, "view": v, "rows": self._shard_rows(s),
+                   "bytes": self._shard_path(v, s).stat().st_size, "blake2b": _digest(self._shard_path(v, s))}
+                  for v in range(self.num_views) for s in range(self.num_shards)]
+        torch.save(self.labels, self.root / "labels.pt")
+        manifest = {"format": "edgetrgl-cache/1", "num_samples": self.num_samples, "num_views": self.num_views,
+                    "feature_shape": list(self.feature_shape), "dtype": self.dtype_name, "shard_size": self.shard_size,
+                    "labels_blake2b": _digest(self.root / "labels.pt"), "shards": shards, "tag": self.tag}
+        tmp = self.root / (MANIFEST + ".tmp")
+        with tmp.open("w") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / MANIFEST)
+
+    @classmethod
+    def open(cls, root: str | Path, tag: dict[str, Any] | None = None) -> "ActivationCache":
+        """Reopen a sealed disk cache after checking every shard against the manifest.
+
+        Raises:
+            CacheCorrupt: no manifest, another tag, a missing, truncated or altered shard.
+        """
+        root = Path(root)
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+        except (OSError, ValueError):
+            raise CacheCorrupt(f"{root}: no readable manifest (the cache was never finished)") from None
+        if tag is not None and manifest.get("tag") != tag:
+            raise CacheCorrupt(f"{root}: written for {manifest.get('tag')}, not {tag}")
+        for shard in manifest["shards"]:
+            path = root / shard["file"]
+            if not path.exists() or path.stat().st_size != shard["bytes"] or _digest(path) != shard["blake2b"]:
+                raise CacheCorrupt(f"{path}: missing, truncated or altered")
+        if _digest(root / "labels.pt") != manifest["labels_blake2b"]:
+            raise CacheCorrupt(f"{root / 'labels.pt'}: altered")
+        cache = cls(manifest["num_samples"], manifest["num_views"], "disk", manifest["dtype"], root,
+                    manifest["shard_size"], manifest["tag"])
+        cache.feature_shape = tuple(manifest["feature_shape"])
+        cache.labels = torch.load(root / "labels.pt", weights_only=True)
+        cache._shards = [[cache._map(v, s, create=False) for s in range(cache.num_shards)] for v in range(cache.num_views)]
+        cache._filled = [cache.num_samples] * cache.num_views
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=1))  # __init__ removed it; still valid
+        return cache
 
     @property
     def complete(self) -> bool:
@@ -95,11 +157,25 @@ class ActivationCache:
     def _shard_rows(self, shard: int) -> int:
         return min(self.shard_size, self.num_samples - shard * self.shard_size)
 
+    def _shard_path(self, view: int, shard: int) -> Path:
+        return self.root / f"view{view}_shard{shard}.bin"
+
     def _new_shard(self, view: int, shard: int) -> torch.Tensor:
         shape = (self._shard_rows(shard), *self.feature_shape)
         if self.backend == "host":
             return torch.empty(shape, dtype=self.storage_dtype)
-        path = self.root / f"view{view}_shard{shard}.bin"
+        return self._map(view, shard, create=True)
+
+    def _map(self, view: int, shard: int, create: bool) -> torch.Tensor:
+        shape = (self._shard_rows(shard), *self.feature_shape)
+        nbytes = math.prod(shape) * self.storage_dtype.itemsize
+        path = self._shard_path(view, shard)
+        if create:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, nbytes)  # reserve the blocks now: ENOSPC here, not SIGBUS later
+            finally:
+                os.close(fd)
         flat = torch.from_file(str(path), shared=True, size=math.prod(shape), dtype=self.storage_dtype)
         return flat.view(shape)
 
@@ -122,9 +198,17 @@ class ActivationCache:
             idx = order[start:start + batch_size]
             yield self.gather(view, idx), self.labels[idx]
 
-    def close(self) -> None:
-        """Drop the cached features (and their files, for the disk backend)."""
+    def close(self, keep: bool = False) -> None:
+        """Drop the cached features; a disk cache's files are deleted unless ``keep``."""
         self._shards = [[] for _ in range(self.num_views)]
         self._filled = [0] * self.num_views
-        if self.backend == "disk" and self.root is not None:
+        if self.backend == "disk" and self.root is not None and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

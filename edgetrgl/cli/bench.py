@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(setting, methods, estimate=args.estimate, console=Console(stderr=True), threads=args.threads)
     report["command"] = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])  # as invoked
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=130)  # piped output: do not wrap the table at 80 columns
     out.print(bench_table(report))
     for note in report["notes"]:
         out.print(f"note: {note}")

@@ -34,11 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from edgetrgl.train.trainer import Interrupted
+
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"edgetrgl: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Interrupted as exc:
+        print(f"edgetrgl: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("edgetrgl: interrupted", file=sys.stderr)
         return 130

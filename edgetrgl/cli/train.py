@@ -11,6 +11,7 @@ EPILOG = """examples:
   edgetrgl train --regime parallel --method vangl --epochs 5
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
+  edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
 """
 
 
@@ -53,6 +54,7 @@ def add_parser(sub) -> None:
     a("--seed", type=int)
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")
+    a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     a("--quiet", action="store_true", help="no console output")
     p.set_defaults(handler=run)
 
@@ -66,7 +68,7 @@ def _modules(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
-_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command"}
+_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume"}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -89,8 +91,16 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgetrgl.train import train
+    from edgetrgl.errors import UserError
+    from edgetrgl.train import resume, train
 
+    if args.resume:
+        if args.overwrite:
+            raise UserError("--resume and --overwrite contradict each other")
+        cfg = config_from_args(args)  # validates the flags given with --resume
+        given = {k for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+        resume(args.resume, changes={k: getattr(cfg, k) for k in given}, quiet=args.quiet)
+        return 0
     cfg = config_from_args(args)
     train(cfg, overwrite=args.overwrite, quiet=args.quiet)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -21,7 +22,8 @@ from edgetrgl.report import MetricsWriter, module_table, plan_table
 from edgetrgl.train.budget import plan_run
 from edgetrgl.train.cache_plan import resolve_cache
 from edgetrgl.train.common import count_correct
-from edgetrgl.train.run_dir import prepare_run_dir, read_json, save_weights, write_json
+from edgetrgl.train.checkpoint import load_checkpoint
+from edgetrgl.train.run_dir import prepare_run_dir, read_json, save_weights, truncate_metrics, write_json
 from edgetrgl.train.trainer import Trainer
 
 
@@ -94,43 +96,92 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
 
     Raises:
         UserError: bad configuration or data, or ``out`` holds a run and ``overwrite`` is False.
+        Interrupted: SIGINT/SIGTERM; a checkpoint was written and :func:`resume` continues the run.
     """
     cfg = cfg or TrainConfig()
     out = cfg.out if out is None else out
     run_dir = prepare_run_dir(out, overwrite) if out else None
     console = console or Console(stderr=True)
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
-                            train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
-    train_set, test_set, spec = data
+    data = data or _load_data(cfg)
     requested = cfg
-    cfg, plan = plan_run(cfg, spec, model)
+    cfg, plan = plan_run(cfg, spec := data[2], model)
     if plan is not None and not quiet:
         console.print(plan_table(plan))
+    extra = {"requested_modules": requested.modules, "plan": plan.to_dict() if plan is not None else None}
+    return _run(cfg, data, model, run_dir, extra, None, quiet, console)
+
+
+def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
+           data: tuple | None = None, quiet: bool = False, console: Console | None = None) -> RunResult:
+    """Continue an interrupted run exactly where its last checkpoint left it.
+
+    Args:
+        run_dir: the run folder.
+        changes: settings given again by the user; each must equal the saved one, except
+            ``device`` (a run may move to another device) and ``out``.
+        model, data: as for :func:`train`, when the run used your own network or data.
+
+    Raises:
+        UserError: no or corrupt checkpoint, a finished run, or ``changes`` contradicting the run.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such run folder")
+    if (run_dir / "summary.json").exists():
+        raise UserError(f"the run in {run_dir} has already finished (its results are in summary.json)")
+    state = load_checkpoint(run_dir)
+    saved = TrainConfig.from_dict(state["config"])
+    changed = {}
+    for key, value in (changes or {}).items():
+        if key in ("device", "out"):
+            changed[key] = value
+        elif getattr(saved, key) != value:
+            raise UserError(f"--resume: --{key.replace('_', '-')} {value} contradicts the saved run "
+                            f"({getattr(saved, key)}); start a new run with --out instead")
+    cfg = dataclasses.replace(saved, **{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
+    console = console or Console(stderr=True)
+    return _run(cfg, data or _load_data(cfg), model, run_dir, state.get("extra", {}), state, quiet, console)
+
+
+def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | None, extra: dict[str, Any],
+         state: dict | None, quiet: bool, console: Console) -> RunResult:
+    """Build, (re)load and train; write the results. Shared by :func:`train` and :func:`resume`."""
+    train_set, test_set, spec = data
     net = build_network(cfg, spec, model)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else None)
-    cache_mode, cache_reason = resolve_cache(cfg, net, spec, cache_dir)
+    if state is None:
+        cache_mode, cache_reason = resolve_cache(cfg, net, spec, cache_dir)
+        extra = {**extra, "cache": cache_mode, "cache_reason": cache_reason}
+        cfg = dataclasses.replace(cfg, cache=cache_mode)
+    elif run_dir is not None:
+        truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])  # drop records past the checkpoint
     writer = MetricsWriter(run_dir / "metrics.jsonl" if run_dir else None, console, quiet)
-    if run_dir:
+    if run_dir and state is None:
         write_json(run_dir / "config.json", {"config": cfg.to_dict(), "dataset": _spec_dict(spec)})
     started = time.perf_counter()
-    trainer = Trainer(_with_cache(cfg, cache_mode), net, train_set, test_set, writer, cache_dir=cache_dir)
-    writer.log({"event": "start", "device": str(trainer.device), "modules": net.num_modules,
-                "cache": cache_mode, "cache_reason": cache_reason},
-               echo=f"edgetrgl: {cfg.regime} {cfg.method if cfg.regime != 'e2e' else ''} on {spec.name}, "
-                    f"{cfg.model} in {net.num_modules} module(s), device {trainer.device}")
+    trainer = Trainer(cfg, net, train_set, test_set, writer, cache_dir=cache_dir, run_dir=run_dir)
+    trainer.extra = extra
+    if state is not None:
+        trainer.load_state_dict(state)
+        started -= state.get("wall_time_s", 0.0)
+    trainer.started = started
+    what = "resuming" if state is not None else "edgetrgl:"
+    writer.log({"event": "resume" if state is not None else "start", "device": str(trainer.device),
+                "modules": net.num_modules, "cache": cfg.cache, "position": trainer.position},
+               echo=f"{what} {cfg.regime} {cfg.method if cfg.regime != 'e2e' else ''} on {spec.name}, "
+                    f"{cfg.model} in {net.num_modules} module(s), device {trainer.device}"
+                    + (f", from {_where(trainer.position, cfg)}" if state is not None else ""))
     try:
         modules = trainer.train()
     finally:
         writer.close()
+    plan = extra.get("plan")
     if plan is not None:
-        for record, planned in zip(modules, plan.modules):
-            record["estimated_peak_bytes"] = planned.estimated_peak_bytes
+        for record, planned in zip(modules, plan["modules"]):
+            record["estimated_peak_bytes"] = planned["estimated_peak_bytes"]
     result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir,
-                       extra={"data_mode": trainer.data_mode, "cache": cache_mode, "cache_reason": cache_reason,
-                              "device": str(trainer.device), "versions": _versions(),
-                              "requested_modules": requested.modules,
-                              "plan": plan.to_dict() if plan is not None else None})
+                       extra={**extra, "data_mode": trainer.data_mode, "device": str(trainer.device),
+                              "versions": _versions()})
     if run_dir:
         net.to("cpu")
         save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "dataset": _spec_dict(spec)})
@@ -142,6 +193,18 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
                       f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "
                       f"wall time {result.wall_time_s:.1f} s" + (f"   run folder {run_dir}" if run_dir else ""))
     return result
+
+
+def _load_data(cfg: TrainConfig) -> tuple:
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
+                        train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
+
+
+def _where(position: dict, cfg: TrainConfig) -> str:
+    if cfg.regime in ("sequential", "multilap"):
+        lap = f"lap {position['lap'] + 1}, " if cfg.regime == "multilap" else ""
+        return f"{lap}module {position['module'] + 1}, epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
+    return f"epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
 
 
 def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
@@ -183,12 +246,6 @@ def evaluate(net: ModularNet, dataset, batch_size: int = 256, device: str | torc
             correct[k] += count_correct(net.heads[k](x), y)
         total += y.numel()
     return [c / max(total, 1) for c in correct]
-
-
-def _with_cache(cfg: TrainConfig, mode: str) -> TrainConfig:
-    import dataclasses
-
-    return dataclasses.replace(cfg, cache=mode)
 
 
 def _spec_dict(spec: DataSpec | dict) -> dict[str, Any]:

@@ -12,13 +12,17 @@ Both paths visit samples in the same order, so with augmentation off they give i
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import psutil
 import torch
 from torch import nn
 
 from edgetrgl.cache import ActivationCache, Prefetcher
+from edgetrgl.cache.activation_cache import CacheCorrupt
+from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
 from edgetrgl.data._seeding import derive_seed
 
@@ -45,11 +49,14 @@ class ModuleInputs:
         cache_dtype: ``fp32``, ``fp16`` or ``bf16``.
         cache_views: augmented views cached per training sample.
         cache_dir: folder for disk caches.
+        keep: leave disk caches on disk at the end.
+        warn: where warnings go (a full disk, a corrupt cache).
     """
 
     def __init__(self, stages: nn.ModuleList, train_set, test_set, *, batch_size: int, seed: int, augment: bool,
                  device: torch.device, cache: str = "host", cache_dtype: str = "fp32", cache_views: int = 1,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, keep: bool = False,
+                 warn: Callable[[str], None] = lambda message: None) -> None:
         self.stages = stages
         self.train_set, self.test_set = train_set, test_set
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
@@ -58,10 +65,11 @@ class ModuleInputs:
         self.cache_dtype = cache_dtype
         self.views = cache_views if augment else 1
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.keep, self.warn = keep, warn
+        self.lap = 0
         self._train_cache: ActivationCache | None = None  # outputs of the last finished module
         self._test_cache: ActivationCache | None = None
         self._cached_upto = -1  # index of the module whose outputs are cached
-        self._generation = 0
 
     @property
     def description(self) -> str:
@@ -97,28 +105,75 @@ class ModuleInputs:
             return
         stage = self.stages[k]
         stage.eval()
-        train_cache = self._new_cache("train", len(self.train_set), self.views)
-        for view in range(self.views):
-            for x, y in self._view_inputs(k, view):
-                train_cache.append(view, stage(x), y)
-        test_cache = self._new_cache("test", len(self.test_set), 1)
-        for x, y in self.test_batches(k):
-            test_cache.append(0, stage(x), y)
+        try:
+            train_cache = self._fill("train", k, self.views, lambda view: self._view_inputs(k, view), stage)
+            test_cache = self._fill("test", k, 1, lambda view: self.test_batches(k), stage)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.mode != "disk":
+                raise
+            self._fall_back(k)
+            return self.module_done(k)
         self._drop()
         self._train_cache, self._test_cache, self._cached_upto = train_cache, test_cache, k
 
-    def reset(self) -> None:
+    def reset(self, lap: int = 0) -> None:
         """Forget every cache (a new lap retrains module 1, so all outputs change)."""
         self._drop()
+        self.lap = lap
 
     def close(self) -> None:
-        self._drop()
+        self._drop(keep=self.keep)
 
     @property
     def cache_bytes(self) -> int:
         return sum(c.nbytes for c in (self._train_cache, self._test_cache) if c is not None)
 
     # ---- internals -------------------------------------------------------------------------
+    def _fill(self, split: str, k: int, views: int, source, stage) -> ActivationCache:
+        n = len(self.train_set) if split == "train" else len(self.test_set)
+        cache = ActivationCache(n, views, backend=self.mode, storage_dtype=self.cache_dtype,
+                                root=self._cache_root(split, k), tag=self._tag(split, k))
+        try:
+            for view in range(views):
+                for x, y in source(view):
+                    cache.append(view, stage(x), y)
+            cache.finish()
+        except BaseException:
+            cache.close()
+            raise
+        return cache
+
+    def try_reuse(self, k: int) -> bool:
+        """Adopt a sealed disk cache of module k's outputs left by an interrupted run (resume).
+
+        Every shard is checked against the manifest; a truncated or altered one is never used: the
+        caller rebuilds the cache instead.
+        """
+        try:
+            train = ActivationCache.open(self._cache_root("train", k), self._tag("train", k))
+            test = ActivationCache.open(self._cache_root("test", k), self._tag("test", k))
+        except CacheCorrupt as exc:
+            if self._cache_root("train", k).exists():
+                self.warn(f"cache of module {k + 1} not reused ({exc}): rebuilding it")
+            return False
+        self._drop()
+        self._train_cache, self._test_cache, self._cached_upto = train, test, k
+        return True
+
+    def _fall_back(self, k: int) -> None:
+        """The disk is full: keep the cache in host memory if it fits there, else recompute."""
+        shape = self.stages[k](next(iter(self.test_batches(k)))[0][:1]).shape[1:]
+        need = (len(self.train_set) * self.views + len(self.test_set)) * shape.numel() * 4
+        if need < psutil.virtual_memory().available // 2:
+            self.mode = "host"
+        else:
+            self.mode = "none"
+            for stage in self.stages:  # recomputing needs the frozen prefix on the device
+                if not any(p.is_meta for p in stage.parameters()):
+                    stage.to(self.device)
+        self.warn(f"disk full while writing the cache of module {k + 1} ({format_bytes(need)} needed): "
+                  f"falling back to {self.description}")
+
     def _view_inputs(self, k: int, view: int) -> Batches:
         """Module k's inputs for one cached view, in dataset order."""
         if k == 0:
@@ -142,16 +197,18 @@ class ModuleInputs:
         if self._cached_upto != k - 1:
             raise RuntimeError(f"module {k} needs the cached outputs of module {k - 1}, have {self._cached_upto}")
 
-    def _new_cache(self, split: str, n: int, views: int) -> ActivationCache:
-        self._generation += 1
-        root = None
-        if self.mode == "disk":
-            root = self.cache_dir / f"{split}-{self._generation}"
-        return ActivationCache(n, views, backend=self.mode, storage_dtype=self.cache_dtype, root=root)
+    def _cache_root(self, split: str, k: int) -> Path | None:
+        if self.mode != "disk":
+            return None
+        return self.cache_dir / f"lap{self.lap + 1}-module{k + 1}-{split}"
 
-    def _drop(self) -> None:
+    def _tag(self, split: str, k: int) -> dict:
+        return {"lap": self.lap, "module": k, "split": split, "views": self.views if split == "train" else 1,
+                "seed": self.seed, "batch_size": self.batch_size}
+
+    def _drop(self, keep: bool = False) -> None:
         for cache in (self._train_cache, self._test_cache):
             if cache is not None:
-                cache.close()
+                cache.close(keep=keep)
         self._train_cache = self._test_cache = None
         self._cached_upto = -1

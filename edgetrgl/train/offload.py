@@ -52,6 +52,12 @@ class Offloader:
         stage.to("meta")  # frees the storage; the structure stays so it can be refilled
         self._on_disk.add(k)
 
+    def stage_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Module k's weights, read from its file if it is offloaded to disk (for checkpoints)."""
+        if k in self._on_disk:
+            return torch.load(self._path(k), map_location="cpu", weights_only=True)
+        return self.net.stages[k].state_dict()
+
     def restore_all(self) -> None:
         """Every module back in host memory (end of run)."""
         for k in sorted(self._on_disk):

@@ -3,10 +3,12 @@ after its own forward, then hands its output on detached."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import torch
 
+from edgetrgl._faults import crash_point
 from edgetrgl.data import make_loader
 from edgetrgl.train.common import cosine_lr, count_correct, local_step
 
@@ -16,15 +18,19 @@ def run(trainer) -> None:
     K = net.num_modules
     net.to(device)
     steps_per_epoch = -(-len(trainer.train_set) // cfg.batch_size)
-    total_steps, step = cfg.epochs * steps_per_epoch, 0
+    total_steps = cfg.epochs * steps_per_epoch
+    start = trainer.position
     clock = trainer.start_module_clock()
-    for epoch in range(cfg.epochs):
+    for epoch in range(start["epoch"], cfg.epochs):
         net.train()
         started = time.perf_counter()
-        sums = [dict(ce=0.0, transport=0.0, correct=0, seen=0) for _ in range(K)]
+        skip = start["batch"] if epoch == start["epoch"] else 0
+        sums = start.get("sums") if skip else None
+        sums = sums or [dict(ce=0.0, transport=0.0, correct=0, seen=0, steps=0) for _ in range(K)]
         loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, epoch=epoch)
-        with trainer.writer.progress(f"parallel epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as bar:
-            for x, y in loader:
+        with trainer.writer.progress(f"parallel epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch - skip) as bar:
+            for batch, (x, y) in enumerate(itertools.islice(loader, skip, None), start=skip):
+                step = epoch * steps_per_epoch + batch
                 x, y = x.to(device), y.to(device)
                 for k in range(K):
                     cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
@@ -38,10 +44,14 @@ def run(trainer) -> None:
                     trainer.tau.observe(k, ce)
                     sums[k]["ce"] += ce
                     sums[k]["transport"] += float(res.transport)
-                step += 1
+                    sums[k]["steps"] += 1
                 bar.advance()
+                crash_point("step")
+                if trainer.stop_requested:
+                    trainer.interrupt(epoch=epoch, batch=batch + 1, sums=sums)
         for k in range(K):
-            trainer.log_epoch(k, epoch, 0, sums[k], steps_per_epoch, started)
+            trainer.log_epoch(k, epoch, 0, sums[k], sums[k]["steps"], started)
+        trainer.checkpoint(epoch=epoch + 1, batch=0, sums=None)
     for k in range(K):
         trainer.modules[k]["epochs"] = cfg.epochs
     accuracies = evaluate_all(trainer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from edgetrgl.errors import UserError
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "model.pt")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "model.pt", "checkpoint.pt")
 
 
 def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
@@ -32,9 +33,11 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
         raise UserError(f"--out {path} exists and is not a folder")
     if path.is_dir() and any((path / name).exists() for name in RUN_FILES):
         if not overwrite:
-            raise UserError(f"--out {path} already holds a run: pass --overwrite to replace it, or choose another folder")
+            raise UserError(f"--out {path} already holds a run: pass --resume {path} to continue it, --overwrite "
+                            f"to replace it, or choose another folder")
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
+        shutil.rmtree(path / "cache", ignore_errors=True)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
@@ -52,6 +55,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def truncate_metrics(path: Path, size: int) -> None:
+    """Cut ``metrics.jsonl`` back to what it held at the checkpoint a run resumes from."""
+    if path.exists() and path.stat().st_size > size:
+        with path.open("r+b") as fh:
+            fh.truncate(size)
 
 
 def save_weights(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:

@@ -6,6 +6,8 @@ to bottom: forward, local loss, backward, step, detach, cache write.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,20 @@ from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
 from edgetrgl.report import MetricsWriter
+from edgetrgl.train.checkpoint import save_checkpoint
 from edgetrgl.train.common import NonFiniteLoss, count_correct, make_optimizer, peak_rss_bytes, resolve_device
 
 
 class BudgetExceeded(UserError):
     """The run needs more memory than ``--budget`` allows."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: the current step finished and a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class Trainer:
@@ -34,10 +45,11 @@ class Trainer:
         train_set, test_set: datasets (see :mod:`edgetrgl.data`).
         writer: the metrics writer (console + metrics.jsonl).
         cache_dir: where disk caches go (a run folder's ``cache/``).
+        run_dir: where checkpoints go (None: no checkpoints).
     """
 
     def __init__(self, cfg: TrainConfig, net: ModularNet, train_set, test_set, writer: MetricsWriter,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, run_dir: str | Path | None = None) -> None:
         self.cfg = cfg
         self.net = net
         self.train_set, self.test_set = train_set, test_set
@@ -55,6 +67,13 @@ class Trainer:
             for k in range(K)
         ]
         self.data_mode = "dataset"  # the sequential loop replaces it with its cache description
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        # what to do next: the loops start here, and a checkpoint records it
+        self.position = {"lap": 0, "module": 0, "epoch": 0, "batch": 0}
+        self.offloader = None  # set by the sequential loop: frozen modules may live on disk
+        self._signal: int | None = None
+        self.extra: dict[str, Any] = {}  # plan and cache choice, carried into checkpoints
+        self.started = time.perf_counter()
 
     def train(self) -> list[dict[str, Any]]:
         """Run the configured regime; return the per-module records."""
@@ -62,13 +81,76 @@ class Trainer:
 
         loop = {"e2e": e2e.run, "parallel": parallel.run, "sequential": sequential.run, "multilap": sequential.run}
         self._limit_cuda_memory()
+        previous = self._install_signal_handlers()
         try:
             loop[self.cfg.regime](self)
         except torch.OutOfMemoryError:
             budget = f" within the budget of {format_bytes(self.cfg.budget)}" if self.cfg.budget else ""
             raise BudgetExceeded(f"out of memory on {self.device}{budget}: use more --modules, --split balanced "
                                  f"or a smaller --micro-batch / --batch-size") from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.modules
+
+    # ---- state, checkpoints, signals -----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the run is (CPU tensors, plain types)."""
+        return {
+            "config": self.cfg.to_dict(), "position": dict(self.position), "net": self.net_state(),
+            "optimizers": [o.state_dict() for o in self.optimizers], "tau": self.tau.state_dict(),
+            "modules": self.modules, "rng": {"torch": torch.get_rng_state()},
+            "metrics_bytes": self.writer.tell(), "extra": self.extra,
+            "wall_time_s": time.perf_counter() - self.started,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
+        self.tau.load_state_dict(state["tau"])
+        self.modules = state["modules"]
+        self.position = dict(state["position"])
+        torch.set_rng_state(state["rng"]["torch"])
+
+    def net_state(self) -> dict[str, torch.Tensor]:
+        """The whole network's weights on the CPU, including modules offloaded to disk."""
+        state = {}
+        for k, stage in enumerate(self.net.stages):
+            stage_state = self.offloader.stage_state(k) if self.offloader is not None else stage.state_dict()
+            state.update({f"stages.{k}.{name}": t.detach().cpu() for name, t in stage_state.items()})
+        state.update({f"heads.{name}": t.detach().cpu() for name, t in self.net.heads.state_dict().items()})
+        return state
+
+    def checkpoint(self, **position: int) -> None:
+        """Record the next position and write a checkpoint (atomically) if the run has a folder."""
+        self.position.update(position)
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir, self.state_dict())
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._signal is not None
+
+    def interrupt(self, **position: int) -> None:
+        """Called by a loop between steps after a signal: checkpoint, then stop."""
+        self.checkpoint(**position)
+        name = signal.Signals(self._signal).name
+        where = f"; resume with: edgetrgl train --resume {self.run_dir}" if self.run_dir else ""
+        raise Interrupted(f"{name} received: stopped after the current step{where}", self._signal)
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._signal = signum
 
     def _limit_cuda_memory(self) -> None:
         """On CUDA the budget is enforced by the caching allocator: it raises OOM past the fraction."""

@@ -1,0 +1,84 @@
+"""Atomic checkpoints: a run interrupted at any instant resumes from the last complete one.
+
+Writing: temporary file, flush and fsync, rename over ``checkpoint.pt``, fsync of the folder.
+Rename is atomic, so ``checkpoint.pt`` is always either the previous complete checkpoint or the new
+complete one, never a torn file. A disk that fills up mid-write leaves the previous one in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgetrgl._faults import crash_point
+from edgetrgl.errors import UserError
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "edgetrgl-checkpoint/1"
+
+
+class DiskFull(UserError):
+    """No space left while writing a checkpoint; the previous one is intact."""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``run_dir/checkpoint.pt`` atomically.
+
+    Raises:
+        DiskFull: the disk filled up; the previous checkpoint is kept and the partial file removed.
+    """
+    final = run_dir / CHECKPOINT
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    data = buffer.getbuffer()
+    try:
+        with open(tmp, "wb") as fh:
+            half = len(data) // 2
+            fh.write(data[:half])
+            fh.flush()
+            crash_point("checkpoint_write")
+            fh.write(data[half:])
+            fh.flush()
+            os.fsync(fh.fileno())
+        crash_point("checkpoint_rename")
+        os.replace(tmp, final)
+        fsync_dir(run_dir)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"disk full while writing a checkpoint in {run_dir}: the previous checkpoint is intact; "
+                           f"free some space and resume with: edgetrgl train --resume {run_dir}") from None
+        raise
+    return final
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read the last complete checkpoint of a run folder.
+
+    Raises:
+        UserError: there is none, or it is corrupt or of another format.
+    """
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise UserError(f"no checkpoint in {run_dir}: nothing to resume (was it started by edgetrgl train?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn or foreign file: any unpickling error means "not usable"
+        raise UserError(f"checkpoint {path} is corrupt ({type(exc).__name__}); it cannot be resumed") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not an edgetrgl checkpoint")
+    return state
