@@ -74,16 +74,17 @@ def main() -> int:
 
 
 def _markdown(e2e: int, rows: list[dict]) -> str:
-    header = ["K", "split", "sequential TRGL peak", "seq / e2e", "parallel TRGL peak", "par / e2e",
+    header = ["K", "split", "modules 2..K start at block", "sequential TRGL peak", "seq / e2e", "parallel TRGL peak", "par / e2e",
               "paper par / e2e", "seq VanGL / e2e", "target (seq, balanced)"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["K"], r["split"], f"n/a: {r['error']}", "", "", "", "", "", ""])
+            body.append([r["K"], r["split"], f"n/a: {r['error']}", "", "", "", "", "", "", ""])
             continue
         paper = r["paper_parallel_savings"]
         target = r["target_sequential_ratio"]
-        body.append([r["K"], r["split"], mib(r["sequential-trgl"]["peak_bytes"]), f"{r['sequential-trgl']['ratio_to_e2e']:.2f}x",
+        starts = [b for b, _ in r["block_ranges"]][1:]
+        body.append([r["K"], r["split"], ",".join(map(str, starts)), mib(r["sequential-trgl"]["peak_bytes"]), f"{r['sequential-trgl']['ratio_to_e2e']:.2f}x",
                      mib(r["parallel-trgl"]["peak_bytes"]), f"{r['parallel-trgl']['ratio_to_e2e']:.2f}x",
                      "n/a" if paper is None else f"{1 - paper:.2f}x", f"{r['sequential-vangl']['ratio_to_e2e']:.2f}x",
                      "" if target is None else f"<= {target:.2f}x: {'met' if r['target_met'] else 'NOT met'}"])

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Contention, table, wait_for_quiet, write_results  # noqa: E402
 
+import torch  # noqa: E402
+
 import edgetrgl  # noqa: E402
 from edgetrgl import TrainConfig  # noqa: E402
 
@@ -36,7 +38,10 @@ def main() -> int:
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--modules", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's: one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     quiet_level = wait_for_quiet()
     gauge, started = Contention(), time.perf_counter()
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in VARIANTS}
@@ -63,6 +68,7 @@ def main() -> int:
                "disk cache <= 1.15x host cache": {"value": round(disk / host, 3), "met": disk / host <= 1.15}}
     payload = {"setting": {"model": args.model, "dataset": "mnist5k", "modules": args.modules, "epochs": args.epochs,
                            "batch_size": args.batch_size, "augment": False, "device": "cpu", "repeats": args.repeats,
+                           "torch_threads": torch.get_num_threads(),
                            "timed": "edgetrgl.train(...).wall_time_s: training and per-module test evaluation, "
                                     "not data loading or network build"},
                "other_processes_busy_cores": {"before": quiet_level, "during": gauge.busy_cores()},
@@ -83,7 +89,8 @@ def _markdown(payload: dict) -> str:
     return (f"{s['model']}, K={s['modules']}, mnist5k (4,000 train / 1,000 test, 1x28x28), {s['epochs']} epochs "
             f"(per module for sequential, in total for e2e), batch {s['batch_size']}, augmentation off, CPU; "
             f"median of {s['repeats']} interleaved repeats. Timed: {s['timed']}. Other processes kept "
-            f"{payload['other_processes_busy_cores']['during']} cores busy on average during the run.\n\n"
+            f"{payload['other_processes_busy_cores']['during']} cores busy on average during the run; torch threads: "
+            f"{s['torch_threads']}.\n\n"
             + table(["variant", "median wall time", "repeats (s)", "vs e2e", "best module test acc.", "data"], rows)
             + "\n" + table(["target", "value", "result"], targets))
 

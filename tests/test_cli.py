@@ -88,3 +88,14 @@ def test_unwritable_out_is_one_line(tmp_path):
     proc = edgetrgl("train", *TINY, "--out", str(blocker / "run"))
     assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_images_that_do_not_fit_a_custom_model_are_one_clear_error(synthetic_data):
+    from torch import nn
+
+    from edgetrgl import BlockNet, UserError, train
+    from tests.conftest import tiny_config
+
+    wrong = BlockNet(stem=nn.Conv2d(1, 8, 3, padding=1), blocks=[nn.Conv2d(8, 8, 3, padding=1)])  # expects 1 channel
+    with pytest.raises(UserError, match="do not fit the model"):
+        train(tiny_config(modules=1), model=wrong, data=synthetic_data, out=None, quiet=True)  # synthetic has 3

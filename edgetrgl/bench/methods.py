@@ -82,25 +82,15 @@ def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, dev
     weights = loss_weights(method, setting, net.num_modules)
     shapes = input_shapes(net, setting)
     per_module, extra = [], {}
-    for measure_pass in ("time", "track"):
-        for k in range(net.num_modules):
-            stage, head = net.stages[k].to(device).train(), net.heads[k].to(device).train()
-            optimizer = make_sgd(list(stage.parameters()) + list(head.parameters()), setting)
-            x = torch.randn(shapes[k], device=device)
-            y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
-            step = lambda: local_step(stage, head, optimizer, x, y, weights(k), 0.0)  # noqa: E731
-            if measure_pass == "time":
-                _reset_cuda(device)
-                per_module.append({"module": k + 1, **_times(step, setting, device)})
-                for key, value in (cuda_peaks(device) if device.type == "cuda" else {}).items():
-                    extra[key] = max(extra.get(key, 0), value)
-            else:
-                per_module[k].update(_tracked(step, max(1, setting.warmup), stage, head, optimizer, x, y))
-            # the finished module leaves the device before the next one arrives, as in training
-            stage.to("cpu"), head.to("cpu")
-            del optimizer, x, y, step
-        if measure_pass == "time" and baseline is not None:
-            extra.update(baseline.to_dict())
+    for k in range(net.num_modules):
+        per_module.append({"module": k + 1, **_module_alone(net, k, shapes[k], weights(k), setting, device, track=False)})
+        if device.type == "cuda":
+            for key, value in cuda_peaks(device).items():
+                extra[key] = max(extra.get(key, 0), value)
+    if baseline is not None:
+        extra.update(baseline.to_dict())
+    for k in range(net.num_modules):
+        per_module[k].update(_module_alone(net, k, shapes[k], weights(k), setting, device, track=True))
     worst = max(per_module, key=lambda r: r["peak_bytes"])
     seconds = sum(r["time_per_batch_s"] for r in per_module)  # one batch through every module, in turn
     return {
@@ -108,6 +98,29 @@ def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, dev
         "time_per_batch_s": seconds, "time_per_sample_s": seconds / setting.batch_size,
         "samples_per_s": setting.batch_size / seconds, "per_module": per_module, **extra,
     }
+
+
+def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tuple[float, float],
+                  setting: BenchSetting, device: torch.device, track: bool) -> dict[str, Any]:
+    """Put module k (and its head and optimizer) alone on the device; time it, or track one step.
+
+    Everything made here is released on return, before the next module arrives, as in training.
+    """
+    stage, head = net.stages[k].to(device).train(), net.heads[k].to(device).train()
+    optimizer = make_sgd(list(stage.parameters()) + list(head.parameters()), setting)
+    x = torch.randn(shape, device=device)
+    y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
+
+    def step() -> None:
+        local_step(stage, head, optimizer, x, y, weights, 0.0)
+
+    if track:
+        record = _tracked(step, max(1, setting.warmup), stage, head, optimizer, x, y)
+    else:
+        _reset_cuda(device)
+        record = _times(step, setting, device)
+    stage.to("cpu"), head.to("cpu")  # the finished module leaves the device
+    return record
 
 
 @torch.no_grad()

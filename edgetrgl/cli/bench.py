@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                            model_options=parse_options(args.model_option))
     if args.plot:  # fail before minutes of measuring, not after
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib  # noqa: F401  (only checking that it is there)
         except ImportError:
             raise UserError("--plot needs matplotlib: pip install edgetrgl[plot]") from None
     report = run_bench(setting, methods, estimate=args.estimate, console=Console(stderr=True), threads=args.threads)

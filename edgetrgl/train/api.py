@@ -14,14 +14,14 @@ import torch
 from rich.console import Console
 
 from edgetrgl.config import TrainConfig
-from edgetrgl.data import DataSpec, load_dataset, make_loader
+from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
 from edgetrgl.report import MetricsWriter, module_table, plan_table
 from edgetrgl.train.budget import plan_run
 from edgetrgl.train.cache_plan import resolve_cache
-from edgetrgl.train.common import count_correct
+from edgetrgl.train.common import evaluate_heads
 from edgetrgl.train.checkpoint import load_checkpoint
 from edgetrgl.train.run_dir import prepare_run_dir, read_json, save_weights, truncate_metrics, write_json
 from edgetrgl.train.trainer import Trainer
@@ -71,7 +71,11 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
     sample = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
     modules = 1 if cfg.regime == "e2e" else cfg.modules
     boundaries = None if cfg.regime == "e2e" else cfg.boundaries
-    net = build_modular(model, modules, spec.num_classes, sample, boundaries=boundaries, head_style=cfg.head)
+    try:
+        net = build_modular(model, modules, spec.num_classes, sample, boundaries=boundaries, head_style=cfg.head)
+    except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
+        raise UserError(f"images of {spec.in_channels}x{spec.image_size}x{spec.image_size} ({spec.name}) do not fit "
+                        f"the model {model.name}: {str(exc).splitlines()[0]}") from None
     if cfg.init == "orthogonal":
         orthogonal_init(net, cfg.init_gain)
     return net
@@ -234,18 +238,9 @@ def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
     return RunResult(cfg, net, spec, summary["modules"], summary["wall_time_s"], path, extra)
 
 
-@torch.no_grad()
 def evaluate(net: ModularNet, dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> list[float]:
     """Test accuracy of every module's head on ``dataset`` (one pass)."""
-    net = net.to(device).eval()
-    correct, total = [0] * net.num_modules, 0
-    for x, y in make_loader(dataset, batch_size, shuffle=False, augment=False, seed=0):
-        x, y = x.to(device), y.to(device)
-        for k in range(net.num_modules):
-            x = net.stages[k](x)
-            correct[k] += count_correct(net.heads[k](x), y)
-        total += y.numel()
-    return [c / max(total, 1) for c in correct]
+    return evaluate_heads(net.to(device), dataset, batch_size, device)
 
 
 def _spec_dict(spec: DataSpec | dict) -> dict[str, Any]:

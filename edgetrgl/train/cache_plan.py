@@ -46,6 +46,10 @@ def resolve_cache(cfg: TrainConfig, net: ModularNet, spec, cache_dir: Path | Non
             return "host", "no run folder for a disk cache: using host memory"
         return cfg.cache, f"requested ({format_bytes(need)} at most)"
     available = psutil.virtual_memory().available
+    if cfg.budget is not None and cfg.device != "cuda" and not torch.cuda.is_available():
+        # no separate accelerator memory (a CPU, or shared DRAM on a Jetson): the host cache
+        # counts against the same budget as the module being trained
+        available = min(available, cfg.budget)
     if need < available // 2:
         return "host", f"{format_bytes(need)} fits in host memory ({format_bytes(available)} available)"
     if cache_dir is not None:

@@ -89,6 +89,22 @@ def local_step(
 
 
 @torch.no_grad()
+def evaluate_heads(net, dataset, batch_size: int, device: torch.device | str) -> list[float]:
+    """Test accuracy of every module's head on ``dataset``, in one pass (eval mode, no augmentation)."""
+    from edgetrgl.data import make_loader
+
+    net.eval()
+    correct, total = [0] * net.num_modules, 0
+    for x, y in make_loader(dataset, batch_size, shuffle=False, augment=False, seed=0):
+        x, y = x.to(device), y.to(device)
+        for k in range(net.num_modules):
+            x = net.stages[k](x)
+            correct[k] += count_correct(net.heads[k](x), y)
+        total += y.numel()
+    return [c / max(total, 1) for c in correct]
+
+
+@torch.no_grad()
 def count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(dim=1) == y).sum())
 
@@ -100,3 +116,11 @@ def peak_rss_bytes() -> int:
 
 def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
+
+
+def open_file_count() -> int:
+    """Open file descriptors of this process (a leak shows as growth from module to module)."""
+    try:
+        return psutil.Process().num_fds()
+    except (AttributeError, psutil.Error):  # num_fds is POSIX-only
+        return -1

@@ -6,11 +6,9 @@ from __future__ import annotations
 import itertools
 import time
 
-import torch
-
 from edgetrgl._faults import crash_point
 from edgetrgl.data import make_loader
-from edgetrgl.train.common import cosine_lr, count_correct, local_step
+from edgetrgl.train.common import cosine_lr, evaluate_heads, local_step
 
 
 def run(trainer) -> None:
@@ -61,16 +59,6 @@ def run(trainer) -> None:
         trainer.log_module(k, 0)
 
 
-@torch.no_grad()
 def evaluate_all(trainer) -> list[float]:
     """Test accuracy of every module's head in one pass over the test set."""
-    net, device = trainer.net, trainer.device
-    net.eval()
-    correct, total = [0] * net.num_modules, 0
-    for x, y in make_loader(trainer.test_set, trainer.cfg.batch_size, shuffle=False, augment=False, seed=trainer.cfg.seed):
-        x, y = x.to(device), y.to(device)
-        for k in range(net.num_modules):
-            x = net.stages[k](x)
-            correct[k] += count_correct(net.heads[k](x), y)
-        total += y.numel()
-    return [c / max(total, 1) for c in correct]
+    return evaluate_heads(trainer.net, trainer.test_set, trainer.cfg.batch_size, trainer.device)

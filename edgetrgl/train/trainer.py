@@ -21,7 +21,8 @@ from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
 from edgetrgl.report import MetricsWriter
 from edgetrgl.train.checkpoint import save_checkpoint
-from edgetrgl.train.common import NonFiniteLoss, count_correct, make_optimizer, peak_rss_bytes, resolve_device
+from edgetrgl.train.common import (NonFiniteLoss, count_correct, make_optimizer, open_file_count, peak_rss_bytes,
+                                   resolve_device, rss_bytes)
 
 
 class BudgetExceeded(UserError):
@@ -198,6 +199,8 @@ class Trainer:
         record = self.modules[k]
         record["time_s"] += time.perf_counter() - started
         record["peak_rss_bytes"] = peak_rss_bytes()
+        record["rss_bytes"] = rss_bytes()  # now, not the peak: the soak benchmark watches it for growth
+        record["open_files"] = open_file_count()
         if self.device.type == "cuda":
             record.update(cuda_peaks(self.device))
 
