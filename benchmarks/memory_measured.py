@@ -30,11 +30,14 @@ def main() -> int:
     parser.add_argument("--modules", type=int, default=4)
     parser.add_argument("--splits", default="equal,balanced")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker (default 1: on a shared 2-core machine one thread avoids "
+                             "OpenMP spin-wait slowdowns when another process holds the cores; 0: torch's choice)")
+    parser.add_argument("--max-wait-s", type=float, default=120.0, help="wait this long for a quiet machine first")
     args = parser.parse_args()
     console = Console(stderr=True)
     started = time.perf_counter()
-    quiet_level = wait_for_quiet()
+    quiet_level = wait_for_quiet(args.max_wait_s)
     gauge = Contention()
     runs = []
     for split in args.splits.split(","):
@@ -54,7 +57,7 @@ def main() -> int:
                          "peak_rss_bytes": m["peak_rss_bytes"], "savings_vs_e2e": m["savings_vs_e2e"],
                          "rss_savings_vs_e2e": m.get("rss_savings_vs_e2e"), "samples_per_s": m["samples_per_s"],
                          "time_vs_e2e": m["time_vs_e2e"], "step_times_s": m.get("step_times_s")})
-        runs.append({"split": split, "block_ranges": measured["setting"]["block_ranges"], "rows": rows,
+        runs.append({"split": split, "block_ranges": [list(r) for r in measured["setting"]["block_ranges"]], "rows": rows,
                      "notes": measured["notes"], "measured_report": measured})
     busy = gauge.busy_cores()
     payload = {"setting": {"model": args.model, "image_size": args.image_size, "batch_size": args.batch_size,

@@ -45,13 +45,16 @@ def main() -> None:
     fds = [r["open_files"] for r in modules]
     leftover = sorted(str(p.relative_to(run_dir)) for p in (run_dir / "run" / "cache").rglob("*")) if (run_dir / "run" / "cache").exists() else []
     shutil.rmtree(run_dir)
-    half = len(rss) // 2
+    per_lap = len(rss) // args.laps
+    lap_peaks = [round(max(rss[i * per_lap:(i + 1) * per_lap]) / 2**20, 1) for i in range(args.laps)]
+    lap_ends = [round(rss[(i + 1) * per_lap - 1] / 2**20, 1) for i in range(args.laps)]
     result = {
         "command": f"python benchmarks/soak.py --laps {args.laps} --width {args.width} --train-fraction {args.train_fraction}",
         "date": date.today().isoformat(), "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__, "modules_trained": len(modules), "wall_time_s": round(wall, 1),
         "rss_mib_per_module": [round(r / 2**20, 1) for r in rss], "open_files_per_module": fds,
-        "rss_growth_second_half_mib": round((max(rss[half:]) - min(rss[half:])) / 2**20, 1),
+        # a leak grows lap over lap; allocator noise and mapped cache pages do not
+        "rss_peak_mib_per_lap": lap_peaks, "rss_end_mib_per_lap": lap_ends,
         "open_files_min_max": [min(fds), max(fds)], "cache_files_left": leftover,
     }
     out = Path(args.out)

@@ -38,11 +38,14 @@ def main() -> int:
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--modules", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's: one per core)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared 2-core machine one thread avoids OpenMP "
+                             "spin-wait slowdowns when another process holds the cores; 0: torch's choice)")
+    parser.add_argument("--max-wait-s", type=float, default=120.0, help="wait this long for a quiet machine first")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    quiet_level = wait_for_quiet()
+    quiet_level = wait_for_quiet(args.max_wait_s)
     gauge, started = Contention(), time.perf_counter()
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in VARIANTS}
     for repeat in range(args.repeats):

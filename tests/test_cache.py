@@ -81,3 +81,29 @@ def test_augmented_views_are_cached_per_view(synthetic_data):
     # module 1's outputs: 2 views of the training set plus the test set
     per_sample = result.modules[0]["cache_bytes"] / (2 * 512 + 256)
     assert per_sample == int(per_sample) and per_sample > 0
+
+
+def test_offloader_moves_frozen_modules_to_disk_and_back(tmp_path):
+    from edgetrgl.train.offload import Offloader
+    from tests.test_modular import tiny_net
+
+    net = tiny_net(3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    offloader = Offloader(net, torch.device("cpu"), mode="disk", folder=tmp_path)
+    offloader.release(0)
+    assert all(p.is_meta for p in net.stages[0].parameters())  # no host memory held
+    assert (tmp_path / "offload" / "module1.pt").exists()
+    assert all(torch.equal(before[f"stages.0.{k}"], v) for k, v in offloader.stage_state(0).items())
+    offloader.bring(0)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    offloader.release(1)
+    offloader.restore_all()
+    assert not any(p.is_meta for p in net.parameters()) and not (tmp_path / "offload").exists()
+
+
+def test_keep_cache_leaves_the_disk_cache_with_its_manifest(tmp_path):
+    cfg = tiny_config(regime="sequential", epochs=1, cache="disk", keep_cache=True, augment=False,
+                      cache_dir=str(tmp_path / "cache"), dataset_options={"num_train": 128, "num_test": 64})
+    train(cfg, out=None, quiet=True)
+    manifests = sorted(p.parent.name for p in (tmp_path / "cache").rglob("manifest.json"))
+    assert manifests == ["lap1-module1-test", "lap1-module1-train", "lap1-module2-test", "lap1-module2-train"]

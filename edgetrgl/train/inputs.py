@@ -122,7 +122,7 @@ class ModuleInputs:
         self.lap = lap
 
     def close(self) -> None:
-        self._drop(keep=self.keep)
+        self._drop()
 
     @property
     def cache_bytes(self) -> int:
@@ -206,9 +206,10 @@ class ModuleInputs:
         return {"lap": self.lap, "module": k, "split": split, "views": self.views if split == "train" else 1,
                 "seed": self.seed, "batch_size": self.batch_size}
 
-    def _drop(self, keep: bool = False) -> None:
+    def _drop(self) -> None:
+        """Release the current cache; its files go too, unless the user asked to keep caches."""
         for cache in (self._train_cache, self._test_cache):
             if cache is not None:
-                cache.close(keep=keep)
+                cache.close(keep=self.keep)
         self._train_cache = self._test_cache = None
         self._cached_upto = -1
