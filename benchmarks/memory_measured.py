@@ -91,7 +91,7 @@ def _markdown(payload: dict) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f}%"
+    return "n/a" if value is None else f"{round(100 * value)}%"  # round(): no "-0%"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import types
@@ -11,7 +12,7 @@ import torch
 
 from edgetrgl.errors import UserError
 from edgetrgl.memory import (RssBaseline, device_memory_snapshot, host_memory, is_jetson, nvml_devices, parse_meminfo,
-                             parse_tegrastats, run_fresh, tegrastats_sample)
+                             parse_tegrastats, run_fresh, tegrastats_sample, worker_main)
 
 MEMINFO = """MemTotal:        3964428 kB
 MemFree:          812344 kB
@@ -117,14 +118,9 @@ def test_rss_baseline_sees_a_new_allocation():
 
 WORKER = """
 import sys
-from edgetrgl.errors import UserError
 from edgetrgl.memory.process import RssBaseline, worker_main
 
 def measure(payload):
-    if payload["mode"] == "user":
-        raise UserError("bad setting")
-    if payload["mode"] == "crash":
-        raise ZeroDivisionError("boom")
     baseline = RssBaseline()
     block = bytearray(payload["mib"] * 2**20)
     return {"echo": payload["mode"], **baseline.to_dict()}
@@ -132,13 +128,47 @@ def measure(payload):
 sys.exit(worker_main(measure))
 """
 
+# what a worker looks like to the parent, without paying for importing torch in a fresh process
+BARE_WORKER = """
+import json, sys
+payload = json.load(open(sys.argv[2]))
+if payload["mode"] == "user":
+    json.dump({"user_error": "bad setting"}, open(sys.argv[4], "w"))
+    sys.exit(2)
+raise ZeroDivisionError("boom")
+"""
 
-def test_run_fresh_returns_result_user_error_and_crash(tmp_path):
+
+def test_run_fresh_returns_the_workers_result(tmp_path):
     (tmp_path / "fake_worker.py").write_text(WORKER)
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    result = run_fresh("fake_worker", {"mode": "ok", "mib": 40}, timeout=60, env=env)
+    result = run_fresh("fake_worker", {"mode": "ok", "mib": 40}, timeout=120, env=env)
     assert result["echo"] == "ok" and result["peak_rss_bytes"] >= 35 * 2**20
+
+
+def test_run_fresh_raises_the_workers_user_error_or_crash(tmp_path):
+    (tmp_path / "bare_worker.py").write_text(BARE_WORKER)
+    env = {"PYTHONPATH": str(tmp_path)}
     with pytest.raises(UserError, match="bad setting"):
-        run_fresh("fake_worker", {"mode": "user"}, timeout=60, env=env)
+        run_fresh("bare_worker", {"mode": "user"}, timeout=60, env=env)
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
-        run_fresh("fake_worker", {"mode": "crash"}, timeout=60, env=env)
+        run_fresh("bare_worker", {"mode": "crash"}, timeout=60, env=env)
+
+
+def test_worker_main_writes_user_errors_and_keeps_tracebacks(tmp_path, capsys):
+    payload, out = tmp_path / "payload.json", tmp_path / "out.json"
+    payload.write_text('{"x": 1}')
+
+    def user(_):
+        raise UserError("no such model")
+
+    assert worker_main(user, ["--payload", str(payload), "--out", str(out)]) == 2
+    assert json.loads(out.read_text()) == {"user_error": "no such model"}
+    assert worker_main(lambda p: {"double": 2 * p["x"]}, ["--payload", str(payload)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"double": 2}  # no --out: stdout
+
+    def crash(_):
+        raise KeyError("bug")
+
+    assert worker_main(crash, ["--payload", str(payload), "--out", str(tmp_path / "none.json")]) == 1
+    assert "KeyError" in capsys.readouterr().err and not (tmp_path / "none.json").exists()

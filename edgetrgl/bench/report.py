@@ -94,7 +94,7 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
 
 
 def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f}%"
+    return "n/a" if value is None else f"{round(100 * value)}%"  # round(): no "-0%"
 
 
 def _overhead(ratio: float | None) -> str:

@@ -8,11 +8,14 @@ registered with ``track_external``), so it reports the same figure on CPU and CU
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # MemTracker's category names -> ours (the issue's wording)
 _CATEGORIES = {
@@ -85,3 +88,67 @@ def cuda_peaks(device: torch.device) -> dict[str, int]:
         "cuda_max_allocated_bytes": int(torch.cuda.max_memory_allocated(device)),
         "cuda_max_reserved_bytes": int(torch.cuda.max_memory_reserved(device)),
     }
+
+
+class _LiveStorageBytes(TorchDispatchMode):
+    """Counts the bytes of live tensor storages, and their peak, while active.
+
+    A lighter cousin of MemTracker for use inside training: it installs no module or gradient hooks.
+    (MemTracker's hooks keep every module it has seen alive through C++ references, so measuring
+    a step of each module leaked the whole network run after run; see benchmarks/soak.py.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = self.peak = 0
+        self._live: dict[int, int] = {}
+        self._refs: dict[int, weakref.ref] = {}
+
+    def add(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._live:
+            return
+        nbytes = storage.nbytes()
+        self._live[key] = nbytes
+        self._refs[key] = weakref.ref(storage, lambda _, key=key: self._free(key))
+        self.current += nbytes
+        self.peak = max(self.peak, self.current)
+
+    def _free(self, key: int) -> None:
+        self.current -= self._live.pop(key, 0)
+        self._refs.pop(key, None)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in pytree.tree_leaves(out):
+            if isinstance(value, torch.Tensor):
+                self.add(value)
+        return out
+
+
+def track_live_peak(fn: Callable[[], Any], *external: Any) -> int:
+    """Peak bytes of live tensors while ``fn()`` runs, counting ``external`` tensors from the start.
+
+    Args:
+        fn: the work to measure (one training step).
+        external: modules (parameters, buffers, gradients), optimizers (their state) and tensors
+            that exist before ``fn`` and count towards the peak.
+    """
+    counter = _LiveStorageBytes()
+    for obj in external:
+        if isinstance(obj, torch.nn.Module):
+            for t in list(obj.parameters()) + list(obj.buffers()):
+                counter.add(t)
+                if t.grad is not None:
+                    counter.add(t.grad)
+        elif isinstance(obj, torch.optim.Optimizer):
+            for state in obj.state.values():
+                for value in state.values():
+                    if isinstance(value, torch.Tensor):
+                        counter.add(value)
+        elif isinstance(obj, torch.Tensor):
+            counter.add(obj)
+    with counter:
+        fn()
+    return counter.peak

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +155,9 @@ def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | 
     train_set, test_set, spec = data
     net = build_network(cfg, spec, model)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else None)
+    scratch = None
+    if cache_dir is None and cfg.regime in ("sequential", "multilap"):
+        cache_dir = scratch = Path(tempfile.mkdtemp(prefix="edgetrgl-cache-"))  # no run folder: a temporary one
     if state is None:
         cache_mode, cache_reason = resolve_cache(cfg, net, spec, cache_dir)
         extra = {**extra, "cache": cache_mode, "cache_reason": cache_reason}
@@ -179,6 +184,8 @@ def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | 
         modules = trainer.train()
     finally:
         writer.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     plan = extra.get("plan")
     if plan is not None:
         for record, planned in zip(modules, plan["modules"]):

@@ -17,7 +17,7 @@ import torch
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
-from edgetrgl.memory.tensor import cuda_peaks, track_peak
+from edgetrgl.memory.tensor import cuda_peaks, track_live_peak
 from edgetrgl.modular import ModularNet
 from edgetrgl.report import MetricsWriter
 from edgetrgl.train.checkpoint import save_checkpoint
@@ -64,7 +64,7 @@ class Trainer:
                            for k in range(K)]
         self.modules: list[dict[str, Any]] = [
             {"module": k + 1, "blocks": list(net.block_ranges[k]), "test_accuracy": None, "time_s": 0.0,
-             "epochs": 0, "peak_bytes": None, "peak_by_category": {}, "peak_rss_bytes": None}
+             "epochs": 0, "peak_bytes": None, "peak_rss_bytes": None}
             for k in range(K)
         ]
         self.data_mode = "dataset"  # the sequential loop replaces it with its cache description
@@ -177,15 +177,14 @@ class Trainer:
         On the CPU this is where the budget is enforced: the step's tensors must fit in it.
         """
         result = {}
-        peak = track_peak(lambda: result.setdefault("out", step_fn()), *external)
+        peak = track_live_peak(lambda: result.setdefault("out", step_fn()), *external)
         record = self.modules[k]
-        record["peak_bytes"] = peak.peak_bytes
-        record["peak_by_category"] = peak.by_category
+        record["peak_bytes"] = peak
         budget = self.cfg.budget
         if budget is not None:
-            record["budget_fraction"] = peak.peak_bytes / budget
-            if peak.peak_bytes > budget:
-                raise BudgetExceeded(f"module {k + 1} needs {format_bytes(peak.peak_bytes)} of tensors, over the budget of "
+            record["budget_fraction"] = peak / budget
+            if peak > budget:
+                raise BudgetExceeded(f"module {k + 1} needs {format_bytes(peak)} of tensors, over the budget of "
                                      f"{format_bytes(budget)} ({budget / 1e9:.3g} GB): raise --budget, or use more "
                                      f"--modules, --split balanced or a smaller --micro-batch")
         return result["out"]
