@@ -88,7 +88,8 @@ def plot_module_curves(
                           label=label if len(seeds) == 1 else f"{label} (mean of {len(seeds)}, 95% CI)")
         if len(seeds) > 1:
             half = [100 * h for _, h in stats]
-            ax.fill_between(x, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+            # an accuracy lies in [0, 100]: with few seeds the t-interval can reach past both ends
+            ax.fill_between(x, [max(0.0, m - h) for m, h in zip(mean, half)], [min(100.0, m + h) for m, h in zip(mean, half)],
                             color=line.get_color(), alpha=0.18, linewidth=0)
     for label, value in (references or {}).items():
         ax.axhline(100 * value, linestyle="--", linewidth=1.2, color="0.35" if len(references) == 1 else None,

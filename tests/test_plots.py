@@ -58,7 +58,7 @@ def test_plot_run_from_a_real_run_folder(tmp_path):
     from tests.conftest import tiny_config
     import edgetrgl
 
-    edgetrgl.train(tiny_config(epochs=1, out=str(tmp_path / "run")), quiet=True)
+    edgetrgl.train(tiny_config(epochs=0, out=str(tmp_path / "run")), quiet=True)  # untrained: fast, still a real summary
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert _is_png(plot_run(summary, tmp_path / "run.png"))
 

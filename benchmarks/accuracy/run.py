@@ -4,7 +4,7 @@ Block-wise training (one residual block per module) of a CIFAR ResNet-20 (9 bloc
 the bundled mnist5k sample at several training-set sizes, VanGL against TRGL, sequential / multilap /
 parallel, and end-to-end on the same network; a 27-module ResNet-56 (width 8) for the per-module
 curves; a tau x schedule sweep; a learning-rate check; an epochs check on the default `edgetrgl
-train` setting. Every cell is one `edgetrgl.train` call; each finished cell is appended at once to
+train` setting and a short tau sweep on it. Every cell is one `edgetrgl.train` call; each finished cell is appended at once to
 ``<results>/runs.jsonl``, and a rerun skips the cells already there (so it resumes).
 
 Protocol (fixed before any result was seen; see RESULTS.md):
@@ -49,8 +49,9 @@ REGIME_FRACTIONS = (0.02, 1.0)  # multilap and parallel: the small end and the f
 TAU_FRACTION = 0.02
 TAUS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0, 5000.0)
 STEPS = 64  # optimizer steps per module (= 2 epochs of the full 4,000 images at batch 128)
-PARTS = ("core", "regimes", "curves", "tau", "lr", "epochs")
-SEEDS = {"core": 3, "regimes": 3, "curves": 3, "tau": 2, "lr": 3, "epochs": 2}
+PARTS = ("core", "regimes", "curves", "tau", "lr", "epochs", "tau_default")
+SEEDS = {"core": 3, "regimes": 3, "curves": 3, "tau": 2, "lr": 3, "epochs": 2, "tau_default": 2}
+DEFAULT_TAUS = (0.3, 3.0, 10.0, 100.0)  # tau 1 is in the "epochs" part (epochs=2 is the default)
 BASE = dict(model="resnet20", modules=9, dataset="mnist5k", batch_size=128, lr=0.05, augment=False,
             tau=1.0, tau_schedule="double", device="cpu", out="")
 
@@ -119,6 +120,10 @@ def _part_cells(part: str, seed: int, quick: bool) -> list[dict]:
         grid = ((1, 0),) if quick else ((1, 0), (2, 0), (4, 0), (1, 1))
         return [cell(part, seed, 1.0, "sequential", method, steps, modules=4, epochs=e, epochs_step=s, **small)
                 for e, s in grid for method in ("vangl", "trgl")]
+    if part == "tau_default":  # the tau sweep again, on the default `edgetrgl train` setting
+        taus = (10.0,) if quick else DEFAULT_TAUS
+        return [cell(part, seed, 1.0, "sequential", "trgl", steps, modules=4, epochs=1 if quick else 2, tau=t, **small)
+                for t in taus]
     raise ValueError(part)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
 from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.modular import ModularNet
@@ -44,16 +44,17 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
         One :class:`TensorPeak` per module.
     """
     peaks = []
-    with FakeTensorMode():
-        net = build()
+    with FakeTensorMode() as mode:
+        net = _build_fake(build, mode)
         x = torch.randn(batch_shape)
         y = torch.randint(0, num_classes, (batch_shape[0],))
         for k in range(net.num_modules):
             stage, head = net.stages[k], net.heads[k]
             optimizer = make_optimizer(list(stage.parameters()) + list(head.parameters()))
             waiting = [torch.empty_like(x) for _ in range(prefetch_depth)]
-            peak = track_peak(lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0, micro_batch),
-                              stage, head, optimizer, x, y, *waiting)
+            step = lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0, micro_batch)  # noqa: E731
+            step()  # warm-up: measure the steady state, with gradients and momentum already allocated
+            peak = track_peak(step, stage, head, optimizer, x, y, *waiting)
             peaks.append(peak)
             with torch.no_grad():
                 x = stage.eval()(x)  # the next module's input, as the cache would serve it
@@ -66,8 +67,8 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
 
     With one module (``build`` returns K = 1) this is end-to-end backprop.
     """
-    with FakeTensorMode():
-        net = build()
+    with FakeTensorMode() as mode:
+        net = _build_fake(build, mode)
         x = torch.randn(batch_shape)
         y = torch.randint(0, num_classes, (batch_shape[0],))
         optimizers = [make_optimizer(list(s.parameters()) + list(h.parameters())) for s, h in zip(net.stages, net.heads)]
@@ -77,7 +78,26 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
             for k in range(net.num_modules):
                 h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0)
 
+        step()  # warm-up: in the steady state every module's gradients and momentum are resident
         return track_peak(step, net, *optimizers, x, y)
+
+
+def _build_fake(build: Callable[[], ModularNet], mode: FakeTensorMode) -> ModularNet:
+    """Build the network for real (outside the fake mode: some initialisers, such as
+    ``trunc_normal_``, cannot run on fake tensors), then swap its tensors for fake ones in place."""
+    with unset_fake_temporarily():
+        net = build()
+        slots = [(sub, name, t.detach(), isinstance(t, torch.nn.Parameter) and t.requires_grad, kind)
+                 for sub in net.modules()
+                 for kind, table in (("param", sub._parameters), ("buffer", sub._buffers))
+                 for name, t in table.items() if t is not None]
+    for sub, name, real, requires_grad, kind in slots:
+        fake = mode.from_tensor(real)
+        if kind == "param":
+            sub._parameters[name] = torch.nn.Parameter(fake, requires_grad=requires_grad)
+        else:
+            sub._buffers[name] = fake
+    return net
 
 
 def fake_copy(module: torch.nn.Module) -> torch.nn.Module:

@@ -178,10 +178,7 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
 
 
 def _count_blocks(build_blocknet: Callable) -> list:
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode():
-        return build_blocknet().blocks
+    return build_blocknet().blocks
 
 
 def _builder_from_blocknet(build_blocknet: Callable, batch_shape, num_classes: int) -> BuildFn:

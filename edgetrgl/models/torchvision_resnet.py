@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgetrgl.blocks import ResidualBlock
 from edgetrgl.models.base import BlockNet
@@ -29,14 +30,15 @@ class TorchvisionResidual(ResidualBlock):
         self.is_bottleneck = hasattr(block, "conv3")
 
     def forward_residues(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # F.relu, not the block's in-place ReLU: an in-place op on a module's output hides that
+        # module from MemTracker's backward hooks (a KeyError when measuring memory)
         b = self.block
-        r = b.relu(b.bn1(b.conv1(x)))
+        r = F.relu(b.bn1(b.conv1(x)))
         r = b.bn2(b.conv2(r))
         if self.is_bottleneck:
-            r = b.bn3(b.conv3(b.relu(r)))
+            r = b.bn3(b.conv3(F.relu(r)))
         identity = b.downsample(x) if b.downsample is not None else x
-        # r + identity is a fresh tensor, so the block's in-place ReLU cannot touch r.
-        return b.relu(r + identity), [r]
+        return F.relu(r + identity), [r]
 
 
 def build_torchvision_resnet(arch: str, in_channels: int) -> BlockNet:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
 
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.memory.estimate import estimate_parallel, fake_copy
+from edgetrgl.memory.estimate import estimate_parallel
 from edgetrgl.memory.planner import Plan, plan_modules
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular
@@ -34,7 +35,7 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None) -> tuple[Tra
 
     def blocknet() -> BlockNet:
         if model is not None:
-            return fake_copy(model)
+            return copy.deepcopy(model)  # the estimator swaps its tensors for fake ones
         return create_model(cfg.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                             image_size=spec.image_size, **cfg.model_options)
 
@@ -50,8 +51,7 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None) -> tuple[Tra
             raise UserError(f"the {cfg.regime} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
         return cfg, None
-    with torch._subclasses.fake_tensor.FakeTensorMode():
-        num_blocks = len(blocknet().blocks)
+    num_blocks = len(model.blocks) if model is not None else len(blocknet().blocks)
     plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules, split=cfg.split,
                         budget=cfg.budget, transport=transport, boundaries=cfg.boundaries)
     micro = plan.micro_batch if plan.micro_batch < batch_shape[0] else cfg.micro_batch

@@ -32,7 +32,7 @@ def run(trainer) -> None:
                 x, y = x.to(device), y.to(device)
                 cosine_lr(optimizer, cfg.lr, step, total_steps)
                 args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing, cfg.micro_batch)
-                _, res = trainer.measured_step(0, lambda: local_step(*args), *args[:5]) if step == 0 else local_step(*args)
+                _, res = trainer.measured_step(0, lambda: local_step(*args), *args[:5]) if step == trainer.measure_at(total_steps) else local_step(*args)
                 ce = float(res.ce)
                 trainer.check_finite(ce, 0, epoch)
                 sums["ce"] += ce

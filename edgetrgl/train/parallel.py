@@ -30,13 +30,21 @@ def run(trainer) -> None:
             for batch, (x, y) in enumerate(itertools.islice(loader, skip, None), start=skip):
                 step = epoch * steps_per_epoch + batch
                 x, y = x.to(device), y.to(device)
-                for k in range(K):
-                    cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
-                    args = (net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
-                    if step == 0:
-                        x, res = trainer.measured_step(k, lambda: local_step(*args), *args[:5])
-                    else:
-                        x, res = local_step(*args)  # x is detached: no gradient reaches module k-1
+
+                def step_all_modules(h=x):
+                    results = []
+                    for k in range(K):
+                        cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
+                        h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                            trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
+                        results.append(res)  # h is detached: no gradient reaches module k-1
+                    return results
+
+                if step == trainer.measure_at(total_steps):  # every module is resident: measure the whole step
+                    results = trainer.measured_step(None, step_all_modules, net, *trainer.optimizers, x, y)
+                else:
+                    results = step_all_modules()
+                for k, res in enumerate(results):
                     ce = float(res.ce)
                     trainer.check_finite(ce, k, epoch)
                     trainer.tau.observe(k, ce)

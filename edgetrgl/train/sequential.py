@@ -65,7 +65,7 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader, sta
                 step = epoch * steps_per_epoch + batch
                 cosine_lr(optimizer, cfg.lr, step, total_steps)
                 weights = trainer.tau.weights(k)
-                if step == 0:  # the first step of each module is measured, tensor by tensor
+                if step == trainer.measure_at(total_steps):  # measured, tensor by tensor
                     out, res = trainer.measured_step(k, lambda: local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch),
                                                      stage, head, optimizer, x, y)
                 else:

@@ -171,22 +171,30 @@ class Trainer:
         if ce != ce or ce in (float("inf"), float("-inf")):
             raise NonFiniteLoss(f"loss became {ce} in module {k + 1}, epoch {epoch + 1}: lower --lr or raise --tau")
 
-    def measured_step(self, k: int, step_fn, *external) -> Any:
-        """Run the first step of a module under the tensor-level tracker and record its peak.
+    @staticmethod
+    def measure_at(total_steps: int) -> int:
+        """The step whose memory is measured: the second, when gradients and momentum already exist
+        (the steady state the planner estimates), or the only one."""
+        return 1 if total_steps > 1 else 0
+
+    def measured_step(self, k: int | None, step_fn, *external) -> Any:
+        """Run a step under the tensor-level counter and record its peak for module k (None: the
+        whole parallel step, recorded for every module).
 
         On the CPU this is where the budget is enforced: the step's tensors must fit in it.
         """
         result = {}
         peak = track_live_peak(lambda: result.setdefault("out", step_fn()), *external)
-        record = self.modules[k]
-        record["peak_bytes"] = peak
+        for record in (self.modules if k is None else [self.modules[k]]):
+            record["peak_bytes"] = peak
+            if self.cfg.budget is not None:
+                record["budget_fraction"] = peak / self.cfg.budget
         budget = self.cfg.budget
-        if budget is not None:
-            record["budget_fraction"] = peak / budget
-            if peak > budget:
-                raise BudgetExceeded(f"module {k + 1} needs {format_bytes(peak)} of tensors, over the budget of "
-                                     f"{format_bytes(budget)} ({budget / 1e9:.3g} GB): raise --budget, or use more "
-                                     f"--modules, --split balanced or a smaller --micro-batch")
+        if budget is not None and peak > budget:
+            what = "the parallel step" if k is None else f"module {k + 1}"
+            raise BudgetExceeded(f"{what} needs {format_bytes(peak)} of tensors, over the budget of "
+                                 f"{format_bytes(budget)} ({budget / 1e9:.3g} GB): raise --budget, or use more "
+                                 f"--modules, --split balanced or a smaller --micro-batch")
         return result["out"]
 
     def start_module_clock(self) -> float:
