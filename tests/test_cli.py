@@ -19,8 +19,10 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     out = tmp_path / "run"
     toml = tmp_path / "run.toml"
     toml.write_text('model_options = { width = 4 }\ndataset_options = { num_train = 256, num_test = 128 }\ntau = 0.5\n')
-    proc = edgetrgl("train", *TINY, "--config", str(toml), "--out", str(out), "--budget", "1.5GiB")
+    proc = edgetrgl("train", *TINY, "--config", str(toml), "--out", str(out), "--budget", "1.5GiB",
+                    "--plot", str(tmp_path / "curve.png"))
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["tau"] == 0.5  # from the file
     assert summary["config"]["modules"] == 2  # from the flags

@@ -56,6 +56,7 @@ def add_parser(sub) -> None:
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     a("--quiet", action="store_true", help="no console output")
+    a("--plot", metavar="FILE.png", help="write the per-module test accuracy curve (needs matplotlib)")
     p.set_defaults(handler=run)
 
 
@@ -68,7 +69,7 @@ def _modules(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
-_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume"}
+_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume", "plot"}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -99,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--resume and --overwrite contradict each other")
         cfg = config_from_args(args)  # validates the flags given with --resume
         given = {k for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
-        resume(args.resume, changes={k: getattr(cfg, k) for k in given}, quiet=args.quiet)
-        return 0
-    cfg = config_from_args(args)
-    train(cfg, overwrite=args.overwrite, quiet=args.quiet)
+        result = resume(args.resume, changes={k: getattr(cfg, k) for k in given}, quiet=args.quiet)
+    else:
+        result = train(config_from_args(args), overwrite=args.overwrite, quiet=args.quiet)
+    if args.plot:
+        from edgetrgl.plots import plot_run
+
+        plot_run(result.summary(), args.plot)
     return 0
