@@ -11,7 +11,7 @@ from edgetrgl.data import list_datasets, load_dataset, make_loader
 from edgetrgl.errors import UserError
 from edgetrgl.models import BlockNet, create_model, list_models
 from edgetrgl.modular import ModularNet, build_modular, split_blocks
-from edgetrgl.train import RunResult, build_network, evaluate, load_run, resume, train
+from edgetrgl.training import RunResult, build_network, evaluate, load_run, resume, train
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgetrgl.cache import ActivationCache, Prefetcher
-from edgetrgl.train import train
+from edgetrgl.training import train
 from tests.conftest import tiny_config
 
 
@@ -84,7 +84,7 @@ def test_augmented_views_are_cached_per_view(synthetic_data):
 
 
 def test_offloader_moves_frozen_modules_to_disk_and_back(tmp_path):
-    from edgetrgl.train.offload import Offloader
+    from edgetrgl.training.offload import Offloader
     from tests.test_modular import tiny_net
 
     net = tiny_net(3)

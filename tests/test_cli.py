@@ -32,6 +32,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert summary["best_module"]["module"] in (1, 2) and summary["wall_time_s"] > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {(r["module"], r["epoch"]) for r in records if r["event"] == "epoch"} == {(1, 1), (2, 1)}
+    assert all(0.0 < r["train_accuracy"] <= 1.0 for r in records if r["event"] == "epoch")
     assert (out / "model.pt").exists() and (out / "config.json").exists()
     assert not (out / "cache").exists() or not any((out / "cache").iterdir())
 

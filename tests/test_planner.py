@@ -13,8 +13,8 @@ from edgetrgl.memory.planner import _builder_from_blocknet, linear_partition, pl
 from edgetrgl.memory.tensor import track_peak
 from edgetrgl.models import create_model
 from edgetrgl.modular import Stage
-from edgetrgl.train import train
-from edgetrgl.train.common import local_step
+from edgetrgl.training import train
+from edgetrgl.training.common import local_step
 from tests.conftest import tiny_config
 from tests.test_losses import Affine
 

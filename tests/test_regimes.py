@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgetrgl.train import train
+from edgetrgl.training import train
 from tests.conftest import tiny_config
 
 CHANCE = 0.10

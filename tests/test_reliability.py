@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from edgetrgl.errors import UserError
-from edgetrgl.train.checkpoint import load_checkpoint
+from edgetrgl.training.checkpoint import load_checkpoint
 
 TOML = 'model_options = { width = 4 }\ndataset_options = { num_train = 256, num_test = 128 }\n'
 
@@ -171,7 +171,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_while_caching_falls_back_to_host_memory(small_disk, tmp_path):
     """The cache of module 1 (256+128 samples x 4x16x16 fp32 = 393 KiB) plus views won't fit in 1 MiB."""
-    from edgetrgl.train import train
+    from edgetrgl.training import train
     from tests.conftest import tiny_config
 
     filler = small_disk / "filler"
@@ -186,7 +186,7 @@ def test_full_disk_while_caching_falls_back_to_host_memory(small_disk, tmp_path)
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(small_disk):
-    from edgetrgl.train.checkpoint import DiskFull, save_checkpoint
+    from edgetrgl.training.checkpoint import DiskFull, save_checkpoint
 
     save_checkpoint(small_disk, {"position": {"epoch": 1}, "blob": torch.zeros(1000)})
     with pytest.raises(DiskFull, match="previous checkpoint is intact"):

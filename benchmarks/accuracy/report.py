@@ -243,8 +243,11 @@ def _tau_figure(agg: dict, figdir: Path) -> list[Path]:
     for schedule in ("constant", "double"):
         pts = [(t, mean_ci95([100 * v for v in agg[t]["last"][schedule].values()])) for t in taus if agg[t]["last"][schedule]]
         if pts:
-            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts],
-                        yerr=[0 if math.isnan(p[1][1]) else p[1][1] for p in pts], marker="o", capsize=3,
+            means = [p[1][0] for p in pts]
+            half = [0.0 if math.isnan(p[1][1]) else p[1][1] for p in pts]
+            # clip the bars to [0, 100]: with 2 seeds the t-interval (t = 12.7) can pass both ends
+            yerr = [[min(h, m) for m, h in zip(means, half)], [min(h, 100 - m) for m, h in zip(means, half)]]
+            ax.errorbar([p[0] for p in pts], means, yerr=yerr, marker="o", capsize=3,
                         label=f"TRGL, {schedule} schedule")
     for name, style in (("multiplier", "-."), ("vangl", "--")):
         values = list(agg.get(name, {}).get("last", {}).values())

@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=None, help="seeds for every part (default: per part, see SEEDS)")
     parser.add_argument("--results", type=Path, default=None, help="folder for runs.jsonl (default: results/ or results_quick/)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a busy 2-core machine 2 threads ran up to 15x slower)")
+                        help="torch threads (default 1: on a busy 2-core machine 2 threads ran up to ~18x slower)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells still to run, and stop")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

@@ -19,7 +19,7 @@ from edgetrgl.bench.methods import loss_weights, make_sgd
 from edgetrgl.bench.setting import BenchSetting, build_net
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
 from edgetrgl.memory.tensor import _CATEGORIES  # MemTracker's category names -> ours
-from edgetrgl.train.common import local_step
+from edgetrgl.training.common import local_step
 
 
 def estimate_method(setting: BenchSetting, method: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Measure one method in this process: tensor-level peak of one step, and step times.
 
-Every method trains with :func:`edgetrgl.train.common.local_step` and SGD with momentum 0.9, the
+Every method trains with :func:`edgetrgl.training.common.local_step` and SGD with momentum 0.9, the
 code the trainer runs. Inputs are random tensors: memory and speed do not depend on the values.
 The order is: warm-up steps (never timed), timed steps, the process's peak RSS, then one step under
 MemTracker (never timed, and after the RSS reading: the tracker's own bookkeeping adds to RSS).
@@ -20,7 +20,7 @@ from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import RssBaseline
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
-from edgetrgl.train.common import local_step
+from edgetrgl.training.common import local_step
 
 
 def make_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.optim.Optimizer:

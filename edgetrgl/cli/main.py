@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from edgetrgl.train.trainer import Interrupted
+    from edgetrgl.training.trainer import Interrupted
 
     try:
         return int(args.handler(args) or 0)

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     a("--boundaries", help="explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)")
     a("--regime", choices=REGIMES, help="default sequential")
     a("--method", choices=METHODS, help="trgl (default) or vangl (no transport term)")
-    a("--tau", type=float, help="transport step size tau (default 1.0)")
+    a("--tau", type=float, help="transport step size tau (default 10; the paper: 1)")
     a("--tau-schedule", choices=TAU_SCHEDULES, help="default double: tau/2 for the first half of the modules")
     a("--epochs", type=int, help="epochs per module (sequential), per lap (multilap) or in total (e2e, parallel)")
     a("--epochs-step", type=int, help="sequential: module k trains epochs + k * step epochs")
@@ -93,7 +93,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from edgetrgl.errors import UserError
-    from edgetrgl.train import resume, train
+    from edgetrgl.training import resume, train
 
     if args.resume:
         if args.overwrite:

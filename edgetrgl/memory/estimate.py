@@ -14,7 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
 from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.modular import ModularNet
-from edgetrgl.train.common import local_step
+from edgetrgl.training.common import local_step
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 

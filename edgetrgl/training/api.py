@@ -21,12 +21,12 @@ from edgetrgl.errors import UserError
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
 from edgetrgl.report import MetricsWriter, module_table, plan_table
-from edgetrgl.train.budget import plan_run
-from edgetrgl.train.cache_plan import resolve_cache
-from edgetrgl.train.common import evaluate_heads
-from edgetrgl.train.checkpoint import load_checkpoint
-from edgetrgl.train.run_dir import prepare_run_dir, read_json, save_weights, truncate_metrics, write_json
-from edgetrgl.train.trainer import Trainer
+from edgetrgl.training.budget import plan_run
+from edgetrgl.training.cache_plan import resolve_cache
+from edgetrgl.training.common import evaluate_heads
+from edgetrgl.training.checkpoint import load_checkpoint
+from edgetrgl.training.run_dir import prepare_run_dir, read_json, save_weights, truncate_metrics, write_json
+from edgetrgl.training.trainer import Trainer
 
 
 @dataclass

@@ -12,9 +12,9 @@ import itertools
 import time
 
 from edgetrgl._faults import crash_point
-from edgetrgl.train.common import cosine_lr, local_step
-from edgetrgl.train.inputs import ModuleInputs
-from edgetrgl.train.offload import Offloader
+from edgetrgl.training.common import cosine_lr, local_step
+from edgetrgl.training.inputs import ModuleInputs
+from edgetrgl.training.offload import Offloader
 
 
 def run(trainer) -> None:
@@ -75,6 +75,8 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader, sta
                 trainer.tau.observe(k, ce)
                 sums["ce"] += ce
                 sums["transport"] += float(res.transport)
+                sums["correct"] += int(res.correct)
+                sums["seen"] += res.seen
                 sums["steps"] += 1
                 bar.advance(f"ce {ce:.3f}")
                 crash_point("step")

@@ -47,6 +47,8 @@ class StepResult:
 
     ce: torch.Tensor
     transport: torch.Tensor
+    correct: torch.Tensor  # training samples the head classified right (for train_accuracy)
+    seen: int
 
 
 def local_step(
@@ -71,21 +73,25 @@ def local_step(
     batch = x.shape[0]
     if micro_batch is None or micro_batch >= batch:
         out, transport = stage.forward_transport(x, differentiable=differentiable)
-        loss, ce = module_loss(head(out), y, transport, weights[0], weights[1], label_smoothing)
+        logits = head(out)
+        loss, ce = module_loss(logits, y, transport, weights[0], weights[1], label_smoothing)
         loss.backward()
         optimizer.step()
-        return out.detach(), StepResult(ce=ce, transport=transport.detach())
-    outs, ce_sum, transport_sum = [], 0.0, 0.0
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        return out.detach(), StepResult(ce=ce, transport=transport.detach(), correct=correct, seen=batch)
+    outs, ce_sum, transport_sum, correct = [], 0.0, 0.0, 0
     for start in range(0, batch, micro_batch):
         xc, yc = x[start:start + micro_batch], y[start:start + micro_batch]
         share = xc.shape[0] / batch
         out, transport = stage.forward_transport(xc, differentiable=differentiable)
-        loss, ce = module_loss(head(out), yc, transport, weights[0], weights[1], label_smoothing)
+        logits = head(out)
+        loss, ce = module_loss(logits, yc, transport, weights[0], weights[1], label_smoothing)
         (loss * share).backward()
+        correct = correct + (logits.detach().argmax(dim=1) == yc).sum()
         outs.append(out.detach())
         ce_sum, transport_sum = ce_sum + ce * share, transport_sum + transport.detach() * share
     optimizer.step()
-    return torch.cat(outs), StepResult(ce=ce_sum, transport=transport_sum)
+    return torch.cat(outs), StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch)
 
 
 @torch.no_grad()

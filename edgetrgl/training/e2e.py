@@ -7,8 +7,8 @@ import time
 
 from edgetrgl._faults import crash_point
 from edgetrgl.data import make_loader
-from edgetrgl.train.common import cosine_lr, local_step
-from edgetrgl.train.parallel import evaluate_all
+from edgetrgl.training.common import cosine_lr, local_step
+from edgetrgl.training.parallel import evaluate_all
 
 
 def run(trainer) -> None:
@@ -37,6 +37,8 @@ def run(trainer) -> None:
                 trainer.check_finite(ce, 0, epoch)
                 sums["ce"] += ce
                 sums["transport"] += float(res.transport)
+                sums["correct"] += int(res.correct)
+                sums["seen"] += res.seen
                 sums["steps"] += 1
                 bar.advance(f"ce {ce:.3f}")
                 crash_point("step")

@@ -20,8 +20,8 @@ from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.tensor import cuda_peaks, track_live_peak
 from edgetrgl.modular import ModularNet
 from edgetrgl.report import MetricsWriter
-from edgetrgl.train.checkpoint import save_checkpoint
-from edgetrgl.train.common import (NonFiniteLoss, count_correct, make_optimizer, open_file_count, peak_rss_bytes,
+from edgetrgl.training.checkpoint import save_checkpoint
+from edgetrgl.training.common import (NonFiniteLoss, count_correct, make_optimizer, open_file_count, peak_rss_bytes,
                                    resolve_device, rss_bytes)
 
 
@@ -78,7 +78,7 @@ class Trainer:
 
     def train(self) -> list[dict[str, Any]]:
         """Run the configured regime; return the per-module records."""
-        from edgetrgl.train import e2e, parallel, sequential  # the loops import Trainer's helpers
+        from edgetrgl.training import e2e, parallel, sequential  # the loops import Trainer's helpers
 
         loop = {"e2e": e2e.run, "parallel": parallel.run, "sequential": sequential.run, "multilap": sequential.run}
         self._limit_cuda_memory()

@@ -8,7 +8,7 @@ import time
 
 from edgetrgl._faults import crash_point
 from edgetrgl.data import make_loader
-from edgetrgl.train.common import cosine_lr, evaluate_heads, local_step
+from edgetrgl.training.common import cosine_lr, evaluate_heads, local_step
 
 
 def run(trainer) -> None:
@@ -50,6 +50,8 @@ def run(trainer) -> None:
                     trainer.tau.observe(k, ce)
                     sums[k]["ce"] += ce
                     sums[k]["transport"] += float(res.transport)
+                    sums[k]["correct"] += int(res.correct)
+                    sums[k]["seen"] += res.seen
                     sums[k]["steps"] += 1
                 bar.advance()
                 crash_point("step")
