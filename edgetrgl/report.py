@@ -79,7 +79,8 @@ class _Bar:
 def module_table(modules: list[dict[str, Any]], title: str, budget: int | None = None) -> Table:
     """The final table: per-module test accuracy, time, estimated and measured peak memory."""
     table = Table(title=title)
-    columns = ["module", "blocks", "test acc %", "time s", "est. peak", "tensor peak", "peak RSS"]
+    planned = any(m.get("estimated_peak_bytes") is not None for m in modules)
+    columns = ["module", "blocks", "test acc %", "time s"] + (["est. peak"] if planned else []) + ["tensor peak", "peak RSS"]
     if budget:
         columns.append("% of budget")
     for column in columns:
@@ -87,9 +88,9 @@ def module_table(modules: list[dict[str, Any]], title: str, budget: int | None =
     for m in modules:
         acc = m.get("test_accuracy")
         row = [str(m["module"]), f"{m['blocks'][0]}-{m['blocks'][1] - 1}",
-               "-" if acc is None else f"{100 * acc:.2f}", f"{m.get('time_s', 0):.1f}",
-               format_bytes(m.get("estimated_peak_bytes")), format_bytes(m.get("peak_bytes")),
-               format_bytes(m.get("peak_rss_bytes"))]
+               "-" if acc is None else f"{100 * acc:.2f}", f"{m.get('time_s', 0):.1f}"]
+        row += [format_bytes(m.get("estimated_peak_bytes"))] if planned else []
+        row += [format_bytes(m.get("peak_bytes")), format_bytes(m.get("peak_rss_bytes"))]
         if budget:
             row.append("-" if m.get("peak_bytes") is None else f"{100 * m['peak_bytes'] / budget:.0f}%")
         table.add_row(*row)
