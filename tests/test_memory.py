@@ -8,10 +8,9 @@ import sys
 import types
 
 import pytest
-import torch
 
 from edgetrgl.errors import UserError
-from edgetrgl.memory import (RssBaseline, device_memory_snapshot, host_memory, is_jetson, nvml_devices, parse_meminfo,
+from edgetrgl.memory import (device_memory_snapshot, host_memory, is_jetson, nvml_devices, parse_meminfo,
                              parse_tegrastats, run_fresh, tegrastats_sample, worker_main)
 
 MEMINFO = """MemTotal:        3964428 kB

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgetrgl.blocks import run_block
 from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
 from edgetrgl.models import BlockNet, create_model

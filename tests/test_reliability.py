@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgetrgl.errors import UserError
 from edgetrgl.training.checkpoint import load_checkpoint
 
 TOML = 'model_options = { width = 4 }\ndataset_options = { num_train = 256, num_test = 128 }\n'

@@ -98,28 +98,3 @@ def _build_fake(build: Callable[[], ModularNet], mode: FakeTensorMode) -> Modula
         else:
             sub._buffers[name] = fake
     return net
-
-
-def fake_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of a real module whose parameters and buffers are fake tensors of the active fake mode.
-
-    Lets the planner estimate a network the user built (not from the registry). Call it inside
-    ``FakeTensorMode``; the copy costs the module's size in host memory once, briefly.
-    """
-    import copy
-
-    from torch._guards import active_fake_mode
-
-    mode = active_fake_mode()
-    if mode is None:
-        raise RuntimeError("fake_copy must be called inside FakeTensorMode")
-    with torch._subclasses.fake_tensor.unset_fake_temporarily():
-        clone = copy.deepcopy(module)
-    for sub in clone.modules():
-        for name, param in list(sub._parameters.items()):
-            if param is not None:
-                sub._parameters[name] = torch.nn.Parameter(mode.from_tensor(param.detach()), requires_grad=param.requires_grad)
-        for name, buf in list(sub._buffers.items()):
-            if buf is not None:
-                sub._buffers[name] = mode.from_tensor(buf)
-    return clone

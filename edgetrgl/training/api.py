@@ -110,7 +110,7 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
     console = console or Console(stderr=True)
     data = data or _load_data(cfg)
     requested = cfg
-    cfg, plan = plan_run(cfg, spec := data[2], model)
+    cfg, plan = plan_run(cfg, data[2], model)
     if plan is not None and not quiet:
         console.print(plan_table(plan))
     extra = {"requested_modules": requested.modules, "plan": plan.to_dict() if plan is not None else None}
