@@ -27,6 +27,7 @@ CACHE_DTYPES = ("fp32", "fp16", "bf16")
 OFFLOAD_MODES = ("host", "disk")
 TAU_SCHEDULES = ("constant", "double", "multiplier")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -114,6 +115,8 @@ class TrainConfig:
     cache_dir: str | None = None  # default: <out>/cache
     keep_cache: bool = False
     offload: str = "host"  # where frozen modules go
+    checkpoint_blocks: bool = False  # recompute each block's activations in the module's backward
+    precision: str = "fp32"  # autocast of the module step: fp32, bf16 or fp16 (with a gradient scaler)
     device: str = "auto"
     seed: int = 0
     out: str = "runs/latest"
@@ -135,6 +138,9 @@ class TrainConfig:
         _choice("offload", self.offload, OFFLOAD_MODES)
         _choice("head", self.head, ("auto", "linear"))
         _choice("split", self.split, ("equal", "balanced"))
+        _choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.checkpoint_blocks, bool):
+            raise UserError(f"--checkpoint-blocks must be true or false, got {self.checkpoint_blocks!r}")
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
             raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
         if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):

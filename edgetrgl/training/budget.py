@@ -46,14 +46,16 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None) -> tuple[Tra
     if not sequential:
         k = 1 if cfg.regime == "e2e" else cfg.modules
         peak = estimate_parallel(lambda: build(k, None if cfg.regime == "e2e" else cfg.boundaries), batch_shape,
-                                 spec.num_classes, transport and cfg.regime != "e2e").peak_bytes
+                                 spec.num_classes, transport and cfg.regime != "e2e", precision=cfg.precision,
+                                 checkpoint_blocks=cfg.checkpoint_blocks).peak_bytes
         if peak > cfg.budget:
             raise UserError(f"the {cfg.regime} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
         return cfg, None
     num_blocks = len(model.blocks) if model is not None else len(blocknet().blocks)
     plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules, split=cfg.split,
-                        budget=cfg.budget, transport=transport, boundaries=cfg.boundaries)
+                        budget=cfg.budget, transport=transport, boundaries=cfg.boundaries, precision=cfg.precision,
+                        checkpoint_blocks=cfg.checkpoint_blocks)
     micro = plan.micro_batch if plan.micro_batch < batch_shape[0] else cfg.micro_batch
     planned = dataclasses.replace(cfg, modules=len(plan.modules), boundaries=plan.boundaries or None, micro_batch=micro)
     return planned, plan

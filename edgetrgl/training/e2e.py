@@ -32,7 +32,9 @@ def run(trainer) -> None:
                 x, y = x.to(device), y.to(device)
                 cosine_lr(optimizer, cfg.lr, step, total_steps)
                 args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing, cfg.micro_batch)
-                _, res = trainer.measured_step(0, lambda: local_step(*args), *args[:5]) if step == trainer.measure_at(total_steps) else local_step(*args)
+                options = dict(checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
+                _, res = (trainer.measured_step(0, lambda: local_step(*args, **options), *args[:5])
+                          if step == trainer.measure_at(total_steps) else local_step(*args, **options))
                 ce = float(res.ce)
                 trainer.check_finite(ce, 0, epoch)
                 sums["ce"] += ce

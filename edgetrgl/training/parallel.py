@@ -36,7 +36,8 @@ def run(trainer) -> None:
                     for k in range(K):
                         cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
                         h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                            trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
+                                            trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch,
+                                            checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
                         results.append(res)  # h is detached: no gradient reaches module k-1
                     return results
 

@@ -65,11 +65,12 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader, sta
                 step = epoch * steps_per_epoch + batch
                 cosine_lr(optimizer, cfg.lr, step, total_steps)
                 weights = trainer.tau.weights(k)
+                options = dict(checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
                 if step == trainer.measure_at(total_steps):  # measured, tensor by tensor
-                    out, res = trainer.measured_step(k, lambda: local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch),
+                    out, res = trainer.measured_step(k, lambda: local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch, **options),
                                                      stage, head, optimizer, x, y)
                 else:
-                    out, res = local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch)
+                    out, res = local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch, **options)
                 ce = float(res.ce)
                 trainer.check_finite(ce, k, epoch)
                 trainer.tau.observe(k, ce)

@@ -19,6 +19,7 @@ from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.tensor import cuda_peaks, track_live_peak
 from edgetrgl.modular import ModularNet
+from edgetrgl.precision import autocast_for
 from edgetrgl.report import MetricsWriter
 from edgetrgl.training.checkpoint import save_checkpoint
 from edgetrgl.training.common import (NonFiniteLoss, count_correct, make_optimizer, open_file_count, peak_rss_bytes,
@@ -57,6 +58,7 @@ class Trainer:
         self.writer = writer
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.device = resolve_device(cfg.device)
+        autocast_for(cfg.precision, self.device)  # an fp16 this torch cannot autocast on the CPU: say so now
         K = net.num_modules
         self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, method=cfg.method if cfg.regime != "e2e" else "vangl",
                                step=cfg.multiplier_step, every=cfg.multiplier_every)
