@@ -79,14 +79,16 @@ class Stage(nn.Module):
                 the returned transport is detached where it was injected (see ``run_block``).
                 None: the plain formulation, for the caller's loss to weight.
             checkpoint_blocks: recompute each block's activations (the stem's too) in backward, so
-                only the blocks' inputs stay alive between forward and backward.
+                only the blocks' inputs stay alive between forward and backward. Not the last
+                block's: its backward comes first, so recomputing it would save nothing and hold
+                a second copy of its output (the module's output stays alive for the caller).
         """
         recompute = checkpoint_blocks and torch.is_grad_enabled()
         if self.stem is not None:
             x = checkpoint_stem(self.stem, x) if recompute else self.stem(x)
         total = torch.zeros((), device=x.device, dtype=torch.float32)
-        for block in self.blocks:
-            if recompute:
+        for i, block in enumerate(self.blocks):
+            if recompute and i < len(self.blocks) - 1:
                 x, cost = checkpoint_block(block, x, differentiable, transport_weight)
             else:
                 x, cost, _ = run_block(block, x, differentiable, transport_weight)

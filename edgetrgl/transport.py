@@ -61,8 +61,12 @@ def residue_tail(tail: nn.Module, h: torch.Tensor) -> torch.Tensor:
     Outside :func:`inject_transport` it is just ``tail(h)``. Inside, the transport gradient of the
     residue is added in backward from ``h``, which ``tail`` (a BatchNorm or Linear) keeps anyway.
     """
-    r = tail(h)
     injection = getattr(_local, "injection", None)
+    if injection is not None and torch.is_grad_enabled() and _fusable_linear(tail, h):
+        r = _LinearTail.apply(h, tail.weight, tail.bias, injection.weight)
+        injection.tapped.append(r)
+        return r
+    r = tail(h)
     if injection is None or not (torch.is_grad_enabled() and r.requires_grad):
         return r
     r = _ResidueTap.apply(r, h, tail, injection.weight, _autocast_state(r.device.type))
@@ -97,6 +101,53 @@ class _ResidueTap(torch.autograd.Function):
         return _plus_transport_grad(grad, r, ctx.weight), None, None, None, None
 
 
+class _LinearTail(torch.autograd.Function):
+    """``r = h @ W.T + b`` whose backward adds the transport gradient without a tensor the size of r.
+
+    The tap above materialises ``g + 2 w r / N`` (one tensor the size of r) before the Linear's
+    backward; where r is as large as the block's other activations (a transformer) that shows at
+    the peak. Here the Linear's backward runs on g, and the transport part ``c * r`` (c = 2 w / N)
+    is recomputed from h a sixteenth of the rows at a time and accumulated into the same three
+    gradients. Not the plain rounding (other summation order): equal to it within fp32 accuracy.
+    """
+
+    CHUNKS = 16
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, transport_weight):
+        ctx.save_for_backward(h, weight, bias)
+        ctx.transport_weight = transport_weight
+        return nn.functional.linear(h, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, bias = ctx.saved_tensors
+        rows = grad.numel() // grad.shape[-1]
+        coef = 2 * _coef(ctx.transport_weight, grad.numel())
+        g2, h2 = grad.reshape(rows, -1), h.reshape(rows, -1)
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = g2 @ weight if need_h else None
+        grad_w = g2.t() @ h2 if need_w else None
+        grad_b = g2.sum(0) if need_b and bias is not None else None
+        step = -(-rows // _LinearTail.CHUNKS)
+        for start in range(0, rows, step):
+            h_rows = h2[start:start + step]
+            r_rows = nn.functional.linear(h_rows, weight, bias).mul_(coef)
+            if grad_h is not None:
+                grad_h[start:start + step].addmm_(r_rows, weight)
+            if grad_w is not None:
+                grad_w.addmm_(r_rows.t(), h_rows)
+            if grad_b is not None:
+                grad_b.add_(r_rows.sum(0))
+        return grad_h.view(h.shape) if grad_h is not None else None, grad_w, grad_b, None
+
+
+def _fusable_linear(tail: nn.Module, h: torch.Tensor) -> bool:
+    """A plain fp32 Linear outside autocast (the closed form is written for that case)."""
+    return (type(tail) is nn.Linear and h.dtype == tail.weight.dtype == torch.float32
+            and not _autocast_state(h.device.type)[1])
+
+
 class _DisplacementTap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, out, x, weight):
@@ -119,11 +170,14 @@ def _root(t: torch.Tensor) -> torch.Tensor:
 def _transport_grad(r_f32: torch.Tensor, weight: Weight) -> torch.Tensor:
     """``(weight / N) * (2 * r)``, formed as the plain backward forms it (mul, mean, pow) so that
     the result is the same bit for bit; may overwrite ``r_f32`` (a temporary)."""
+    return r_f32.mul_(2).mul_(_coef(weight, r_f32.numel()))
+
+
+def _coef(weight: Weight, numel: int) -> Weight:
+    """``weight / N`` in fp32, as the mean's backward forms it."""
     if isinstance(weight, torch.Tensor):
-        coef = weight.float() / r_f32.numel()
-    else:  # fp32 arithmetic on the host: no device transfer, the same rounding as the mean's backward
-        coef = float(torch.tensor(weight, dtype=torch.float32) / r_f32.numel())
-    return r_f32.mul_(2).mul_(coef)  # (2 * r) * coef: exact powers of two keep the plain rounding
+        return weight.float() / numel
+    return float(torch.tensor(weight, dtype=torch.float32) / numel)  # on the host: no device transfer  # (2 * r) * coef: exact powers of two keep the plain rounding
 
 
 def _plus_transport_grad(grad: torch.Tensor, r: torch.Tensor, weight: Weight) -> torch.Tensor:
