@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, METHODS, OFFLOAD_MODES, REGIMES, TAU_SCHEDULES
+from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES, TAU_SCHEDULES
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
@@ -16,6 +16,8 @@ EPILOG = """examples:
 
 
 def add_parser(sub) -> None:
+    from edgetrgl.training.regimes import regime_names, regimes
+
     p = sub.add_parser("train", help="train a network with TRGL (or VanGL, or end to end)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -31,7 +33,7 @@ def add_parser(sub) -> None:
     a("--split", choices=("equal", "balanced"), help="equal depth (default) or balanced by estimated memory")
     a("--micro-batch", type=int, help="accumulate gradients over micro-batches of this size")
     a("--boundaries", help="explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)")
-    a("--regime", choices=REGIMES, help="default sequential")
+    a("--regime", choices=regime_names(), help="default sequential; " + "; ".join(f"{r.name}: {r.help}" for r in regimes()))
     a("--method", choices=METHODS, help="trgl (default) or vangl (no transport term)")
     a("--tau", type=float, help="transport step size tau (default 10; the paper: 1)")
     a("--tau-schedule", choices=TAU_SCHEDULES, help="default double: tau/2 for the first half of the modules")
@@ -39,7 +41,8 @@ def add_parser(sub) -> None:
     a("--epochs-step", type=int, help="sequential: module k trains epochs + k * step epochs")
     a("--laps", type=int, help="multilap: number of laps over the modules")
     a("--batch-size", type=int)
-    a("--lr", type=float, help="SGD learning rate (cosine schedule per module)")
+    a("--lr", type=float, help="SGD learning rate (peak of the schedule)")
+    a("--lr-schedule", choices=LR_SCHEDULES, help="cosine to 0 over each module's steps (default), or constant")
     a("--weight-decay", type=float)
     a("--label-smoothing", type=float)
     a("--init", choices=("default", "orthogonal"), help="weight init (orthogonal: the paper's, gain --init-gain)")
@@ -74,7 +77,7 @@ _NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume", "
 
 def config_from_args(args: argparse.Namespace):
     """Defaults, then the TOML file, then the flags given on the command line."""
-    from edgetrgl.config import TrainConfig, load_toml, parse_size
+    from edgetrgl.config import TrainConfig, load_toml
     from edgetrgl.errors import UserError
 
     values = load_toml(args.config) if args.config else {}
@@ -86,9 +89,7 @@ def config_from_args(args: argparse.Namespace):
             values["boundaries"] = [int(b) for b in values["boundaries"].split(",") if b.strip()]
         except ValueError:
             raise UserError(f"--boundaries must be comma-separated block indices, got {args.boundaries!r}") from None
-    if values.get("budget") is not None:
-        values["budget"] = parse_size(values["budget"])
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values)  # the budget string is parsed there, once
 
 
 def run(args: argparse.Namespace) -> int:

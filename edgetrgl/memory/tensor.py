@@ -18,7 +18,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # MemTracker's category names -> ours (the wording)
-_CATEGORIES = {
+CATEGORIES = {
     "PARAM": "parameters",
     "BUFFER": "buffers",
     "GRAD": "gradients",
@@ -74,7 +74,7 @@ def track_peak(fn: Callable[[], Any], *external: Any) -> TensorPeak:
     total, by_category = 0, {}
     for snap in snaps.values():
         for key, value in snap.items():
-            name = _CATEGORIES.get(getattr(key, "name", str(key)), str(key))
+            name = CATEGORIES.get(getattr(key, "name", str(key)), str(key))
             if name == "Total":
                 total += int(value)
             else:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import shutil
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +16,15 @@ from rich.console import Console
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
-from edgetrgl.models import BlockNet, create_model
-from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
-from edgetrgl.report import MetricsWriter, module_table, plan_table
-from edgetrgl.training.budget import plan_run
-from edgetrgl.training.cache_plan import resolve_cache
-from edgetrgl.training.common import evaluate_heads
+from edgetrgl.metrics import MetricsWriter
+from edgetrgl.models import BlockNet
+from edgetrgl.modular import ModularNet
+from edgetrgl.network import build_network as _build_split
+from edgetrgl.planning.run_plan import RunPlan, make_plan
+from edgetrgl.tables import module_table, plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
+from edgetrgl.training.evaluation import evaluate_heads
+from edgetrgl.training.regimes import get_regime
 from edgetrgl.training.run_dir import prepare_run_dir, read_json, save_weights, truncate_metrics, write_json
 from edgetrgl.training.trainer import Trainer
 
@@ -52,7 +52,8 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "config": self.config.to_dict(),
+            "config": self.config.to_dict(),  # what the user asked for; "plan" says what was resolved, and why
+            "model": self.extra.get("plan", {}).get("model", self.config.model),
             "dataset": _spec_dict(self.spec),
             "modules": self.modules,
             "best_module": {k: self.best_module[k] for k in ("module", "test_accuracy")},
@@ -65,22 +66,14 @@ class RunResult:
 
 
 def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = None) -> ModularNet:
-    """Create (or take) the model and split it for ``cfg.regime`` (e2e: one module)."""
-    torch.manual_seed(cfg.seed)
-    if model is None:
-        model = create_model(cfg.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
-                             image_size=spec.image_size, **cfg.model_options)
-    sample = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-    modules = 1 if cfg.regime == "e2e" else cfg.modules
-    boundaries = None if cfg.regime == "e2e" else cfg.boundaries
-    try:
-        net = build_modular(model, modules, spec.num_classes, sample, boundaries=boundaries, head_style=cfg.head)
-    except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
-        raise UserError(f"images of {spec.in_channels}x{spec.image_size}x{spec.image_size} ({spec.name}) do not fit "
-                        f"the model {model.name}: {str(exc).splitlines()[0]}") from None
-    if cfg.init == "orthogonal":
-        orthogonal_init(net, cfg.init_gain)
-    return net
+    """Create (or take) the model and split it as ``cfg`` asks for its regime (e2e: one module).
+
+    ``train`` plans before it builds (a budget or ``--split balanced`` may move the boundaries);
+    this builds the unplanned split, for inspecting a network.
+    """
+    modular = get_regime(cfg.regime).traits.modular
+    return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
+                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed)
 
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,
@@ -109,12 +102,10 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
     run_dir = prepare_run_dir(out, overwrite) if out else None
     console = console or Console(stderr=True)
     data = data or _load_data(cfg)
-    requested = cfg
-    cfg, plan = plan_run(cfg, data[2], model)
-    if plan is not None and not quiet:
-        console.print(plan_table(plan))
-    extra = {"requested_modules": requested.modules, "plan": plan.to_dict() if plan is not None else None}
-    return _run(cfg, data, model, run_dir, extra, None, quiet, console)
+    plan, net = make_plan(cfg, data[2], model, run_dir)
+    if plan.estimates and plan.estimates.get("modules") and not quiet:
+        console.print(plan_table(plan.estimates))
+    return _run(cfg, plan, net, data, run_dir, None, quiet, console)
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
@@ -144,61 +135,54 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
         elif getattr(saved, key) != value:
             raise UserError(f"--resume: --{key.replace('_', '-')} {value} contradicts the saved run "
                             f"({getattr(saved, key)}); start a new run with --out instead")
-    cfg = dataclasses.replace(saved, **{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
+    cfg = saved.replace(**{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
+    plan = RunPlan.from_dict(state["plan"]).on_device(cfg.device)
+    data = data or _load_data(cfg)
+    net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries, seed=cfg.seed)
     console = console or Console(stderr=True)
-    return _run(cfg, data or _load_data(cfg), model, run_dir, state.get("extra", {}), state, quiet, console)
+    return _run(cfg, plan, net, data, run_dir, state, quiet, console)
 
 
-def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | None, extra: dict[str, Any],
-         state: dict | None, quiet: bool, console: Console) -> RunResult:
-    """Build, (re)load and train; write the results. Shared by :func:`train` and :func:`resume`."""
+def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir: Path | None, state: dict | None,
+         quiet: bool, console: Console) -> RunResult:
+    """(Re)load and train as planned; write the results. Shared by :func:`train` and :func:`resume`."""
     train_set, test_set, spec = data
-    net = build_network(cfg, spec, model)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else None)
-    scratch = None
-    if cache_dir is None and cfg.regime in ("sequential", "multilap"):
-        cache_dir = scratch = Path(tempfile.mkdtemp(prefix="edgetrgl-cache-"))  # no run folder: a temporary one
-    if state is None:
-        cache_mode, cache_reason = resolve_cache(cfg, net, spec, cache_dir)
-        extra = {**extra, "cache": cache_mode, "cache_reason": cache_reason}
-        cfg = dataclasses.replace(cfg, cache=cache_mode)
-    elif run_dir is not None:
+    if state is not None and run_dir is not None:
         truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])  # drop records past the checkpoint
     writer = MetricsWriter(run_dir / "metrics.jsonl" if run_dir else None, console, quiet)
     if run_dir and state is None:
-        write_json(run_dir / "config.json", {"config": cfg.to_dict(), "dataset": _spec_dict(spec)})
+        write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": _spec_dict(spec)})
     started = time.perf_counter()
-    trainer = Trainer(cfg, net, train_set, test_set, writer, cache_dir=cache_dir, run_dir=run_dir)
-    trainer.extra = extra
+    trainer = Trainer(cfg, plan, net, train_set, test_set, writer, run_dir=run_dir)
     if state is not None:
         trainer.load_state_dict(state)
         started -= state.get("wall_time_s", 0.0)
     trainer.started = started
+    regime = plan.regime_spec
     what = "resuming" if state is not None else "edgetrgl:"
-    writer.log({"event": "resume" if state is not None else "start", "device": str(trainer.device),
-                "modules": net.num_modules, "cache": cfg.cache, "position": trainer.position},
-               echo=f"{what} {cfg.regime} {cfg.method if cfg.regime != 'e2e' else ''} on {spec.name}, "
-                    f"{cfg.model} in {net.num_modules} module(s), device {trainer.device}"
-                    + (f", from {_where(trainer.position, cfg)}" if state is not None else ""))
+    method = f" {cfg.method}" if regime.traits.transport else ""
+    writer.log({"event": "resume" if state is not None else "start", "device": plan.device,
+                "modules": net.num_modules, "cache": plan.cache.mode, "position": trainer.position},
+               echo=f"{what} {regime.name}{method} on {spec.name}, {plan.model} in {net.num_modules} module(s), "
+                    f"device {plan.device}" + (f", from {_where(trainer.position, regime)}" if state is not None else ""))
     try:
         modules = trainer.train()
     finally:
         writer.close()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    plan = extra.get("plan")
-    if plan is not None:
-        for record, planned in zip(modules, plan["modules"]):
-            record["estimated_peak_bytes"] = planned["estimated_peak_bytes"]
-    result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir,
-                       extra={**extra, "data_mode": trainer.data_mode, "device": str(trainer.device),
-                              "versions": _versions()})
+        if plan.cache.scratch and plan.cache.folder:
+            shutil.rmtree(plan.cache.folder, ignore_errors=True)
+    per_module = (plan.estimates or {}).get("modules") or []
+    for record, planned in zip(modules, per_module):
+        record["estimated_peak_bytes"] = planned["estimated_peak_bytes"]
+    extra = {"plan": plan.to_dict(), "cache": plan.cache.mode, "cache_reason": plan.cache.reason,
+             "data_mode": trainer.data_mode, "device": plan.device, "versions": _versions()}
+    result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir, extra=extra)
     if run_dir:
         net.to("cpu")
-        save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "dataset": _spec_dict(spec)})
+        save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": _spec_dict(spec)})
         write_json(run_dir / "summary.json", result.summary())
     if not quiet:
-        console.print(module_table(modules, f"{cfg.model} / {cfg.regime} / {spec.name}", cfg.budget))
+        console.print(module_table(modules, f"{plan.model} / {regime.name} / {spec.name}", plan.budget))
         best, last = result.best_module, result.last_module
         console.print(f"best module {best['module']}: {100 * best['test_accuracy']:.2f}%   "
                       f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "
@@ -211,9 +195,9 @@ def _load_data(cfg: TrainConfig) -> tuple:
                         train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
 
 
-def _where(position: dict, cfg: TrainConfig) -> str:
-    if cfg.regime in ("sequential", "multilap"):
-        lap = f"lap {position['lap'] + 1}, " if cfg.regime == "multilap" else ""
+def _where(position: dict, regime) -> str:
+    if regime.traits.needs_cache:  # one module at a time: the position names the module
+        lap = f"lap {position['lap'] + 1}, " if position.get("lap") else ""
         return f"{lap}module {position['module'] + 1}, epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
     return f"epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
 
@@ -232,7 +216,10 @@ def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
     summary = read_json(path / "summary.json")
     cfg = TrainConfig.from_dict(summary["config"])
     spec = DataSpec(**{**summary["dataset"], "mean": tuple(summary["dataset"]["mean"]), "std": tuple(summary["dataset"]["std"])})
-    net = build_network(cfg, spec, model)
+    plan = summary.get("plan")
+    if plan is None:
+        raise UserError(f"{path / 'summary.json'} has no run plan: it was written by an older edgetrgl")
+    net = _build_split(cfg.network, spec, model, num_modules=plan["num_modules"], boundaries=plan["boundaries"])
     try:
         saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
@@ -251,9 +238,7 @@ def evaluate(net: ModularNet, dataset, batch_size: int = 256, device: str | torc
 
 
 def _spec_dict(spec: DataSpec | dict) -> dict[str, Any]:
-    import dataclasses
-
-    return spec if isinstance(spec, dict) else dataclasses.asdict(spec)
+    return spec if isinstance(spec, dict) else asdict(spec)
 
 
 def _versions() -> dict[str, str]:
