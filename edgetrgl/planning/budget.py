@@ -67,5 +67,6 @@ class Budget:
         """On CUDA the caching allocator enforces the budget: it raises OOM past this fraction."""
         if self.bytes is None or device.type != "cuda":
             return
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, self.bytes / total), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()  # "cuda" has no index
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, self.bytes / total), index)
