@@ -15,7 +15,6 @@ import datetime
 import fcntl
 import json
 import os
-import shlex
 import socket
 import threading
 import time
@@ -84,19 +83,20 @@ def hold_run_dir(run_dir: str | Path | None, create: bool = True) -> Iterator[Pa
 
 
 def _open_lock_file(path: Path, create: bool) -> int:
+    name = f"--out {path}" if create else str(path)  # create: a new run, whose folder the user named with --out
     if path.exists() and not path.is_dir():
-        raise UserError(f"{path} exists and is not a folder")
+        raise UserError(f"{name} exists and is not a folder")
     try:
         if create:
             path.mkdir(parents=True, exist_ok=True)
         return os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise UserError(f"cannot write to {path}: {exc.strerror}") from None
+        raise UserError(f"cannot write to {name}: {exc.strerror}") from None
 
 
 def _me() -> dict:
     try:
-        command = shlex.join(psutil.Process().cmdline())
+        command = " ".join(psutil.Process().cmdline())
     except psutil.Error:
         command = ""
     return {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
@@ -119,7 +119,7 @@ def describe_holder(fd: int) -> str:
     pid, command = info["pid"], info.get("command", "")
     if info.get("host") == socket.gethostname():
         try:
-            command = shlex.join(psutil.Process(pid).cmdline()) or command
+            command = " ".join(psutil.Process(pid).cmdline()) or command
         except psutil.Error:
             pass
     host = "" if info.get("host") == socket.gethostname() else f" on {info.get('host')}"
