@@ -20,10 +20,11 @@ LAYERS = [
     ["edgetrgl.modular", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics", "edgetrgl.tables", "edgetrgl.plots"],
     ["edgetrgl.memory", "edgetrgl.network"],
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
-     "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir"],
+     "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
+     "edgetrgl.training.run_lock"],
     ["edgetrgl.training.regimes"],
     ["edgetrgl.planning"],
-    ["edgetrgl.training.trainer", "edgetrgl.training.api", "edgetrgl.training"],
+    ["edgetrgl.training.trainer", "edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training"],
     ["edgetrgl.bench", "edgetrgl"],
     ["edgetrgl.cli", "edgetrgl.__main__"],
 ]

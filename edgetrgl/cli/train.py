@@ -12,6 +12,7 @@ EPILOG = """examples:
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
+  edgetrgl train --out runs/board --auto-resume    # start, resume or report: safe to run again and again
 """
 
 
@@ -58,6 +59,7 @@ def add_parser(sub) -> None:
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    a("--auto-resume", action="store_true", help="start --out if new, resume it if unfinished, report it if finished")
     a("--quiet", action="store_true", help="no console output")
     a("--plot", metavar="FILE.png", help="write the per-module test accuracy curve (needs matplotlib)")
     p.set_defaults(handler=run)
@@ -72,7 +74,7 @@ def _modules(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
-_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume", "plot"}
+_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume", "auto_resume", "plot"}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -96,7 +98,15 @@ def run(args: argparse.Namespace) -> int:
     from edgetrgl.errors import UserError
     from edgetrgl.training import resume, train
 
-    if args.resume:
+    if args.auto_resume:
+        if args.resume or args.overwrite:
+            raise UserError("--auto-resume decides itself whether to start or resume --out: drop --resume/--overwrite")
+        from edgetrgl.training.auto_resume import train_or_resume
+
+        cfg = config_from_args(args)
+        given = {k for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+        result = train_or_resume(cfg, changes={k: getattr(cfg, k) for k in given}, quiet=args.quiet)
+    elif args.resume:
         if args.overwrite:
             raise UserError("--resume and --overwrite contradict each other")
         cfg = config_from_args(args)  # validates the flags given with --resume

@@ -25,7 +25,9 @@ from edgetrgl.tables import module_table, plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.regimes import get_regime
-from edgetrgl.training.run_dir import prepare_run_dir, read_json, save_weights, truncate_metrics, write_json
+from edgetrgl.training.run_dir import (agreed_changes, prepare_run_dir, read_json, save_weights, truncate_metrics,
+                                      write_json)
+from edgetrgl.training.run_lock import hold_run_dir
 from edgetrgl.training.trainer import Trainer
 
 
@@ -78,7 +80,7 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,
           out: str | Path | None = None, overwrite: bool = False, quiet: bool = False,
-          console: Console | None = None) -> RunResult:
+          console: Console | None = None, auto_resume: bool = False) -> RunResult:
     """Train a network module by module (or end to end) and write a run folder.
 
     Args:
@@ -89,23 +91,33 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         out: run folder (default ``cfg.out``); ``None`` and ``cfg.out == ""`` writes nothing.
         overwrite: replace an existing run in ``out``.
         quiet: no console output.
+        auto_resume: start the run if ``out`` holds none, resume it if it is unfinished, return it
+            (nothing rewritten) if it has finished; see :func:`edgetrgl.training.auto_resume.train_or_resume`.
 
     Returns:
         A :class:`RunResult`.
 
     Raises:
         UserError: bad configuration or data, or ``out`` holds a run and ``overwrite`` is False.
+        RunDirLocked: another process is writing into ``out``.
         Interrupted: SIGINT/SIGTERM; a checkpoint was written and :func:`resume` continues the run.
     """
     cfg = cfg or TrainConfig()
     out = cfg.out if out is None else out
-    run_dir = prepare_run_dir(out, overwrite) if out else None
-    console = console or Console(stderr=True)
-    data = data or _load_data(cfg)
-    plan, net = make_plan(cfg, data[2], model, run_dir)
-    if plan.estimates and plan.estimates.get("modules") and not quiet:
-        console.print(plan_table(plan.estimates))
-    return _run(cfg, plan, net, data, run_dir, None, quiet, console)
+    if auto_resume:
+        from edgetrgl.training.auto_resume import train_or_resume
+
+        if overwrite:
+            raise UserError("--auto-resume and --overwrite contradict each other")
+        return train_or_resume(cfg, out=out, model=model, data=data, quiet=quiet, console=console)
+    with hold_run_dir(out):  # taken first: an --overwrite of a folder in use deletes nothing
+        run_dir = prepare_run_dir(out, overwrite) if out else None
+        console = console or Console(stderr=True)
+        data = data or _load_data(cfg)
+        plan, net = make_plan(cfg, data[2], model, run_dir)
+        if plan.estimates and plan.estimates.get("modules") and not quiet:
+            console.print(plan_table(plan.estimates))
+        return _run(cfg, plan, net, data, run_dir, None, quiet, console)
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
@@ -120,27 +132,24 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
 
     Raises:
         UserError: no or corrupt checkpoint, a finished run, or ``changes`` contradicting the run.
+        RunDirLocked: another process is writing into ``run_dir``.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir}: no such run folder")
-    if (run_dir / "summary.json").exists():
-        raise UserError(f"the run in {run_dir} has already finished (its results are in summary.json)")
-    state = load_checkpoint(run_dir)
-    saved = TrainConfig.from_dict(state["config"])
-    changed = {}
-    for key, value in (changes or {}).items():
-        if key in ("device", "out"):
-            changed[key] = value
-        elif getattr(saved, key) != value:
-            raise UserError(f"--resume: --{key.replace('_', '-')} {value} contradicts the saved run "
-                            f"({getattr(saved, key)}); start a new run with --out instead")
-    cfg = saved.replace(**{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
-    plan = RunPlan.from_dict(state["plan"]).on_device(cfg.device)
-    data = data or _load_data(cfg)
-    net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries, seed=cfg.seed)
-    console = console or Console(stderr=True)
-    return _run(cfg, plan, net, data, run_dir, state, quiet, console)
+    with hold_run_dir(run_dir, create=False):  # one writer: refused while another process trains it
+        if (run_dir / "summary.json").exists():
+            raise UserError(f"the run in {run_dir} has already finished (its results are in summary.json)")
+        state = load_checkpoint(run_dir)
+        saved = TrainConfig.from_dict(state["config"])
+        changed = agreed_changes(saved, changes or {}, "--resume")
+        cfg = saved.replace(**{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
+        plan = RunPlan.from_dict(state["plan"]).on_device(cfg.device)
+        data = data or _load_data(cfg)
+        net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries,
+                           seed=cfg.seed)
+        console = console or Console(stderr=True)
+        return _run(cfg, plan, net, data, run_dir, state, quiet, console)
 
 
 def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir: Path | None, state: dict | None,
