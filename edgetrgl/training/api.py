@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import platform
 import shutil
@@ -18,6 +19,7 @@ from rich.console import Console
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
+from edgetrgl.heads import HeadFactory
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
 from edgetrgl.report import MetricsWriter, module_table, plan_table
@@ -64,19 +66,25 @@ class RunResult:
         }
 
 
-def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = None) -> ModularNet:
-    """Create (or take) the model and split it for ``cfg.regime`` (e2e: one module)."""
+def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = None,
+                  head_factory: HeadFactory | None = None) -> ModularNet:
+    """Create (or take) the model and split it for ``cfg.regime`` (e2e: one module).
+
+    ``head_factory`` (or ``model.head_factory``) builds every module's head; default: the head
+    that fits each module's output shape (see :mod:`edgetrgl.heads`).
+    """
     torch.manual_seed(cfg.seed)
     if model is None:
         model = create_model(cfg.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
                              image_size=spec.image_size, **cfg.model_options)
-    sample = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
+    sample = torch.zeros(2, *spec.input_shape)  # images, vectors or sequences: the data's own shape
     modules = 1 if cfg.regime == "e2e" else cfg.modules
     boundaries = None if cfg.regime == "e2e" else cfg.boundaries
     try:
-        net = build_modular(model, modules, spec.num_classes, sample, boundaries=boundaries, head_style=cfg.head)
+        net = build_modular(model, modules, spec.num_classes, sample, boundaries=boundaries, head_style=cfg.head,
+                            head_factory=head_factory)
     except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
-        raise UserError(f"images of {spec.in_channels}x{spec.image_size}x{spec.image_size} ({spec.name}) do not fit "
+        raise UserError(f"{spec.describe_inputs()} ({spec.name}) do not fit "
                         f"the model {model.name}: {str(exc).splitlines()[0]}") from None
     if cfg.init == "orthogonal":
         orthogonal_init(net, cfg.init_gain)
@@ -85,7 +93,7 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,
           out: str | Path | None = None, overwrite: bool = False, quiet: bool = False,
-          console: Console | None = None) -> RunResult:
+          console: Console | None = None, head_factory: HeadFactory | None = None) -> RunResult:
     """Train a network module by module (or end to end) and write a run folder.
 
     Args:
@@ -96,6 +104,8 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         out: run folder (default ``cfg.out``); ``None`` and ``cfg.out == ""`` writes nothing.
         overwrite: replace an existing run in ``out``.
         quiet: no console output.
+        head_factory: ``factory(feature_shape, num_classes) -> nn.Module``, every module's head
+            (default: the head that fits each module's output shape).
 
     Returns:
         A :class:`RunResult`.
@@ -105,10 +115,13 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         Interrupted: SIGINT/SIGTERM; a checkpoint was written and :func:`resume` continues the run.
     """
     cfg = cfg or TrainConfig()
+    if model is not None:  # reports name your network, not the registry default
+        cfg = dataclasses.replace(cfg, model=model.name)
     out = cfg.out if out is None else out
     run_dir = prepare_run_dir(out, overwrite) if out else None
     console = console or Console(stderr=True)
     data = data or _load_data(cfg)
+    model = _with_head_factory(model, head_factory, cfg, data[2])
     requested = cfg
     cfg, plan = plan_run(cfg, data[2], model)
     if plan is not None and not quiet:
@@ -118,14 +131,15 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
-           data: tuple | None = None, quiet: bool = False, console: Console | None = None) -> RunResult:
+           data: tuple | None = None, quiet: bool = False, console: Console | None = None,
+           head_factory: HeadFactory | None = None) -> RunResult:
     """Continue an interrupted run exactly where its last checkpoint left it.
 
     Args:
         run_dir: the run folder.
         changes: settings given again by the user; each must equal the saved one, except
             ``device`` (a run may move to another device) and ``out``.
-        model, data: as for :func:`train`, when the run used your own network or data.
+        model, data, head_factory: as for :func:`train`, when the run used your own network, data or heads.
 
     Raises:
         UserError: no or corrupt checkpoint, a finished run, or ``changes`` contradicting the run.
@@ -146,7 +160,9 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
                             f"({getattr(saved, key)}); start a new run with --out instead")
     cfg = dataclasses.replace(saved, **{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
     console = console or Console(stderr=True)
-    return _run(cfg, data or _load_data(cfg), model, run_dir, state.get("extra", {}), state, quiet, console)
+    data = data or _load_data(cfg)
+    model = _with_head_factory(model, head_factory, cfg, data[2])
+    return _run(cfg, data, model, run_dir, state.get("extra", {}), state, quiet, console)
 
 
 def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | None, extra: dict[str, Any],
@@ -206,6 +222,22 @@ def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | 
     return result
 
 
+def _with_head_factory(model: BlockNet | None, head_factory: HeadFactory | None, cfg: TrainConfig,
+                       spec: DataSpec) -> BlockNet | None:
+    """The model carrying ``head_factory``, so every builder downstream (plan, run) uses it.
+
+    A registry model is created here for that, seeded as :func:`build_network` would."""
+    if head_factory is None:
+        return model
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                             image_size=spec.image_size, **cfg.model_options)
+    model = copy.copy(model)  # the caller's object stays as it was
+    model.head_factory = head_factory
+    return model
+
+
 def _load_data(cfg: TrainConfig) -> tuple:
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
                         train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
@@ -218,12 +250,13 @@ def _where(position: dict, cfg: TrainConfig) -> str:
     return f"epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
 
 
-def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
+def load_run(path: str | Path, model: BlockNet | None = None, head_factory: HeadFactory | None = None) -> RunResult:
     """Load a finished run folder: its network (weights loaded, on CPU, eval mode) and results.
 
     Args:
         path: the run folder.
         model: the same :class:`BlockNet` structure, for runs of your own network.
+        head_factory: the same head factory, for runs that used one.
 
     Raises:
         UserError: not a run folder, or a corrupt one.
@@ -231,8 +264,10 @@ def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
     path = Path(path)
     summary = read_json(path / "summary.json")
     cfg = TrainConfig.from_dict(summary["config"])
-    spec = DataSpec(**{**summary["dataset"], "mean": tuple(summary["dataset"]["mean"]), "std": tuple(summary["dataset"]["std"])})
-    net = build_network(cfg, spec, model)
+    saved_spec = summary["dataset"]
+    spec = DataSpec(**{**saved_spec, "mean": tuple(saved_spec["mean"]), "std": tuple(saved_spec["std"]),
+                       "sample_shape": tuple(saved_spec["sample_shape"]) if saved_spec.get("sample_shape") else None})
+    net = build_network(cfg, spec, model, head_factory)
     try:
         saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])

@@ -30,8 +30,8 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None) -> tuple[Tra
     wants_plan = cfg.budget is not None or cfg.split == "balanced" or cfg.modules == "auto"
     if not wants_plan:
         return cfg, None
-    batch_shape = (cfg.micro_batch or cfg.batch_size, spec.in_channels, spec.image_size, spec.image_size)
-    sample = (2, spec.in_channels, spec.image_size, spec.image_size)
+    batch_shape = (cfg.micro_batch or cfg.batch_size, *spec.input_shape)
+    sample = (2, *spec.input_shape)
 
     def blocknet() -> BlockNet:
         if model is not None:

@@ -18,7 +18,7 @@ def cache_bytes_needed(cfg: TrainConfig, net: ModularNet, spec) -> int:
     """Bytes of the largest cache the run will hold: one module's outputs, train views + test set."""
     if net.num_modules < 2:
         return 0
-    x = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
+    x = torch.zeros(1, *spec.input_shape)
     largest = 0
     with torch.no_grad():
         for k in range(net.num_modules - 1):
