@@ -27,6 +27,7 @@ CACHE_DTYPES = ("fp32", "fp16", "bf16")
 OFFLOAD_MODES = ("host", "disk")
 TAU_SCHEDULES = ("constant", "double", "multiplier")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("cosine", "constant")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -101,6 +102,7 @@ class TrainConfig:
     laps: int = 2  # multilap only
     batch_size: int = 128
     lr: float = 0.05
+    lr_schedule: str = "cosine"  # cosine from lr to 0 over each module's steps, or "constant" (the paper's)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
@@ -135,6 +137,7 @@ class TrainConfig:
         _choice("offload", self.offload, OFFLOAD_MODES)
         _choice("head", self.head, ("auto", "linear"))
         _choice("split", self.split, ("equal", "balanced"))
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
             raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
         if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):

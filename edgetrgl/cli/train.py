@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, METHODS, OFFLOAD_MODES, REGIMES, TAU_SCHEDULES
+from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES, REGIMES, TAU_SCHEDULES
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
   edgetrgl train --regime parallel --method vangl --epochs 5
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
+  edgetrgl train --config configs/paper.toml       # the paper's recipe (configs/ holds the presets)
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
 """
 
@@ -39,7 +40,8 @@ def add_parser(sub) -> None:
     a("--epochs-step", type=int, help="sequential: module k trains epochs + k * step epochs")
     a("--laps", type=int, help="multilap: number of laps over the modules")
     a("--batch-size", type=int)
-    a("--lr", type=float, help="SGD learning rate (cosine schedule per module)")
+    a("--lr", type=float, help="SGD learning rate (cosine schedule per module, see --lr-schedule)")
+    a("--lr-schedule", choices=LR_SCHEDULES, help="cosine (default) or constant (the paper's)")
     a("--weight-decay", type=float)
     a("--label-smoothing", type=float)
     a("--init", choices=("default", "orthogonal"), help="weight init (orthogonal: the paper's, gain --init-gain)")

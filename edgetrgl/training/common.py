@@ -30,9 +30,10 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int) -> None:
-    """Set the learning rate of ``step`` out of ``total`` on a cosine from ``base_lr`` to 0."""
-    lr = 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+def cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int, schedule: str = "cosine") -> None:
+    """Set the learning rate of ``step`` out of ``total``: on a cosine from ``base_lr`` to 0, or
+    ``base_lr`` throughout with ``schedule="constant"`` (``cfg.lr_schedule``; the paper's recipe)."""
+    lr = base_lr if schedule == "constant" else 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
     for group in optimizer.param_groups:
         group["lr"] = lr
 

@@ -30,7 +30,7 @@ def run(trainer) -> None:
             for batch, (x, y) in enumerate(itertools.islice(loader, skip, None), start=skip):
                 step = epoch * steps_per_epoch + batch
                 x, y = x.to(device), y.to(device)
-                cosine_lr(optimizer, cfg.lr, step, total_steps)
+                cosine_lr(optimizer, cfg.lr, step, total_steps, cfg.lr_schedule)
                 args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing, cfg.micro_batch)
                 _, res = trainer.measured_step(0, lambda: local_step(*args), *args[:5]) if step == trainer.measure_at(total_steps) else local_step(*args)
                 ce = float(res.ce)

@@ -34,7 +34,7 @@ def run(trainer) -> None:
                 def step_all_modules(h=x):
                     results = []
                     for k in range(K):
-                        cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
+                        cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps, cfg.lr_schedule)
                         h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
                                             trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
                         results.append(res)  # h is detached: no gradient reaches module k-1

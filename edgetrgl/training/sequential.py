@@ -63,7 +63,7 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader, sta
         with trainer.writer.progress(f"module {k + 1} epoch {epoch + 1}/{epochs}", steps_per_epoch - skip) as bar:
             for batch, (x, y) in enumerate(batches, start=skip):
                 step = epoch * steps_per_epoch + batch
-                cosine_lr(optimizer, cfg.lr, step, total_steps)
+                cosine_lr(optimizer, cfg.lr, step, total_steps, cfg.lr_schedule)
                 weights = trainer.tau.weights(k)
                 if step == trainer.measure_at(total_steps):  # measured, tensor by tensor
                     out, res = trainer.measured_step(k, lambda: local_step(stage, head, optimizer, x, y, weights, cfg.label_smoothing, cfg.micro_batch),
