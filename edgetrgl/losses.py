@@ -106,6 +106,12 @@ class TauSchedule:
         if self._counts[k] % self.every == 0:
             self.multipliers[k] += self.step * ce
 
+    def restart(self, k: int) -> None:
+        """Module k starts a new round of training (a multi-lap lap): lambda_k back to 1, its step
+        count to 0, as the authors' code re-initialises both in every call of ``train_submodel``."""
+        self.multipliers[k] = 1.0
+        self._counts[k] = 0
+
     def state_dict(self) -> dict:
         return {"multipliers": list(self.multipliers), "counts": list(self._counts)}
 

@@ -127,3 +127,11 @@ def test_multiplier_loss_and_gradient_scale():
     assert float(transport.grad) == pytest.approx(1.0 / lam)
     sched.observe(0, float(ce))
     assert sched.multipliers[0] == pytest.approx(lam)
+
+
+def test_multiplier_restarts_for_a_new_lap():
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=2, step=1.0, every=1)
+    sched.observe(1, 0.5)
+    assert sched.multipliers[1] == 1.5
+    sched.restart(1)
+    assert sched.multipliers[1] == 1.0 and sched.state_dict()["counts"][1] == 0

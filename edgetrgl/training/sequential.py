@@ -51,6 +51,8 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader, sta
     stage, head, optimizer = offloader.bring(k), trainer.net.heads[k].to(trainer.device), trainer.optimizers[k]
     _optimizer_to(optimizer, trainer.device)
     epochs = trainer.epochs_for(k)
+    if start_epoch == 0 and start_batch == 0:
+        trainer.tau.restart(k)  # the multiplier starts afresh at each lap, as in the authors' code
     steps_per_epoch = -(-len(trainer.train_set) // cfg.batch_size)
     total_steps = epochs * steps_per_epoch
     clock = trainer.start_module_clock()
