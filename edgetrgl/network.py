@@ -16,9 +16,8 @@ from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
 
 
 def input_shape(spec) -> tuple[int, ...]:
-    """One sample's input shape ``(C, H, W)`` from a :class:`DataSpec` (or a dict of its fields)."""
-    get = spec.get if isinstance(spec, dict) else lambda name: getattr(spec, name)
-    return (get("in_channels"), get("image_size"), get("image_size"))
+    """One sample's input shape (``(C, H, W)`` for images, ``(D,)`` or ``(C, L)`` for features)."""
+    return tuple(spec.input_shape)
 
 
 def build_blocknet(network, spec, model: BlockNet | None = None) -> BlockNet:
@@ -59,8 +58,8 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
     try:
         net = build_modular(blocknet, k, spec.num_classes, sample, boundaries=boundaries, head_style=network.head)
     except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
-        raise UserError(f"inputs of shape {'x'.join(map(str, input_shape(spec)))} ({spec.name}) do not fit the "
-                        f"model {blocknet.name}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{spec.describe_inputs()} ({spec.name}) do not fit the model {blocknet.name}: "
+                        f"{str(exc).splitlines()[0]}") from None
     if network.init == "orthogonal":
         orthogonal_init(net, network.init_gain)
     return net

@@ -11,6 +11,7 @@ EPILOG = """examples:
   edgetrgl train --regime parallel --method vangl --epochs 5
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
+  edgetrgl train --config configs/paper.toml       # the paper's recipe (configs/ holds the presets)
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
   edgetrgl train --out runs/board --auto-resume    # start, resume or report: safe to run again and again
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 import shutil
 import sys
@@ -16,8 +17,9 @@ from rich.console import Console
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
+from edgetrgl.heads import HeadFactory
 from edgetrgl.metrics import MetricsWriter
-from edgetrgl.models import BlockNet
+from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network as _build_split
 from edgetrgl.planning.run_plan import RunPlan, make_plan
@@ -67,13 +69,17 @@ class RunResult:
         }
 
 
-def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = None) -> ModularNet:
+def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = None,
+                  head_factory: HeadFactory | None = None) -> ModularNet:
     """Create (or take) the model and split it as ``cfg`` asks for its regime (e2e: one module).
 
     ``train`` plans before it builds (a budget or ``--split balanced`` may move the boundaries);
-    this builds the unplanned split, for inspecting a network.
+    this builds the unplanned split, for inspecting a network. ``head_factory`` (or
+    ``model.head_factory``) builds every module's head; default: the head that fits each module's
+    output shape (see :mod:`edgetrgl.heads`).
     """
     modular = get_regime(cfg.regime).traits.modular
+    model = _with_head_factory(model, head_factory, cfg, spec)
     return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
                         boundaries=cfg.boundaries if modular else None, seed=cfg.seed)
 
@@ -91,6 +97,8 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         out: run folder (default ``cfg.out``); ``None`` and ``cfg.out == ""`` writes nothing.
         overwrite: replace an existing run in ``out``.
         quiet: no console output.
+        head_factory: ``factory(feature_shape, num_classes) -> nn.Module``, every module's head
+            (default: the head that fits each module's output shape).
         auto_resume: start the run if ``out`` holds none, resume it if it is unfinished, return it
             (nothing rewritten) if it has finished; see :func:`edgetrgl.training.auto_resume.train_or_resume`.
 
@@ -114,6 +122,7 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         run_dir = prepare_run_dir(out, overwrite) if out else None
         console = console or Console(stderr=True)
         data = data or _load_data(cfg)
+        model = _with_head_factory(model, head_factory, cfg, data[2])
         plan, net = make_plan(cfg, data[2], model, run_dir)
         if plan.estimates and plan.estimates.get("modules") and not quiet:
             console.print(plan_table(plan.estimates))
@@ -121,14 +130,15 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
-           data: tuple | None = None, quiet: bool = False, console: Console | None = None) -> RunResult:
+           data: tuple | None = None, quiet: bool = False, console: Console | None = None,
+           head_factory: HeadFactory | None = None) -> RunResult:
     """Continue an interrupted run exactly where its last checkpoint left it.
 
     Args:
         run_dir: the run folder.
         changes: settings given again by the user; each must equal the saved one, except
             ``device`` (a run may move to another device) and ``out``.
-        model, data: as for :func:`train`, when the run used your own network or data.
+        model, data, head_factory: as for :func:`train`, when the run used your own network, data or heads.
 
     Raises:
         UserError: no or corrupt checkpoint, a finished run, or ``changes`` contradicting the run.
@@ -146,6 +156,7 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
         cfg = saved.replace(**{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
         plan = RunPlan.from_dict(state["plan"]).on_device(cfg.device)
         data = data or _load_data(cfg)
+        model = _with_head_factory(model, head_factory, cfg, data[2])
         net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries,
                            seed=cfg.seed)
         console = console or Console(stderr=True)
@@ -199,6 +210,22 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     return result
 
 
+def _with_head_factory(model: BlockNet | None, head_factory: HeadFactory | None, cfg: TrainConfig,
+                       spec: DataSpec) -> BlockNet | None:
+    """The model carrying ``head_factory``, so every builder downstream (plan, run) uses it.
+
+    A registry model is created here for that, seeded as the run would seed it."""
+    if head_factory is None:
+        return model
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                             image_size=spec.image_size, **cfg.model_options)
+    model = copy.copy(model)  # the caller's object stays as it was
+    model.head_factory = head_factory
+    return model
+
+
 def _load_data(cfg: TrainConfig) -> tuple:
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
                         train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
@@ -211,12 +238,13 @@ def _where(position: dict, regime) -> str:
     return f"epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
 
 
-def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
+def load_run(path: str | Path, model: BlockNet | None = None, head_factory: HeadFactory | None = None) -> RunResult:
     """Load a finished run folder: its network (weights loaded, on CPU, eval mode) and results.
 
     Args:
         path: the run folder.
         model: the same :class:`BlockNet` structure, for runs of your own network.
+        head_factory: the same head factory, for runs that used one.
 
     Raises:
         UserError: not a run folder, or a corrupt one.
@@ -224,10 +252,13 @@ def load_run(path: str | Path, model: BlockNet | None = None) -> RunResult:
     path = Path(path)
     summary = read_json(path / "summary.json")
     cfg = TrainConfig.from_dict(summary["config"])
-    spec = DataSpec(**{**summary["dataset"], "mean": tuple(summary["dataset"]["mean"]), "std": tuple(summary["dataset"]["std"])})
+    saved_spec = summary["dataset"]
+    spec = DataSpec(**{**saved_spec, "mean": tuple(saved_spec["mean"]), "std": tuple(saved_spec["std"]),
+                       "sample_shape": tuple(saved_spec["sample_shape"]) if saved_spec.get("sample_shape") else None})
     plan = summary.get("plan")
     if plan is None:
         raise UserError(f"{path / 'summary.json'} has no run plan: it was written by an older edgetrgl")
+    model = _with_head_factory(model, head_factory, cfg, spec)
     net = _build_split(cfg.network, spec, model, num_modules=plan["num_modules"], boundaries=plan["boundaries"])
     try:
         saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)

@@ -60,7 +60,10 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
             return [trainer.measured_step(k, lambda: local_step(*args), *args[:5])[1]]
         return [local_step(*args)[1]]
 
-    first_epoch = trainer.position["epoch"] if (trainer.position["lap"], trainer.position["module"]) == (lap, k) else 0
+    pos = trainer.position
+    first_epoch = pos["epoch"] if (pos["lap"], pos["module"]) == (lap, k) else 0
+    if first_epoch == 0 and not (pos["batch"] and (pos["lap"], pos["module"]) == (lap, k)):
+        trainer.tau.restart(k)  # the multiplier starts afresh at each lap, as in the authors' code
     for epoch in range(first_epoch, epochs):
         stage.train(), head.train()
         run_epoch(trainer, modules=[k], epoch=epoch, batches=inputs.train_batches(k, epoch), step=step,
