@@ -86,7 +86,8 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,
           out: str | Path | None = None, overwrite: bool = False, quiet: bool = False,
-          console: Console | None = None, auto_resume: bool = False) -> RunResult:
+          console: Console | None = None, auto_resume: bool = False,
+          head_factory: HeadFactory | None = None) -> RunResult:
     """Train a network module by module (or end to end) and write a run folder.
 
     Args:
@@ -111,6 +112,8 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         Interrupted: SIGINT/SIGTERM; a checkpoint was written and :func:`resume` continues the run.
     """
     cfg = cfg or TrainConfig()
+    if model is not None and cfg.model != model.name:  # reports name your network, not the registry default
+        cfg = cfg.replace(model=model.name)
     out = cfg.out if out is None else out
     if auto_resume:
         from edgetrgl.training.auto_resume import train_or_resume
