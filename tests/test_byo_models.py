@@ -125,7 +125,7 @@ def test_conv1d_model_trains_on_sequences(sequences, regime):
 def test_budget_plan_works_on_vectors(vectors):
     """The fake-tensor estimates and the planner take the data's own shape, not (C, H, W)."""
     result = edgetrgl.train(config(budget="1GB", modules="auto", epochs=1), model=ResidualMLP(16), data=vectors, quiet=True)
-    plan = result.extra["plan"]
+    plan = result.extra["plan"]["estimates"]
     assert plan is not None and all(m["estimated_peak_bytes"] > 0 for m in plan["modules"])
 
 
