@@ -100,3 +100,10 @@ def test_config_sections_and_flat_spelling_agree(tmp_path):
 def test_config_errors_name_the_field(values, message):
     with pytest.raises(UserError, match=message):
         TrainConfig.from_dict(values)
+
+
+def test_balanced_split_without_a_budget(synthetic_data):
+    e2e = train(tiny_config(regime="e2e", split="balanced", epochs=1), data=synthetic_data, out=None, quiet=True)
+    assert e2e.extra["plan"]["num_modules"] == 1  # e2e has nothing to balance, and no budget to check
+    parallel = train(tiny_config(regime="parallel", split="balanced", epochs=1), data=synthetic_data, out=None, quiet=True)
+    assert parallel.extra["plan"]["boundaries"] is not None and parallel.net.num_modules == 3

@@ -149,13 +149,16 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
 
+    num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     if not regime.traits.plans_budget:
+        if regime.traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
+            bounds = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=k, split="balanced",
+                                  transport=transport).boundaries or None
         peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport).peak_bytes
-        if peak > cfg.budget:
+        if cfg.budget is not None and peak > cfg.budget:
             raise UserError(f"the {regime.name} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
         return k, bounds, cfg.micro_batch, {"estimated_peak_bytes": peak, "modules": None}
-    num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     plan: Plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules,
                               split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries)
     notes.extend(plan.notes)
