@@ -194,9 +194,12 @@ class MemoryConfig:
     cache_dir: str | None = None  # folder of the disk cache (default: <out>/cache)
     keep_cache: bool = False  # leave the disk cache on disk after the run
     offload: str = "host"  # where frozen modules go: host memory or disk
+    device_profile: str | None = None  # a board's profile (`edgetrgl devices`) or "auto": see planning/budget.py
 
     def validate(self) -> None:
         _choice("cache", self.cache, CACHE_MODES)
+        if self.device_profile is not None and (not isinstance(self.device_profile, str) or not self.device_profile):
+            raise UserError(f"--device-profile must be a profile's name or 'auto', got {self.device_profile!r}")
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _choice("offload", self.offload, OFFLOAD_MODES)
         _positive_ints(self, "cache_views")

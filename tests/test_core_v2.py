@@ -107,3 +107,24 @@ def test_balanced_split_without_a_budget(synthetic_data):
     assert e2e.extra["plan"]["num_modules"] == 1  # e2e has nothing to balance, and no budget to check
     parallel = train(tiny_config(regime="parallel", split="balanced", epochs=1), data=synthetic_data, out=None, quiet=True)
     assert parallel.extra["plan"]["boundaries"] is not None and parallel.net.num_modules == 3
+
+
+def test_device_profile_plans_the_whole_process(synthetic_data):
+    result = train(tiny_config(device_profile="rpi4-2gb", budget="1500MiB", epochs=1), data=synthetic_data, out=None,
+                   quiet=True)
+    process = result.extra["plan"]["process"]
+    assert process["profile"] == "rpi4-2gb" and process["scope"] == "process"
+    assert 0 < process["footprint_bytes"] < process["budget_bytes"]
+    # the tensors get what the runtime and the weights in RAM leave
+    assert result.extra["plan"]["budget"] == process["tensor_budget_bytes"] < process["budget_bytes"]
+    assert all(m["anon_bytes"] > 0 for m in result.modules)
+
+
+def test_device_profile_names_the_smallest_budget_when_nothing_fits(synthetic_data):
+    with pytest.raises(UserError, match="smallest budget"):
+        train(tiny_config(device_profile="rpi4-2gb", budget="64MiB"), data=synthetic_data, out=None, quiet=True)
+
+
+def test_unknown_device_profile_is_one_line(synthetic_data):
+    with pytest.raises(UserError, match="rpi4-2gb"):
+        train(tiny_config(device_profile="rpi9-1tb"), data=synthetic_data, out=None, quiet=True)

@@ -18,7 +18,7 @@ LAYERS = [
     ["edgetrgl.errors", "edgetrgl._faults", "edgetrgl.config"],
     ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data"],
     ["edgetrgl.modular", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics", "edgetrgl.tables", "edgetrgl.plots"],
-    ["edgetrgl.memory", "edgetrgl.network"],
+    ["edgetrgl.memory", "edgetrgl.network", "edgetrgl.devices"],
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
      "edgetrgl.training.run_lock"],

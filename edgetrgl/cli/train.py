@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
     a("--weight-decay", type=float)
     a("--label-smoothing", type=float)
     a("--init", choices=("default", "orthogonal"), help="weight init (orthogonal: the paper's, gain --init-gain)")
+    a("--device-profile", metavar="NAME|auto", help="plan for a board (`edgetrgl devices`): on shared memory the "
+                                                    "budget is the whole process; without --budget, the board's memory less its OS reserve")
     a("--budget", help="memory budget, e.g. 2GB (10^9 bytes), 1.5GiB (2^30), 512MB, 800MiB")
     a("--cache", choices=CACHE_MODES, help="where finished modules' outputs go (default auto)")
     a("--cache-dtype", choices=CACHE_DTYPES, help="storage dtype of the cache (default fp32)")

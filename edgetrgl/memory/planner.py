@@ -22,6 +22,14 @@ from edgetrgl.errors import UserError
 from edgetrgl.memory.estimate import estimate_sequential
 from edgetrgl.modular import ModularNet, split_blocks
 
+class NoPlanFits(UserError):
+    """Nothing fits the budget; ``needed_bytes`` is the smallest budget that would fit the split."""
+
+    def __init__(self, message: str, needed_bytes: int) -> None:
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+
+
 BuildFn = Callable[[int, list[int] | None], ModularNet]  # (num_modules, boundaries) -> network
 
 
@@ -185,9 +193,10 @@ def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, bat
             smaller.notes.append(f"micro-batches of {micro} with gradient accumulation: batch {batch} does not fit")
             return smaller
         plan = smaller
-    raise UserError(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
-                    f"micro-batches of 1 a module needs {format_bytes(plan.peak_bytes)}; the smallest budget "
-                    f"that would fit this split is {format_bytes(plan.peak_bytes)} ({plan.peak_bytes / 1e9:.3g} GB)")
+    raise NoPlanFits(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
+                     f"micro-batches of 1 a module needs {format_bytes(plan.peak_bytes)}; the smallest budget "
+                     f"that would fit this split is {format_bytes(plan.peak_bytes)} ({plan.peak_bytes / 1e9:.3g} GB)",
+                     plan.peak_bytes)
 
 
 def _count_blocks(build_blocknet: Callable) -> list:

@@ -19,7 +19,7 @@ import torch
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.errors import UserError
 from edgetrgl.memory.estimate import estimate_parallel
-from edgetrgl.memory.planner import Plan, plan_modules
+from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_blocknet, build_network, input_shape
@@ -45,6 +45,7 @@ class RunPlan:
     offload: str  # where frozen modules go: host, disk, or none (they stay: the prefix is recomputed)
     estimates: dict[str, Any] | None = None  # the module planner's per-module peaks, when it ran
     notes: list[str] = field(default_factory=list)  # why: one line per decision that was not a plain default
+    process: dict[str, Any] | None = None  # with a shared-memory device profile: the whole-process budget and its parts
 
     @property
     def budget_policy(self) -> Budget:
@@ -97,9 +98,25 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     regime = get_regime(cfg.regime)
     device = resolve_device(cfg.device)
     kind = memory_kind(device)
-    budget = Budget(cfg.budget, kind)
     notes: list[str] = []
-    num_modules, boundaries, micro, estimates = _plan_modules(cfg, regime, spec, model, notes)
+    process = _process_budget(cfg, spec, model, notes) if cfg.device_profile else None
+    if process is not None and process["scope"] == "device":  # a dedicated GPU's profile: its memory is the budget
+        cfg, process = cfg.replace(budget=process["budget_bytes"]), None
+    elif process is not None:
+        kind = "shared"
+        cfg = cfg.replace(budget=process["tensor_budget_bytes"], offload=process["offload"])
+    budget = Budget(cfg.budget, kind)
+    try:
+        num_modules, boundaries, micro, estimates = _plan_modules(cfg, regime, spec, model, notes)
+    except NoPlanFits as exc:
+        if process is None:
+            raise
+        fixed = process["footprint_bytes"] + process["weights_in_ram_bytes"]
+        need = fixed + exc.needed_bytes
+        raise UserError(f"no plan fits {process['meaning']}: the runtime and the weights kept in RAM take "
+                        f"{format_bytes(fixed)}, and one module needs {format_bytes(exc.needed_bytes)} even with "
+                        f"micro-batches of 1; the smallest budget that would fit is {format_bytes(need)} "
+                        f"({need / 1e9:.3g} GB)") from None
     net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed)
     num_modules = net.num_modules
     folder, scratch = _cache_folder(cfg, regime, run_dir)
@@ -117,13 +134,53 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     offload = cfg.offload if cache.mode != "none" else "none"
     if not regime.traits.needs_cache:
         offload = "none"
+    if process is not None:
+        process["estimated_peak_bytes"] = (process["footprint_bytes"] + process["weights_in_ram_bytes"] + module_peak
+                                           + (cache.bytes_needed if cache.mode == "host" else 0))
+        notes.append(f"whole process: {process['meaning']}; estimated peak {format_bytes(process['estimated_peak_bytes'])}")
     if budget.limited:
         notes.append(f"budget: {budget.describe()}")
     name = model.name if model is not None else cfg.model
     plan = RunPlan(regime=regime.name, model=name, device=str(device), memory_kind=kind, budget=cfg.budget,
                    num_modules=num_modules, boundaries=boundaries, micro_batch=micro, cache=cache, offload=offload,
-                   estimates=estimates, notes=notes)
+                   estimates=estimates, notes=notes, process=process)
     return plan, net
+
+
+def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[str]) -> dict[str, Any]:
+    """``--device-profile``: what the whole process may use, and the part of it left for tensors.
+
+    On a shared-memory board the kernel's OOM killer ends the process, so the budget covers all of
+    it: the runtime's own footprint (measured now, after imports and data: anonymous memory, as the
+    kernel's cgroup counts it), the network's weights kept in RAM (frozen modules), the tensors of
+    the module being trained and the host cache. When the weights do not leave room, the frozen
+    modules go to disk.
+    """
+    from edgetrgl.devices import current_footprint, detect, get_profile, resolve_budget
+
+    profile = detect().profile if cfg.device_profile == "auto" else get_profile(cfg.device_profile)
+    resolved = resolve_budget(profile, cfg.budget)
+    notes.extend(resolved.warnings)
+    process: dict[str, Any] = {"profile": profile.name, "scope": resolved.scope, "budget_bytes": resolved.budget_bytes,
+                               "source": resolved.source, "meaning": resolved.meaning}
+    if resolved.scope != "process":
+        return process
+    footprint = current_footprint().anon_bytes
+    blocknet = build_blocknet(cfg.network, spec, model)
+    parts = [blocknet.stem, *blocknet.blocks]
+    weights = sum(t.numel() * t.element_size() for m in parts for t in [*m.parameters(), *m.buffers()])
+    offload = cfg.offload
+    left = resolved.budget_bytes - footprint - (weights if offload == "host" else 0)
+    if offload == "host" and left < weights:  # RAM is short: frozen modules wait on disk instead
+        offload, left = "disk", resolved.budget_bytes - footprint
+        notes.append("frozen modules offloaded to disk: their weights do not fit beside the module being trained")
+    if left <= 0:
+        raise UserError(f"{resolved.meaning} is below what the runtime alone takes ({format_bytes(footprint)} measured "
+                        f"after imports and data): the smallest budget to try is "
+                        f"{format_bytes(footprint + 2 * weights)} ({(footprint + 2 * weights) / 1e9:.3g} GB)")
+    process.update(footprint_bytes=footprint, weights_in_ram_bytes=weights if offload == "host" else 0,
+                   tensor_budget_bytes=left, offload=offload)
+    return process
 
 
 def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None,

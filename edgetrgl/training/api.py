@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from edgetrgl.config import TrainConfig
+from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
 from edgetrgl.heads import HeadFactory
@@ -206,6 +206,14 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
         write_json(run_dir / "summary.json", result.summary())
     if not quiet:
         console.print(module_table(modules, f"{plan.model} / {regime.name} / {spec.name}", plan.budget))
+        if plan.process and plan.process.get("scope") == "process":
+            anon = max((m.get("anon_bytes") or 0) for m in modules)
+            budget = plan.process["budget_bytes"]
+            console.print(f"whole process on {plan.process['profile']}: {format_bytes(anon)} anonymous memory at the "
+                          f"largest module end, {100 * anon / budget:.0f}% of the {format_bytes(budget)} budget "
+                          f"(estimated peak {format_bytes(plan.process['estimated_peak_bytes'])}); peak RSS "
+                          f"{format_bytes(max((m.get('peak_rss_bytes') or 0) for m in modules))} counts shared "
+                          f"libraries too, which the kernel can reclaim")
         best, last = result.best_module, result.last_module
         console.print(f"best module {best['module']}: {100 * best['test_accuracy']:.2f}%   "
                       f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "
