@@ -119,7 +119,7 @@ def test_multiplier_loss_and_gradient_scale():
     sched.multipliers[0] = 20.0  # as after many updates
     loss, ce = module_loss(logits, target, transport, *sched.weights(0))
     lam = 20.0 + float(ce)  # every=1: this step updates lambda with its own CE first
-    assert float(loss) == pytest.approx(float(ce) + 0.5 / lam, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(ce) + 0.5 / lam, rel=1e-6)
     loss.backward()
     plain = logits.detach().clone().requires_grad_(True)
     F.cross_entropy(plain, target).backward()
