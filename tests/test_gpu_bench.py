@@ -78,3 +78,62 @@ def test_refusals_are_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
 
+
+
+def _load(name: str):
+    """A helper module of benchmarks/gpu/ (not a package), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"gpu_bench_{name}", ROOT / "benchmarks" / "gpu" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nvml_sampler_counts_our_child_and_the_device(monkeypatch):
+    """NVML with a fake driver: our child's memory is matched by pid, a stranger's is not."""
+    from types import SimpleNamespace
+
+    import psutil
+
+    class FakeNvml(SimpleNamespace):
+        def nvmlDeviceGetComputeRunningProcesses(self, handle):
+            children = [p.pid for p in psutil.Process().children(recursive=True)]
+            return [SimpleNamespace(pid=pid, usedGpuMemory=300 * 2**20) for pid in children] + \
+                   [SimpleNamespace(pid=1, usedGpuMemory=2**30)]
+
+        def nvmlDeviceGetMemoryInfo(self, handle):
+            busy = bool(psutil.Process().children(recursive=True))
+            return SimpleNamespace(total=80 * 2**30, used=(1500 if busy else 1000) * 2**20)
+
+    fake = FakeNvml(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: "gpu0",
+                    nvmlDeviceGetName=lambda h: b"Fake GPU 80GB", nvmlSystemGetDriverVersion=lambda: "550.54.15",
+                    nvmlSystemGetCudaDriverVersion=lambda: 12040)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    nvml = _load("_nvml").Nvml()
+    info = nvml.info()
+    assert (info["gpu"], info["driver_version"], info["cuda_driver_version"]) == ("Fake GPU 80GB", "550.54.15", "12.4")
+    with nvml.watch(interval_s=0.01) as reading:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"], check=True)
+    assert reading["nvml_process_peak_bytes"] == 300 * 2**20
+    assert reading["nvml_device_delta_peak_bytes"] == 500 * 2**20 and reading["nvml_samples"] > 3
+
+
+def test_report_compares_with_the_paper_on_the_paper_setting():
+    e2e = {"method": "e2e", "modules": None, "split": None, "label": "e2e", "estimate_bytes": 4000, "peak_bytes": 4100,
+           "cuda_max_allocated_bytes": 4200, "cuda_max_reserved_bytes": 5000, "nvml_process_peak_bytes": None,
+           "nvml_device_delta_peak_bytes": 6000, "time_per_sample_s": 0.001}
+    ours = {**e2e, "method": "parallel-trgl", "modules": 8, "split": "equal", "label": "parallel-trgl K=8 equal",
+            "estimate_bytes": 1000, "cuda_max_reserved_bytes": 1500, "nvml_device_delta_peak_bytes": 3000}
+    results = {"profile": "full", "command": "bash benchmarks/gpu/run.sh", "date": "2026-11-27", "elapsed_s": 300,
+               "failures": [], "paper": {"4": 0.76, "8": 0.52, "16": 0.40},
+               "machine": {"device": "cuda", "gpu": "Fake GPU", "torch": "2.11", "python": "3.12", "platform": "Linux",
+                           "cpu": "x86", "nproc": 16},
+               "memory": {"setting": {"model": "resnet110", "input": [3, 96, 96], "batch_size": 64, "data": "synthetic",
+                                      "device": "cuda", "steps": 3, "warmup": 1},
+                          "records": [e2e, ours], "skipped": ["sequential-trgl K=16 balanced"]}}
+    page = _load("_report").markdown(results)
+    row = next(line for line in page.splitlines() if line.startswith("| 8 | 0.52x"))
+    assert row.split(" | ")[2:5] == ["0.50x", "0.30x", "0.25x"]  # NVML device Δ, reserved, estimate vs e2e
+    assert "| 4 | 0.76x | n/a" in page and "Skipped (deadline): sequential-trgl K=16 balanced" in page
