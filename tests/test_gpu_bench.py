@@ -21,7 +21,8 @@ def run_sh(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 def test_quick_cpu_run_writes_sane_results(tmp_path):
-    proc = run_sh("--device", "cpu", "--quick", "--out", str(tmp_path), "--budget-s", "540", timeout=600)
+    # about a minute on 2 idle cores; the deadline and the timeout leave room for a machine shared with others
+    proc = run_sh("--device", "cpu", "--quick", "--out", str(tmp_path), "--budget-s", "1000", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "cpu-quick.json").read_text())
     page = (tmp_path / "cpu-quick.md").read_text()
@@ -38,8 +39,7 @@ def test_quick_cpu_run_writes_sane_results(tmp_path):
     memory = results["memory"]
     assert memory["skipped"] == []
     labels = {r["label"] for r in memory["records"]}
-    assert {"e2e", "checkpoint", "parallel-trgl K=2 equal", "sequential-trgl K=2 equal",
-            "parallel-trgl K=4 balanced", "sequential-trgl K=4 balanced"} <= labels
+    assert labels == {"e2e", "checkpoint", "parallel-trgl K=2 equal", "sequential-trgl K=4 balanced"}
     for r in memory["records"]:
         assert "error" not in r, r
         assert r["peak_bytes"] > 0 and r["estimate_bytes"] > 0 and r["time_per_sample_s"] > 0, r

@@ -48,7 +48,7 @@ def plan_items(profile) -> list[Item]:
     items += [Item(m, k, s) for m in OURS for k, s in equal]
     items += [Item(b) for b in profile.baselines]
     items += [Item(m, k, s) for k, s in rest for m in OURS]
-    return items
+    return [item for item in items if item.label in profile.only] if profile.only else items
 
 
 class Estimates:

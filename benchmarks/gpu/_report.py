@@ -52,6 +52,8 @@ def _memory(r: dict[str, Any]) -> str:
     section = r.get("memory")
     if not section:
         return ""
+    if section.get("status") == "skipped":
+        return f"## 2. Memory and time\n\nSkipped: {section['reason']}.\n"
     s = section["setting"]
     records = section["records"]
     e2e = next((x for x in records if x["method"] == "e2e" and "error" not in x), {})
@@ -144,6 +146,8 @@ def _budget(b: dict[str, Any] | None) -> str:
 def _walltime(w: dict[str, Any] | None) -> str:
     if not w:
         return ""
+    if w.get("status") == "skipped":
+        return f"## 4. Wall time\n\nSkipped: {w['reason']}.\n"
     runs = w.get("runs", [])
     cpu = {r["label"].split(" ", 1)[1]: r.get("wall_time_s") for r in runs if r["device"] == "cpu"}
     rows = []

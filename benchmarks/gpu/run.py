@@ -67,6 +67,7 @@ class Profile:
     model_options: dict[str, Any] = field(default_factory=dict)
     budget_cpu_only: bool = False
     train_toml: str = ""  # step 4: a config file for `edgetrgl train`, if any (quick: a narrower model)
+    only: tuple[str, ...] = ()  # step 2: measure only these items (labels), if given; all are estimated
 
     def setting_dict(self, device: str) -> dict[str, Any]:
         return {"model": self.model, "model_options": self.model_options, "input": [3, self.image_size, self.image_size],
@@ -91,6 +92,7 @@ FULL = Profile(
 QUICK = Profile(
     name="quick", model="resnet20", model_options={"width": 4}, image_size=16, batch_size=16,
     pairs=((2, "equal"), (4, "balanced")), baselines=("checkpoint",), steps=2, warmup=1,
+    only=("e2e", "checkpoint", "parallel-trgl K=2 equal", "sequential-trgl K=4 balanced"),  # each code path once
     budget="1.3MiB", budget_modules=4, budget_num_train=64, budget_cpu_only=True,
     train_args=("--train-fraction", "0.05", "--epochs", "1"), train_toml="[model_options]\nwidth = 4\n",
     deadline_s=300, reserve_s=30)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         print(f"run.py: error: --only takes {','.join(every)}; got {args.only!r}", file=sys.stderr)
         return 2
-    steps = [every[n] for n in every if n in names]
+    steps = [(n, every[n]) for n in every if n in names]
     workdir = Path(tempfile.mkdtemp(prefix="edgetrgl-gpu-bench-"))
     try:
         run = Run(args, QUICK if args.quick else FULL, workdir)
@@ -172,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             run.md_path = run.md_path.with_name(run.md_path.stem + suffix + ".md")
         run.log(f"GPU validation, {run.profile.name} profile, device {run.device}; results: {run.json_path}")
         run.save()
-        for step in steps:
+        for name, step in steps:
+            if time.monotonic() > run.deadline:
+                run.results[name] = {"status": "skipped", "reason": "deadline (--budget-s) passed"}
+                run.log(f"{name}: skipped (deadline)")
+                continue
+            run.log(f"{name}: starting")
             step(run)
             run.save()
         run.log(f"done in {time.monotonic() - run.started:.0f} s: {run.json_path} and {run.md_path.name}"
