@@ -131,7 +131,7 @@ def _budget(b: dict[str, Any] | None) -> str:
     if seq:
         per = ", ".join(_mib(v) for v in seq.get("per_module_bytes") or [])
         est = ", ".join(_mib(v) for v in seq.get("estimated_bytes") or [])
-        lines += [f"- sequential, K={len(seq.get('per_module_bytes') or [])} balanced ({' '.join(seq['args'])}): exit "
+        lines += [f"- sequential ({' '.join(seq['args'])}): exit "
                   f"{seq['exit_code']}, peak {_READING.get(seq.get('reading_name'), 'n/a')} **{_mib(seq.get('peak_bytes'))}** "
                   f"({'held' if seq.get('held') else 'NOT held'}); per module: {per or 'n/a'}; planner's estimates: "
                   f"{est or 'n/a'}; NVML process peak {_mib(seq.get('nvml_process_peak_bytes'))}, device Δ "
@@ -177,7 +177,8 @@ def _notes(r: dict[str, Any]) -> str:
             "child started; both sampled every 20 ms by the parent.\n"
             "- sequential: each module alone on the device, fed a random batch of its input shape (what the cache "
             "serves); time per sample is the sum over modules of the median module step.\n"
-            "- the estimate of sequential is its worst module's; of offload, what stays on the device.\n")
+            "- the estimate of sequential is its worst module's; of offload, what stays on the device (offload's "
+            "MemTracker figure also counts the saved activations waiting in host memory: it sums every device).\n")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:

@@ -114,10 +114,12 @@ def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tupl
     def step() -> None:
         local_step(stage, head, optimizer, x, y, weights, 0.0)
 
+    # in both passes: the previous module's cached blocks go back to the driver, so the process's
+    # device memory (what NVML and nvidia-smi see) holds one module at a time, as in training
+    _reset_cuda(device)
     if track:
         record = _tracked(step, max(1, setting.warmup), stage, head, optimizer, x, y)
     else:
-        _reset_cuda(device)
         record = _times(step, setting, device)
     stage.to("cpu"), head.to("cpu")  # the finished module leaves the device
     return record
