@@ -26,7 +26,7 @@ from _common import RESULTS, command, machine  # noqa: E402
 from edgetrgl.memory.tensor import track_live_peak, track_peak  # noqa: E402
 from edgetrgl.models import create_model  # noqa: E402
 from edgetrgl.modular import build_modular  # noqa: E402
-from edgetrgl.training.common import local_step  # noqa: E402
+from edgetrgl.step import local_step  # noqa: E402
 
 FAMILIES = {  # family -> (model, options)
     "cifar resnet": ("resnet20", {}),

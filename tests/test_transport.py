@@ -18,7 +18,7 @@ from edgetrgl.models import create_model
 from edgetrgl.modular import Stage, build_modular
 from edgetrgl.precision import autocast_for
 from edgetrgl.training import train
-from edgetrgl.training.common import local_step
+from edgetrgl.step import local_step
 from tests.conftest import tiny_config
 
 # one tiny flavour per zoo family: CIFAR ResNet, K-M ResNet (projection shortcut), VGG

@@ -22,6 +22,14 @@ from edgetrgl.errors import UserError
 from edgetrgl.memory.estimate import estimate_sequential
 from edgetrgl.modular import ModularNet, split_blocks
 
+class NoPlanFits(UserError):
+    """Nothing fits the budget; ``needed_bytes`` is the smallest budget that would fit the split."""
+
+    def __init__(self, message: str, needed_bytes: int) -> None:
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+
+
 BuildFn = Callable[[int, list[int] | None], ModularNet]  # (num_modules, boundaries) -> network
 
 
@@ -150,23 +158,36 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         return Plan(bounds, mods, batch, micro, budget)
 
     if num_modules == "auto":
-        # binary search on K with full estimates: the peak falls as K grows (one module is the
-        # whole network, one block per module is the floor); the cost model alone overestimates
-        low, high, found = 1, num_blocks, None
-        while low <= high:
-            k = (low + high) // 2
-            plan = estimate(bounds_for(k), batch)
-            if plan.peak_bytes <= budget:
-                found, high = plan, k - 1
-            else:
-                low = k + 1
+        found = _fewest_modules(estimate, bounds_for, num_blocks, batch, budget)
         if found is not None:
-            found.notes.append(f"--modules auto: {len(found.modules)} module(s) is the fewest that fit")
             return found
         num_modules = num_blocks  # not even one block per module fits at full batch: micro-batch below
     plan = estimate(bounds_for(int(num_modules)), batch)
     if budget is None or plan.peak_bytes <= budget:
         return plan
+    return _fit_micro_batch(estimate, plan, batch, budget)
+
+
+def _fewest_modules(estimate: Callable[[list[int], int], Plan], bounds_for: Callable[[int], list[int]],
+                    num_blocks: int, batch: int, budget: int) -> Plan | None:
+    """``--modules auto``: binary search on K with full estimates (the peak falls as K grows: one
+    module is the whole network, one block per module is the floor; the cost model alone
+    overestimates). None when even one block per module does not fit the full batch."""
+    low, high, found = 1, num_blocks, None
+    while low <= high:
+        k = (low + high) // 2
+        plan = estimate(bounds_for(k), batch)
+        if plan.peak_bytes <= budget:
+            found, high = plan, k - 1
+        else:
+            low = k + 1
+    if found is not None:
+        found.notes.append(f"--modules auto: {len(found.modules)} module(s) is the fewest that fit")
+    return found
+
+
+def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, batch: int, budget: int) -> Plan:
+    """Halve the micro-batch until the split fits, or name the smallest budget that would."""
     micro = batch
     while micro > 1:
         micro = max(1, micro // 2)
@@ -175,9 +196,10 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
             smaller.notes.append(f"micro-batches of {micro} with gradient accumulation: batch {batch} does not fit")
             return smaller
         plan = smaller
-    raise UserError(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
-                    f"micro-batches of 1 a module needs {format_bytes(plan.peak_bytes)}; the smallest budget "
-                    f"that would fit this split is {format_bytes(plan.peak_bytes)} ({plan.peak_bytes / 1e9:.3g} GB)")
+    raise NoPlanFits(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
+                     f"micro-batches of 1 a module needs {format_bytes(plan.peak_bytes)}; the smallest budget "
+                     f"that would fit this split is {format_bytes(plan.peak_bytes)} ({plan.peak_bytes / 1e9:.3g} GB)",
+                     plan.peak_bytes)
 
 
 def _count_blocks(build_blocknet: Callable) -> list:
