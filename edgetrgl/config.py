@@ -117,6 +117,8 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     out: str = "runs/latest"
+    init_from: str | None = None  # fine-tuning: start from a run folder, its model.pt, or a torchvision ResNet state dict
+    freeze_modules: int = 0  # fine-tuning: the first N modules keep their weights
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
@@ -142,7 +144,7 @@ class TrainConfig:
         for name in ("batch_size", "laps", "multiplier_every", "cache_views"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise UserError(f"{_flag(name)} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("epochs", "epochs_step"):
+        for name in ("epochs", "epochs_step", "freeze_modules"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise UserError(f"{_flag(name)} must be a non-negative integer, got {getattr(self, name)!r}")
         for name in ("tau", "lr"):

@@ -12,6 +12,7 @@ EPILOG = """examples:
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
+  edgetrgl train --init-from runs/latest --freeze-modules 2 --out runs/local   # fine-tune the last modules
 """
 
 
@@ -52,6 +53,8 @@ def add_parser(sub) -> None:
     a("--offload", choices=OFFLOAD_MODES, help="where frozen modules go: host memory (default) or disk")
     a("--device", choices=DEVICES, help="default auto: cuda if available")
     a("--seed", type=int)
+    a("--init-from", metavar="FILE|RUN_DIR", help="fine-tune: start from a finished run or a torchvision resnet18/50 state dict")
+    a("--freeze-modules", type=int, metavar="N", help="fine-tune: keep the first N modules' weights, train the rest")
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")

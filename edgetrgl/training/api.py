@@ -18,6 +18,7 @@ from rich.console import Console
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
+from edgetrgl.finetune import InitPlan, apply_finetune, plan_finetune
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
 from edgetrgl.report import MetricsWriter, module_table, plan_table
@@ -106,15 +107,16 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
     """
     cfg = cfg or TrainConfig()
     out = cfg.out if out is None else out
-    run_dir = prepare_run_dir(out, overwrite) if out else None
     console = console or Console(stderr=True)
     data = data or _load_data(cfg)
     requested = cfg
     cfg, plan = plan_run(cfg, data[2], model)
+    init = plan_finetune(cfg, data[2], model)  # a mismatching --init-from fails before the run folder is touched
+    run_dir = prepare_run_dir(out, overwrite) if out else None
     if plan is not None and not quiet:
         console.print(plan_table(plan))
     extra = {"requested_modules": requested.modules, "plan": plan.to_dict() if plan is not None else None}
-    return _run(cfg, data, model, run_dir, extra, None, quiet, console)
+    return _run(cfg, data, model, run_dir, extra, None, quiet, console, init)
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
@@ -150,10 +152,15 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
 
 
 def _run(cfg: TrainConfig, data: tuple, model: BlockNet | None, run_dir: Path | None, extra: dict[str, Any],
-         state: dict | None, quiet: bool, console: Console) -> RunResult:
+         state: dict | None, quiet: bool, console: Console, init: InitPlan | None = None) -> RunResult:
     """Build, (re)load and train; write the results. Shared by :func:`train` and :func:`resume`."""
     train_set, test_set, spec = data
     net = build_network(cfg, spec, model)
+    init_report = apply_finetune(net, cfg, init)  # --init-from weights (fresh runs), --freeze-modules (always)
+    if init_report is not None:
+        extra = {**extra, "init_from": init_report}
+        if not quiet:
+            console.print(init.describe())
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else None)
     scratch = None
     if cache_dir is None and cfg.regime in ("sequential", "multilap"):

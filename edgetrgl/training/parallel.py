@@ -8,6 +8,7 @@ import time
 
 from edgetrgl._faults import crash_point
 from edgetrgl.data import make_loader
+from edgetrgl.finetune import frozen_step
 from edgetrgl.training.common import cosine_lr, evaluate_heads, local_step
 
 
@@ -35,8 +36,9 @@ def run(trainer) -> None:
                     results = []
                     for k in range(K):
                         cosine_lr(trainer.optimizers[k], cfg.lr, step, total_steps)
-                        h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                            trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
+                        step_k = frozen_step if k < cfg.freeze_modules else local_step  # fine-tuning: forward only
+                        h, res = step_k(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                        trainer.tau.weights(k), cfg.label_smoothing, cfg.micro_batch)
                         results.append(res)  # h is detached: no gradient reaches module k-1
                     return results
 

@@ -163,6 +163,8 @@ class Trainer:
     # ---- helpers the loops share ---------------------------------------------------------------
     def epochs_for(self, k: int) -> int:
         """Epochs for module k: sequential grows with depth (base + k * step); multilap is per lap."""
+        if k < self.cfg.freeze_modules:  # fine-tuning: a frozen module is evaluated and cached, not trained
+            return 0
         if self.cfg.regime == "sequential":
             return self.cfg.epochs + k * self.cfg.epochs_step
         return self.cfg.epochs
