@@ -114,9 +114,8 @@ def plan_init(net: ModularNet, source: InitSource, model_name: str) -> InitPlan:
         if not heads_match:
             plan.skipped["heads.*"] = why
     for free, key in target.items():
-        is_head = free.startswith("heads.")
-        if is_head and not heads_match:
-            continue
+        if (free.startswith("heads.") and not heads_match) or (free.startswith("stem.") and source.kind == "torchvision"):
+            continue  # starts fresh (reported in plan.skipped)
         if free not in theirs:
             if free.endswith(_OPTIONAL):
                 continue
