@@ -102,9 +102,13 @@ class NetworkConfig:
     head: str = "auto"  # auxiliary classifiers: "auto" (1CNN / token head) or "linear"
     init: str = "default"  # weight init: "default" or "orthogonal" (the paper's)
     init_gain: float = 0.1  # gain of the orthogonal init
+    init_from: str | None = None  # fine-tuning: start from a run folder, its model.pt, or a torchvision ResNet state dict
+    freeze_modules: int = 0  # fine-tuning: the first N modules keep their weights
 
     def validate(self) -> None:
         _choice("split", self.split, ("equal", "balanced"))
+        if not isinstance(self.freeze_modules, int) or isinstance(self.freeze_modules, bool) or self.freeze_modules < 0:
+            raise UserError(f"--freeze-modules must be a non-negative integer, got {self.freeze_modules!r}")
         _choice("head", self.head, ("auto", "linear"))
         _choice("init", self.init, ("default", "orthogonal"))
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):

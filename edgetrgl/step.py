@@ -15,7 +15,7 @@ from torch import nn
 
 from edgetrgl.losses import TauSchedule, module_loss
 
-__all__ = ["StepResult", "TauSchedule", "count_correct", "local_step", "make_sgd", "set_lr"]
+__all__ = ["StepResult", "TauSchedule", "count_correct", "frozen_step", "local_step", "make_sgd", "set_lr"]
 
 
 def make_sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
@@ -84,6 +84,16 @@ def local_step(
         ce_sum, transport_sum = ce_sum + ce * share, transport_sum + transport.detach() * share
     optimizer.step()
     return torch.cat(outs), StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch)
+
+
+def frozen_step(stage, head, optimizer, x, y, weights, label_smoothing, micro_batch=None):
+    """``local_step`` for a module frozen for fine-tuning: forward only, for its output and its logged loss."""
+    with torch.no_grad():
+        out, transport = stage.forward_transport(x, differentiable=False)
+        logits = head(out)
+        _, ce = module_loss(logits, y, transport, weights[0], weights[1], label_smoothing)
+        correct = (logits.argmax(dim=1) == y).sum()
+    return out, StepResult(ce=ce, transport=transport, correct=correct, seen=x.shape[0])
 
 
 @torch.no_grad()

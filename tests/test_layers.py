@@ -23,9 +23,9 @@ LAYERS = [
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
      "edgetrgl.training.run_lock"],
     ["edgetrgl.training.regimes"],
-    ["edgetrgl.planning"],
+    ["edgetrgl.planning", "edgetrgl.finetune"],
     ["edgetrgl.training.trainer", "edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training"],
-    ["edgetrgl.bench", "edgetrgl"],
+    ["edgetrgl.bench", "edgetrgl.export", "edgetrgl"],
     ["edgetrgl.cli", "edgetrgl.__main__"],
 ]
 

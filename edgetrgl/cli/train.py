@@ -14,6 +14,7 @@ EPILOG = """examples:
   edgetrgl train --config configs/paper.toml       # the paper's recipe (configs/ holds the presets)
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
   edgetrgl train --out runs/board --auto-resume    # start, resume or report: safe to run again and again
+  edgetrgl train --init-from runs/latest --freeze-modules 2 --out runs/local   # fine-tune the last modules
 """
 
 
@@ -59,6 +60,8 @@ def add_parser(sub) -> None:
     a("--offload", choices=OFFLOAD_MODES, help="where frozen modules go: host memory (default) or disk")
     a("--device", choices=DEVICES, help="default auto: cuda if available")
     a("--seed", type=int)
+    a("--init-from", metavar="FILE|RUN_DIR", help="fine-tune: start from a finished run or a torchvision resnet18/50 state dict")
+    a("--freeze-modules", type=int, metavar="N", help="fine-tune: keep the first N modules' weights, train the rest")
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")

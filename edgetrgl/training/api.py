@@ -17,6 +17,7 @@ from rich.console import Console
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
+from edgetrgl.finetune import InitPlan, apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
 from edgetrgl.metrics import MetricsWriter
 from edgetrgl.models import BlockNet, create_model
@@ -122,14 +123,15 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
             raise UserError("--auto-resume and --overwrite contradict each other")
         return train_or_resume(cfg, out=out, model=model, data=data, quiet=quiet, console=console)
     with hold_run_dir(out):  # taken first: an --overwrite of a folder in use deletes nothing
-        run_dir = prepare_run_dir(out, overwrite) if out else None
         console = console or Console(stderr=True)
         data = data or _load_data(cfg)
         model = _with_head_factory(model, head_factory, cfg, data[2])
-        plan, net = make_plan(cfg, data[2], model, run_dir)
+        plan, net = make_plan(cfg, data[2], model, Path(out) if out else None)
+        init = plan_finetune(_as_planned(cfg, plan), data[2], model)  # a mismatching --init-from fails first
+        run_dir = prepare_run_dir(out, overwrite) if out else None  # only now is anything in the folder touched
         if plan.estimates and plan.estimates.get("modules") and not quiet:
             console.print(plan_table(plan.estimates))
-        return _run(cfg, plan, net, data, run_dir, None, quiet, console)
+        return _run(cfg, plan, net, data, run_dir, None, quiet, console, init)
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
@@ -167,9 +169,12 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
 
 
 def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir: Path | None, state: dict | None,
-         quiet: bool, console: Console) -> RunResult:
+         quiet: bool, console: Console, init: InitPlan | None = None) -> RunResult:
     """(Re)load and train as planned; write the results. Shared by :func:`train` and :func:`resume`."""
     train_set, test_set, spec = data
+    init_report = apply_finetune(net, _as_planned(cfg, plan), init)  # --init-from (fresh runs), --freeze-modules
+    if init_report is not None and not quiet:
+        console.print(init.describe())
     if state is not None and run_dir is not None:
         truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])  # drop records past the checkpoint
     writer = MetricsWriter(run_dir / "metrics.jsonl" if run_dir else None, console, quiet)
@@ -198,6 +203,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     for record, planned in zip(modules, per_module):
         record["estimated_peak_bytes"] = planned["estimated_peak_bytes"]
     extra = {"plan": plan.to_dict(), "cache": plan.cache.mode, "cache_reason": plan.cache.reason,
+             **({"init_from": init_report} if init_report is not None else {}),
              "data_mode": trainer.data_mode, "device": plan.device, "versions": _versions()}
     result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir, extra=extra)
     if run_dir:
@@ -219,6 +225,14 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
                       f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "
                       f"wall time {result.wall_time_s:.1f} s" + (f"   run folder {run_dir}" if run_dir else ""))
     return result
+
+
+def _as_planned(cfg: TrainConfig, plan: RunPlan) -> TrainConfig:
+    """``cfg`` with the plan's modules, for fine-tuning's checks (e2e keeps the requested split: its
+    frozen prefix is the first N modules of that split)."""
+    if plan.num_modules == 1 and not get_regime(cfg.regime).traits.modular:
+        return cfg
+    return cfg.replace(modules=plan.num_modules, boundaries=plan.boundaries)
 
 
 def _with_head_factory(model: BlockNet | None, head_factory: HeadFactory | None, cfg: TrainConfig,

@@ -157,7 +157,10 @@ class Trainer:
 
     # ---- helpers the loops share ---------------------------------------------------------------
     def epochs_for(self, k: int) -> int:
-        """Epochs for module k, as the regime says (sequential: base + k * step)."""
+        """Epochs for module k, as the regime says (sequential: base + k * step); 0 for a module frozen
+        for fine-tuning (it is evaluated and cached, not trained)."""
+        if k < self.cfg.freeze_modules:
+            return 0
         return self.regime.module_epochs(self.cfg, k)
 
     @property

@@ -4,7 +4,7 @@ after its own forward, then hands its output on detached."""
 from __future__ import annotations
 
 from edgetrgl.data import make_loader
-from edgetrgl.step import local_step
+from edgetrgl.step import frozen_step, local_step
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.regimes import Regime, RegimeTraits
@@ -25,8 +25,9 @@ def run(trainer) -> None:
             results = []
             for k in range(K):
                 trainer.set_lr(k, global_step, total_steps)
-                h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                    trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch)
+                step_k = frozen_step if k < cfg.freeze_modules else local_step  # fine-tuning: forward only
+                h, res = step_k(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch)
                 results.append(res)  # h is detached: no gradient reaches module k-1
             return results
 
