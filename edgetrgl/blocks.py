@@ -4,7 +4,9 @@ TRGL needs, for every block m, the residue r_m: the residual branch's output (af
 normalisation, before the add). A block can report it in one of three ways, checked in order:
 
 1. it subclasses :class:`ResidualBlock` and implements ``forward_residues(x) -> (out, [r, ...])``
-   (a transformer block reports two residues: attention and MLP);
+   (a transformer block reports two residues: attention and MLP). A block that computes each
+   residue as ``residue_tail(last_layer, h)`` gets its transport gradient at no memory cost
+   (:mod:`edgetrgl.transport`); any other residue falls back to the plain formulation;
 2. its output has the same shape as its input: the residue is ``out - x`` (DESIGN.md: "for a
    module that is not residual ... the transport term is mean((T(x) - x) ** 2)");
 3. neither: the block has no transport term (for example a plain downsampling conv).
@@ -15,10 +17,13 @@ normalisation, before the add). A block can report it in one of three ways, chec
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
 from torch import nn
+
+from edgetrgl.transport import Weight, inject_transport, squared_mean, tap_displacement
 
 TransportKind = Literal["residual", "displacement", "none"]
 
@@ -33,21 +38,33 @@ class ResidualBlock(nn.Module):
         return self.forward_residues(x)[0]
 
 
-def run_block(block: nn.Module, x: torch.Tensor, differentiable: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, TransportKind]:
+def run_block(block: nn.Module, x: torch.Tensor, differentiable: bool = True,
+              transport_weight: Weight | None = None) -> tuple[torch.Tensor, torch.Tensor | None, TransportKind]:
     """Run one block and return ``(out, transport, kind)``.
 
-    ``transport`` is the sum over the block's residues of ``mean(r ** 2)`` (a 0-d tensor), or
+    ``transport`` is the sum over the block's residues of ``mean(r ** 2)`` (a 0-d fp32 tensor), or
     ``None`` when the block has no transport term. With ``differentiable=False`` it is computed for
     logging only: no graph keeps the residues alive (VanGL and e2e must not pay for them).
+
+    With ``transport_weight`` (and ``differentiable``) the gradient of ``transport_weight *
+    transport`` is injected in backward (see :mod:`edgetrgl.transport`) and ``transport`` is
+    detached, except for the residues of a block that does not compute them through
+    :func:`residue_tail`: those stay differentiable (the plain formulation), for the loss to add.
     """
+    fused = differentiable and transport_weight is not None and torch.is_grad_enabled()
     if isinstance(block, ResidualBlock) or hasattr(block, "forward_residues"):
-        out, residues = block.forward_residues(x)
-        if not differentiable:
-            residues = [r.detach() for r in residues]
-        cost = sum((r.pow(2).mean() for r in residues), torch.zeros((), device=out.device, dtype=torch.float32))
+        with inject_transport(transport_weight) if fused else nullcontext() as injection:
+            out, residues = block.forward_residues(x)
+        tapped = injection.tapped if fused else []
+        cost = torch.zeros((), device=out.device, dtype=torch.float32)
+        for r in residues:
+            injected = any(r is t for t in tapped)
+            cost = cost + squared_mean(r.detach() if injected or not differentiable else r)
         return out, cost, "residual"
     out = block(x)
     if out.shape == x.shape:
-        diff = out - x if differentiable else out.detach() - x.detach()
+        if fused:
+            out = tap_displacement(out, x, transport_weight)
+        diff = out.float() - x.float() if differentiable and not fused else out.detach().float() - x.detach().float()
         return out, diff.pow(2).mean(), "displacement"
     return out, None, "none"

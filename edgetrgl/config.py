@@ -40,6 +40,7 @@ OFFLOAD_MODES = ("host", "disk")
 TAU_SCHEDULES = ("constant", "double", "multiplier")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -198,6 +199,8 @@ class MemoryConfig:
     cache_dir: str | None = None  # folder of the disk cache (default: <out>/cache)
     keep_cache: bool = False  # leave the disk cache on disk after the run
     offload: str = "host"  # where frozen modules go: host memory or disk
+    checkpoint_blocks: bool = False  # recompute each block's activations in the module's backward
+    precision: str = "fp32"  # autocast of the module step: fp32, bf16 or fp16 (with a gradient scaler)
     device_profile: str | None = None  # a board's profile (`edgetrgl devices`) or "auto": see planning/budget.py
 
     def validate(self) -> None:
@@ -206,6 +209,9 @@ class MemoryConfig:
             raise UserError(f"--device-profile must be a profile's name or 'auto', got {self.device_profile!r}")
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _choice("offload", self.offload, OFFLOAD_MODES)
+        _choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.checkpoint_blocks, bool):
+            raise UserError(f"--checkpoint-blocks must be true or false, got {self.checkpoint_blocks!r}")
         _positive_ints(self, "cache_views")
         if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
             raise UserError(f"--micro-batch must be a positive integer, got {self.micro_batch!r}")

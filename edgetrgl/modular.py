@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgetrgl.block_checkpoint import checkpoint_block, checkpoint_stem
 from edgetrgl.blocks import TransportKind, run_block
 from edgetrgl.errors import UserError
 from edgetrgl.heads import HeadFactory, make_head, resolve_head_kind
 from edgetrgl.models.base import BlockNet
+from edgetrgl.transport import Weight
 
 
 def split_blocks(num_blocks: int, num_modules: int, boundaries: list[int] | None = None) -> list[tuple[int, int]]:
@@ -65,16 +67,31 @@ class Stage(nn.Module):
             x = block(x)
         return x
 
-    def forward_transport(self, x: torch.Tensor, differentiable: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_transport(self, x: torch.Tensor, differentiable: bool = True, transport_weight: Weight | None = None,
+                          checkpoint_blocks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(out, transport)``: transport is the sum over blocks of mean(r ** 2) (0 if none).
 
-        With ``differentiable=False`` the transport is a detached figure for logging only.
+        Args:
+            x: the module's input.
+            differentiable: False: the transport is a detached figure for logging only (VanGL).
+            transport_weight: the loss weight of the transport term (including any loss scaling):
+                its gradient is then injected in backward without keeping the residues alive, and
+                the returned transport is detached where it was injected (see ``run_block``).
+                None: the plain formulation, for the caller's loss to weight.
+            checkpoint_blocks: recompute each block's activations (the stem's too) in backward, so
+                only the blocks' inputs stay alive between forward and backward. Not the last
+                block's: its backward comes first, so recomputing it would save nothing and hold
+                a second copy of its output (the module's output stays alive for the caller).
         """
+        recompute = checkpoint_blocks and torch.is_grad_enabled()
         if self.stem is not None:
-            x = self.stem(x)
+            x = checkpoint_stem(self.stem, x) if recompute else self.stem(x)
         total = torch.zeros((), device=x.device, dtype=torch.float32)
-        for block in self.blocks:
-            x, cost, _ = run_block(block, x, differentiable)
+        for i, block in enumerate(self.blocks):
+            if recompute and i < len(self.blocks) - 1:
+                x, cost = checkpoint_block(block, x, differentiable, transport_weight)
+            else:
+                x, cost, _ = run_block(block, x, differentiable, transport_weight)
             if cost is not None:
                 total = total + cost
         return x, total

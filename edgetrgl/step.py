@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from edgetrgl.losses import TauSchedule, module_loss
+from edgetrgl.precision import autocast_for, scaler_for
+from edgetrgl.transport import TRANSPORT_IMPLS
 
 __all__ = ["StepResult", "TauSchedule", "count_correct", "frozen_step", "local_step", "make_sgd", "set_lr"]
 
@@ -52,6 +54,10 @@ def local_step(
     weights: tuple[float, float],
     label_smoothing: float,
     micro_batch: int | None = None,
+    *,
+    transport_impl: str = "fused",
+    checkpoint_blocks: bool = False,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, StepResult]:
     """One module's training step: forward, local loss, backward, step. Returns the detached output.
 
@@ -59,31 +65,52 @@ def local_step(
     smaller than the batch, the batch is processed in chunks whose gradients accumulate (each
     chunk's loss weighted by its share of the batch), so only one chunk's activations are alive at a
     time. BatchNorm then normalises per chunk: the one way the result differs from the full batch.
+
+    ``transport_impl="fused"`` injects the transport term's gradient in backward instead of keeping
+    the residues alive for it (same gradients; ``"autograd"`` is the plain reference);
+    ``checkpoint_blocks`` recomputes each block's activations in backward; ``precision`` (fp32,
+    bf16, fp16) autocasts the forward, with a gradient scaler for fp16.
     """
-    differentiable = weights[1] != 0.0
+    if transport_impl not in TRANSPORT_IMPLS:
+        raise ValueError(f"transport_impl must be one of {TRANSPORT_IMPLS}, got {transport_impl!r}")
+    differentiable = callable(weights[1]) or weights[1] != 0.0
+    if callable(weights[1]):
+        # a multiplier update step: the weight depends on this step's CE, known only after the forward,
+        # so this one step (one in every s) keeps its residues for the plain formulation
+        transport_impl = "autograd"
+    autocast = autocast_for(precision, x.device)
+    scaler = scaler_for(precision, optimizer, x.device)
     optimizer.zero_grad(set_to_none=True)
     batch = x.shape[0]
-    if micro_batch is None or micro_batch >= batch:
-        out, transport = stage.forward_transport(x, differentiable=differentiable)
-        logits = head(out)
-        loss, ce = module_loss(logits, y, transport, weights[0], weights[1], label_smoothing)
-        loss.backward()
-        optimizer.step()
-        correct = (logits.detach().argmax(dim=1) == y).sum()
-        return out.detach(), StepResult(ce=ce, transport=transport.detach(), correct=correct, seen=batch)
+    chunked = micro_batch is not None and micro_batch < batch
     outs, ce_sum, transport_sum, correct = [], 0.0, 0.0, 0
-    for start in range(0, batch, micro_batch):
-        xc, yc = x[start:start + micro_batch], y[start:start + micro_batch]
+    for start in range(0, batch, micro_batch if chunked else batch):
+        xc, yc = (x[start:start + micro_batch], y[start:start + micro_batch]) if chunked else (x, y)
         share = xc.shape[0] / batch
-        out, transport = stage.forward_transport(xc, differentiable=differentiable)
-        logits = head(out)
-        loss, ce = module_loss(logits, yc, transport, weights[0], weights[1], label_smoothing)
-        (loss * share).backward()
+        # the transport term's loss weight as the loss's backward hands it down: * share, * scale
+        injected = None
+        if transport_impl == "fused" and differentiable:
+            injected = float(torch.tensor(share, dtype=torch.float32) * weights[1]) if chunked else weights[1]
+            if scaler is not None:
+                injected = scaler.scale(torch.full((), injected, device=x.device))
+        with autocast:
+            out, transport = stage.forward_transport(xc, differentiable=differentiable, transport_weight=injected,
+                                                     checkpoint_blocks=checkpoint_blocks)
+            logits = head(out)
+        loss, ce = module_loss(logits.float(), yc, transport, weights[0], weights[1], label_smoothing)
+        loss = loss * share if chunked else loss
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         correct = correct + (logits.detach().argmax(dim=1) == yc).sum()
-        outs.append(out.detach())
-        ce_sum, transport_sum = ce_sum + ce * share, transport_sum + transport.detach() * share
-    optimizer.step()
-    return torch.cat(outs), StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch)
+        outs.append(out.detach().to(x.dtype))
+        ce_sum = ce_sum + ce * share if chunked else ce
+        transport_sum = transport_sum + transport.detach() * share if chunked else transport.detach()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    out = torch.cat(outs) if chunked else outs[0]
+    return out, StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch)
 
 
 def frozen_step(stage, head, optimizer, x, y, weights, label_smoothing, micro_batch=None):

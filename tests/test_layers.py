@@ -16,8 +16,9 @@ ROOT = Path(edgetrgl.__file__).parent
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = [
     ["edgetrgl.errors", "edgetrgl._faults", "edgetrgl.config"],
-    ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data"],
-    ["edgetrgl.modular", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics", "edgetrgl.tables", "edgetrgl.plots"],
+    ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data",
+     "edgetrgl.transport", "edgetrgl.precision"],
+    ["edgetrgl.modular", "edgetrgl.block_checkpoint", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics", "edgetrgl.tables", "edgetrgl.plots"],
     ["edgetrgl.memory", "edgetrgl.network", "edgetrgl.devices"],
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES, TAU_SCHEDULES
+from edgetrgl.config import (CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES, PRECISIONS,
+                             TAU_SCHEDULES)
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
@@ -59,6 +60,9 @@ def add_parser(sub) -> None:
     a("--keep-cache", action="store_true", default=None, help="keep the disk cache after the run")
     a("--offload", choices=OFFLOAD_MODES, help="where frozen modules go: host memory (default) or disk")
     a("--device", choices=DEVICES, help="default auto: cuda if available")
+    a("--precision", choices=PRECISIONS, help="autocast of the module step (default fp32; fp16 adds a gradient scaler)")
+    a("--checkpoint-blocks", action="store_true", default=None,
+      help="recompute each block's activations in the module's backward: less memory, more time")
     a("--seed", type=int)
     a("--init-from", metavar="FILE|RUN_DIR", help="fine-tune: start from a finished run or a torchvision resnet18/50 state dict")
     a("--freeze-modules", type=int, metavar="N", help="fine-tune: keep the first N modules' weights, train the rest")

@@ -25,7 +25,8 @@ def _sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
 
 def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
                         transport: bool = True, make_optimizer: OptimizerFactory = _sgd,
-                        prefetch_depth: int = 0, micro_batch: int | None = None) -> list[TensorPeak]:
+                        prefetch_depth: int = 0, micro_batch: int | None = None, precision: str = "fp32",
+                        checkpoint_blocks: bool = False) -> list[TensorPeak]:
     """Peak of training each module alone, as the sequential regime does.
 
     Resident: module k, its head, its optimizer state, one input batch (module k-1's cached output)
@@ -39,10 +40,14 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
         make_optimizer: the optimizer each module gets (momentum buffers count).
         prefetch_depth: extra input batches resident.
         micro_batch: gradient accumulation over chunks of this size (see ``local_step``).
+        precision, checkpoint_blocks: as ``local_step`` takes them (the step runs under the same
+            autocast; fp16 is estimated as bf16, the same sizes: a gradient scaler cannot step on
+            fake tensors).
 
     Returns:
         One :class:`TensorPeak` per module.
     """
+    options = _step_options(precision, checkpoint_blocks)
     peaks = []
     with FakeTensorMode() as mode:
         net = _build_fake(build, mode)
@@ -52,7 +57,7 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
             stage, head = net.stages[k], net.heads[k]
             optimizer = make_optimizer(list(stage.parameters()) + list(head.parameters()))
             waiting = [torch.empty_like(x) for _ in range(prefetch_depth)]
-            step = lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0, micro_batch)  # noqa: E731
+            step = lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0, micro_batch, **options)  # noqa: E731
             step()  # warm-up: measure the steady state, with gradients and momentum already allocated
             peak = track_peak(step, stage, head, optimizer, x, y, *waiting)
             peaks.append(peak)
@@ -62,11 +67,14 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
 
 
 def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
-                      transport: bool = True, make_optimizer: OptimizerFactory = _sgd) -> TensorPeak:
+                      transport: bool = True, make_optimizer: OptimizerFactory = _sgd, precision: str = "fp32",
+                      checkpoint_blocks: bool = False) -> TensorPeak:
     """Peak of one parallel step: every module resident, activations of one module at a time.
 
-    With one module (``build`` returns K = 1) this is end-to-end backprop.
+    With one module (``build`` returns K = 1) this is end-to-end backprop. ``precision`` and
+    ``checkpoint_blocks`` as in :func:`estimate_sequential`.
     """
+    options = _step_options(precision, checkpoint_blocks)
     with FakeTensorMode() as mode:
         net = _build_fake(build, mode)
         x = torch.randn(batch_shape)
@@ -76,10 +84,14 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
         def step() -> None:
             h = x
             for k in range(net.num_modules):
-                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0)
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0, **options)
 
         step()  # warm-up: in the steady state every module's gradients and momentum are resident
         return track_peak(step, net, *optimizers, x, y)
+
+
+def _step_options(precision: str, checkpoint_blocks: bool) -> dict:
+    return {"precision": "bf16" if precision == "fp16" else precision, "checkpoint_blocks": checkpoint_blocks}
 
 
 def _build_fake(build: Callable[[], ModularNet], mode: FakeTensorMode) -> ModularNet:

@@ -116,7 +116,8 @@ def balanced_boundaries(build_blocknet: Callable, num_modules: int, batch_shape:
 
 def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, *,
                  num_modules: int | str = 4, split: str = "equal", budget: int | None = None,
-                 transport: bool = True, boundaries: list[int] | None = None) -> Plan:
+                 transport: bool = True, boundaries: list[int] | None = None, precision: str = "fp32",
+                 checkpoint_blocks: bool = False) -> Plan:
     """Choose boundaries (and a micro-batch) so that every module fits ``budget``.
 
     Args:
@@ -129,6 +130,7 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         budget: bytes for one module's tensors on the compute device, or None.
         transport: TRGL (True) or VanGL.
         boundaries: explicit boundaries (then neither K nor split is searched).
+        precision, checkpoint_blocks: the step's, as the estimates must count them.
 
     Raises:
         UserError: nothing fits; the message names the smallest budget that would.
@@ -149,7 +151,8 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
 
     def estimate(bounds: list[int], micro: int) -> Plan:
         peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
-                                    micro_batch=micro if micro < batch else None)
+                                    micro_batch=micro if micro < batch else None, precision=precision,
+                                    checkpoint_blocks=checkpoint_blocks)
         ranges = list(zip([0] + bounds, bounds + [num_blocks]))
         mods = [ModulePlan(k + 1, r, p.peak_bytes) for k, (r, p) in enumerate(zip(ranges, peaks))]
         return Plan(bounds, mods, batch, micro, budget)

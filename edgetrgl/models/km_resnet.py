@@ -16,6 +16,7 @@ from edgetrgl.blocks import ResidualBlock
 from edgetrgl.models._checks import positive_int
 from edgetrgl.models.base import BlockNet
 from edgetrgl.models.registry import register_model
+from edgetrgl.transport import residue_tail
 
 
 class KMBlock(ResidualBlock):
@@ -36,7 +37,7 @@ class KMBlock(ResidualBlock):
             self.shortcut = nn.Identity()
 
     def forward_residues(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        r = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        r = residue_tail(self.bn2, self.conv2(F.relu(self.bn1(self.conv1(x)))))
         return F.relu(self.shortcut(x) + r), [r]
 
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from edgetrgl.blocks import ResidualBlock
 from edgetrgl.models.base import BlockNet
 from edgetrgl.models.registry import register_model
+from edgetrgl.transport import residue_tail
 
 
 class TorchvisionResidual(ResidualBlock):
@@ -34,9 +35,10 @@ class TorchvisionResidual(ResidualBlock):
         # module from MemTracker's backward hooks (a KeyError when measuring memory)
         b = self.block
         r = F.relu(b.bn1(b.conv1(x)))
-        r = b.bn2(b.conv2(r))
         if self.is_bottleneck:
-            r = b.bn3(b.conv3(F.relu(r)))
+            r = residue_tail(b.bn3, b.conv3(F.relu(b.bn2(b.conv2(r)))))
+        else:
+            r = residue_tail(b.bn2, b.conv2(r))
         identity = b.downsample(x) if b.downsample is not None else x
         return F.relu(r + identity), [r]
 

@@ -16,6 +16,7 @@ from edgetrgl.errors import UserError
 from edgetrgl.models._checks import positive_float, positive_int
 from edgetrgl.models.base import BlockNet
 from edgetrgl.models.registry import register_model
+from edgetrgl.transport import residue_tail
 
 DEFAULT_PATCH_SIZE = 4
 
@@ -45,11 +46,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.mix(x_BND))
+
+    def mix(self, x_BND: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs, concatenated: everything but the output projection."""
         B, N, D = x_BND.shape
         # (B, N, 3, heads, D/heads) -> three (B, heads, N, D/heads) tensors
         q, k, v = self.qkv(x_BND).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))
+        return out.transpose(1, 2).reshape(B, N, D)
 
 
 class TransformerBlock(ResidualBlock):
@@ -64,9 +69,10 @@ class TransformerBlock(ResidualBlock):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward_residues(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        a = self.attn(self.ln1(x))
+        # the residues' last layers (output projections) go through residue_tail: see transport.py
+        a = residue_tail(self.attn.proj, self.attn.mix(self.ln1(x)))
         x = x + a
-        m = self.mlp(self.ln2(x))
+        m = residue_tail(self.mlp[-1], self.mlp[:-1](self.ln2(x)))
         return x + m, [a, m]
 
 

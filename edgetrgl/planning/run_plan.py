@@ -24,6 +24,7 @@ from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_blocknet, build_network, input_shape
 from edgetrgl.planning.budget import Budget
+from edgetrgl.precision import autocast_for
 from edgetrgl.cache.placement import CachePlan, plan_cache
 from edgetrgl.planning.device import memory_kind, resolve_device
 from edgetrgl.training.regimes import Regime, get_regime
@@ -97,6 +98,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     """
     regime = get_regime(cfg.regime)
     device = resolve_device(cfg.device)
+    autocast_for(cfg.precision, device)  # an fp16 this torch cannot autocast on the CPU: say so before training
     kind = memory_kind(device)
     notes: list[str] = []
     process = _process_budget(cfg, spec, model, notes) if cfg.device_profile else None
@@ -207,6 +209,7 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
         return k, bounds, cfg.micro_batch, None
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
     transport = cfg.method == "trgl" and regime.traits.transport
+    step_options = dict(precision=cfg.precision, checkpoint_blocks=cfg.checkpoint_blocks)  # the estimates count them
 
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
@@ -215,14 +218,16 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
     if not regime.traits.plans_budget:
         if regime.traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
             bounds = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=k, split="balanced",
-                                  transport=transport).boundaries or None
-        peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport).peak_bytes
+                                  transport=transport, **step_options).boundaries or None
+        peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport,
+                                 **step_options).peak_bytes
         if cfg.budget is not None and peak > cfg.budget:
             raise UserError(f"the {regime.name} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
         return k, bounds, cfg.micro_batch, {"estimated_peak_bytes": peak, "modules": None}
     plan: Plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules,
-                              split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries)
+                              split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries,
+                              **step_options)
     notes.extend(plan.notes)
     micro = plan.micro_batch if plan.micro_batch < batch_shape[0] else cfg.micro_batch
     return len(plan.modules), plan.boundaries or None, micro, plan.to_dict()

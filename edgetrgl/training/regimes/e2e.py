@@ -20,10 +20,11 @@ def run(trainer) -> None:
     def step(x, y, global_step):
         x, y = x.to(device), y.to(device)
         trainer.set_lr(0, global_step, total_steps)
+        options = dict(checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
         args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing, trainer.plan.micro_batch)
         if global_step == trainer.measure_at(total_steps):
-            return [trainer.measured_step(0, lambda: local_step(*args), *args[:5])[1]]
-        return [local_step(*args)[1]]
+            return [trainer.measured_step(0, lambda: local_step(*args, **options), *args[:5])[1]]
+        return [local_step(*args, **options)[1]]
 
     for epoch in range(trainer.position["epoch"], cfg.epochs):
         net.train()

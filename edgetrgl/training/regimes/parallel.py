@@ -25,9 +25,13 @@ def run(trainer) -> None:
             results = []
             for k in range(K):
                 trainer.set_lr(k, global_step, total_steps)
-                step_k = frozen_step if k < cfg.freeze_modules else local_step  # fine-tuning: forward only
-                h, res = step_k(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch)
+                if k < cfg.freeze_modules:  # fine-tuning: forward only
+                    h, res = frozen_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                         trainer.tau.weights(k), cfg.label_smoothing)
+                else:
+                    h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                        trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
+                                        checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
                 results.append(res)  # h is detached: no gradient reaches module k-1
             return results
 
