@@ -20,7 +20,8 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-REGIMES = ("e2e", "parallel", "sequential", "multilap")
+REGIMES = ("e2e", "parallel", "sequential", "multilap", "pipeline")
+PIPELINE_SPLITS = ("memory", "equal")
 METHODS = ("trgl", "vangl")
 CACHE_MODES = ("auto", "host", "disk", "none")
 CACHE_DTYPES = ("fp32", "fp16", "bf16")
@@ -117,6 +118,10 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     out: str = "runs/latest"
+    data_parallel: bool = False  # torchrun: every rank trains every module on its shard (edgetrgl.distributed)
+    sync_bn: bool = False  # data parallel on GPUs: BatchNorm statistics over the global batch
+    dist_timeout: float = 60.0  # seconds to wait for the other ranks (rendezvous, collectives)
+    pipeline_split: str = "memory"  # pipeline: modules per rank balanced by estimated memory, or equal counts
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
@@ -135,6 +140,13 @@ class TrainConfig:
         _choice("offload", self.offload, OFFLOAD_MODES)
         _choice("head", self.head, ("auto", "linear"))
         _choice("split", self.split, ("equal", "balanced"))
+        _choice("pipeline_split", self.pipeline_split, PIPELINE_SPLITS)
+        if self.data_parallel and self.regime == "pipeline":
+            raise UserError("--data-parallel is for the e2e, parallel, sequential and multilap regimes, not pipeline")
+        if self.sync_bn and not self.data_parallel:
+            raise UserError("--sync-bn needs --data-parallel")
+        if not self.dist_timeout > 0:
+            raise UserError(f"--dist-timeout must be greater than zero, got {self.dist_timeout!r}")
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
             raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
         if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, METHODS, OFFLOAD_MODES, REGIMES, TAU_SCHEDULES
+from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, METHODS, OFFLOAD_MODES, PIPELINE_SPLITS, REGIMES, TAU_SCHEDULES
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
@@ -12,6 +12,8 @@ EPILOG = """examples:
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
+  torchrun --nproc-per-node 2 -m edgetrgl train --regime pipeline --modules 4      # modules spread over 2 ranks
+  torchrun --nproc-per-node 2 -m edgetrgl train --regime sequential --data-parallel  # each rank: half of each batch
 """
 
 
@@ -51,6 +53,11 @@ def add_parser(sub) -> None:
     a("--keep-cache", action="store_true", default=None, help="keep the disk cache after the run")
     a("--offload", choices=OFFLOAD_MODES, help="where frozen modules go: host memory (default) or disk")
     a("--device", choices=DEVICES, help="default auto: cuda if available")
+    a("--data-parallel", action="store_true", default=None,
+      help="under torchrun: every rank trains every module on its shard of the data (gradients averaged)")
+    a("--sync-bn", action="store_true", default=None, help="with --data-parallel on GPUs: SyncBatchNorm")
+    a("--dist-timeout", type=float, metavar="SECONDS", help="wait this long for the other ranks (default 60)")
+    a("--pipeline-split", choices=PIPELINE_SPLITS, help="pipeline: modules per rank by estimated memory (default) or equal")
     a("--seed", type=int)
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")

@@ -105,6 +105,10 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
         Interrupted: SIGINT/SIGTERM; a checkpoint was written and :func:`resume` continues the run.
     """
     cfg = cfg or TrainConfig()
+    from edgetrgl.distributed.run import is_distributed, train as train_distributed  # torchrun: one process per rank
+
+    if is_distributed(cfg):
+        return train_distributed(cfg, model=model, data=data, out=out, overwrite=overwrite, quiet=quiet, console=console)
     out = cfg.out if out is None else out
     run_dir = prepare_run_dir(out, overwrite) if out else None
     console = console or Console(stderr=True)
@@ -135,6 +139,10 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
         raise UserError(f"--resume {run_dir}: no such run folder")
     if (run_dir / "summary.json").exists():
         raise UserError(f"the run in {run_dir} has already finished (its results are in summary.json)")
+    from edgetrgl.distributed.run import is_distributed_run, resume as resume_distributed
+
+    if is_distributed_run(run_dir):
+        return resume_distributed(run_dir, changes=changes, model=model, data=data, quiet=quiet, console=console)
     state = load_checkpoint(run_dir)
     saved = TrainConfig.from_dict(state["config"])
     changed = {}

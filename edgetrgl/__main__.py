@@ -1,0 +1,7 @@
+"""``python -m edgetrgl`` (and ``torchrun -m edgetrgl``): the command line."""
+
+import sys
+
+from edgetrgl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+"""Scale-out on torch.distributed, launched by torchrun: a module pipeline across ranks
+(``--regime pipeline``) and data parallelism inside each module (``--data-parallel``).
+
+    env.py            process group from torchrun's environment; one-line errors; rank-0 decisions
+    layout.py         which modules each pipeline rank owns (memory-balanced or equal)
+    pipeline.py       the pipeline loop: send/recv of detached activations, each rank steps its own
+    data_parallel.py  shards of the data, gradient averaging per module step, SyncBatchNorm
+    checkpoint.py     a checkpoint part per rank, committed by rank 0 once all are written
+    trainer.py        the Trainer of one rank
+    run.py            train/resume under torchrun, one run folder
+"""
+
+from edgetrgl.distributed.layout import rank_layout
+
+__all__ = ["rank_layout"]
