@@ -72,12 +72,27 @@ def init_from_env(what: str, device: str = "auto", timeout_s: float = 60.0) -> D
         address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         try:
             with _c10d_log_captured():
-                dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-        except (RuntimeError, TimeoutError, ValueError) as exc:  # DistNetworkError, DistStoreError
+                timeout = datetime.timedelta(seconds=timeout_s)
+                dist.init_process_group(backend=backend, store=_attempt_store(rank, world, timeout), rank=rank,
+                                        world_size=world, timeout=timeout)
+        except (RuntimeError, TimeoutError, ValueError, KeyError) as exc:  # DistNetworkError, DistStoreError
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"rank {rank} of {world} could not reach the rendezvous at {address} within "
                             f"{timeout_s:g} s ({first}); check MASTER_ADDR/MASTER_PORT or raise --dist-timeout") from None
     return DistEnv(rank, world, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+def _attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store torchrun points at, under a prefix of its own for each restart.
+
+    Why not ``init_process_group``'s ``env://``: after a restart, torchrun's agent keeps its store
+    and the new workers read the old workers' gloo addresses from it (connection refused: see
+    pytorch/pytorch#167288); a fresh prefix per attempt starts them from a clean slate.
+    """
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_serves, timeout=timeout)
+    return dist.PrefixStore(f"edgetrgl/attempt{restart_count()}", store)
 
 
 def shutdown() -> None:
