@@ -82,6 +82,9 @@ def init_from_env(what: str, device: str = "auto", timeout_s: float = 60.0) -> D
     return DistEnv(rank, world, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
 
 
+_groups_started = 0
+
+
 def _attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
     """The rendezvous store torchrun points at, under a prefix of its own for each restart.
 
@@ -89,10 +92,12 @@ def _attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.S
     and the new workers read the old workers' gloo addresses from it (connection refused: see
     pytorch/pytorch#167288); a fresh prefix per attempt starts them from a clean slate.
     """
+    global _groups_started
+    _groups_started += 1  # a process may train twice (the Python API): each group its own prefix too
     agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           is_master=rank == 0 and not agent_serves, timeout=timeout)
-    return dist.PrefixStore(f"edgetrgl/attempt{restart_count()}", store)
+    return dist.PrefixStore(f"edgetrgl/attempt{restart_count()}/group{_groups_started}", store)
 
 
 def shutdown() -> None:
