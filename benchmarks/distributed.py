@@ -65,17 +65,18 @@ def run_mode(name: str, ranks: int, args, toml: Path, root: Path, threads: int |
 def module_profile(args, toml: Path) -> list[dict]:
     """Median step time and output size of each module (one process, one thread, batch ``args.batch``)."""
     from edgetrgl.config import TrainConfig, load_toml
-    from edgetrgl.data import load_dataset, make_loader
-    from edgetrgl.report import MetricsWriter
-    from edgetrgl.training import Trainer, build_network
-    from edgetrgl.training.common import local_step
+    from edgetrgl.data import make_loader
+    from edgetrgl.metrics import MetricsWriter
+    from edgetrgl.planning.run_plan import make_plan
+    from edgetrgl.step import local_step
+    from edgetrgl.training.api import load_data
+    from edgetrgl.training.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict({**load_toml(toml), "regime": "parallel"})
-    train_set, test_set, spec = load_dataset(cfg.dataset, augment=False, train_fraction=1.0, seed=0, data_dir=None,
-                                             download=False, **cfg.dataset_options)
-    net = build_network(cfg, spec)
-    trainer = Trainer(cfg, net, train_set, test_set, MetricsWriter(None, quiet=True))
+    train_set, test_set, spec = load_data(cfg)
+    plan, net = make_plan(cfg, spec)
+    trainer = Trainer(cfg, plan, net, train_set, test_set, MetricsWriter(None, quiet=True))
     x, y = next(iter(make_loader(train_set, cfg.batch_size, shuffle=True, seed=0)))
     profile = []
     for k in range(net.num_modules):

@@ -1,8 +1,10 @@
-"""Fault injection for the crash tests: die with SIGKILL at a named point, the Nth time it is reached.
+"""Fault injection for the crash tests: die with SIGKILL, or stall, at a named point the Nth time it is reached.
 
 ``EDGETRGL_CRASH_AT="step:7"`` kills the process at the 7th training step; other points are
 ``cache_write``, ``checkpoint_write`` (half a checkpoint file written) and ``checkpoint_rename``
-(file complete, not yet renamed into place). Unset, this costs one dictionary lookup.
+(file complete, not yet renamed into place). ``EDGETRGL_STALL_AT="step:6"`` instead prints
+``edgetrgl fault: stalled at step:6`` on stderr and sleeps until killed: a run that is reliably still
+running, for the tests of the run-folder lock. Unset, this costs two dictionary lookups.
 Under torchrun, ``EDGETRGL_CRASH_RANK=1`` limits the crash to rank 1, and only the first attempt
 crashes (torchrun counts restarts in ``TORCHELASTIC_RESTART_COUNT``), so a restarted run goes on.
 """
@@ -11,20 +13,30 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 
 _counts: dict[str, int] = {}
 
 
 def crash_point(name: str) -> None:
-    spec = os.environ.get("EDGETRGL_CRASH_AT")
-    if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point != name:
+    crash, stall = os.environ.get("EDGETRGL_CRASH_AT"), os.environ.get("EDGETRGL_STALL_AT")
+    if not crash and not stall:
         return
     rank = os.environ.get("EDGETRGL_CRASH_RANK")
     if rank is not None and (os.environ.get("RANK", "0") != rank or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"):
         return
     _counts[name] = _counts.get(name, 0) + 1
-    if _counts[name] == int(nth or 1):
+    if _reached(crash, name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if _reached(stall, name):
+        print(f"edgetrgl fault: stalled at {stall}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+def _reached(spec: str | None, name: str) -> bool:
+    if not spec:
+        return False
+    point, _, nth = spec.partition(":")
+    return point == name and _counts[name] == int(nth or 1)

@@ -9,7 +9,8 @@ normalisation, before the add). A block can report it in one of three ways, chec
    module that is not residual ... the transport term is mean((T(x) - x) ** 2)");
 3. neither: the block has no transport term (for example a plain downsampling conv).
 
-:func:`block_transport` returns which case applies so the API can say so.
+:func:`run_block` returns which case applied (its third value), and
+``Stage.transport_kinds`` reports it per block so the API can say so.
 """
 
 from __future__ import annotations

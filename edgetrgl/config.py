@@ -1,11 +1,25 @@
-"""Typed run configuration: defaults, validation that names the field, sizes, and TOML loading.
+"""Typed run configuration in sections, validated where it is built; sizes; TOML loading.
 
-Units are converted here, once: ``--budget 2GB`` becomes bytes and stays bytes everywhere else.
-"GB" and "MB" are decimal (10^9, 10^6) as on a spec sheet; "GiB" and "MiB" are binary (2^30, 2^20).
+A :class:`TrainConfig` is seven small sections, each a dataclass whose fields are documented and
+validated with errors that name the flag:
+
+    network   the model and its split into modules      data      the dataset and augmentation
+    training  regime, method, tau schedule, epochs       optim     SGD and the learning-rate schedule
+    memory    budget, cache, offload, micro-batch        run       device, seed, run folder
+    distributed  torchrun: data parallel, SyncBatchNorm, the pipeline's split, the ranks' timeout
+
+Every field name is unique across sections, so the flat spelling still works everywhere:
+``TrainConfig(modules=3, out="runs/x")``, ``cfg.modules``, ``--modules 3`` and a flat TOML file;
+a TOML file may also use ``[network]``-style tables.
+
+Units are converted here, once: ``--budget 2GB`` becomes bytes in :class:`MemoryConfig` and stays
+bytes everywhere else. "GB" and "MB" are decimal (10^9, 10^6) as on a spec sheet; "GiB" and "MiB"
+are binary (2^30, 2^20).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import sys
@@ -20,14 +34,14 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-REGIMES = ("e2e", "parallel", "sequential", "multilap", "pipeline")
-PIPELINE_SPLITS = ("memory", "equal")
 METHODS = ("trgl", "vangl")
 CACHE_MODES = ("auto", "host", "disk", "none")
 CACHE_DTYPES = ("fp32", "fp16", "bf16")
 OFFLOAD_MODES = ("host", "disk")
 TAU_SCHEDULES = ("constant", "double", "multiplier")
+LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PIPELINE_SPLITS = ("memory", "equal")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -77,120 +91,269 @@ def format_bytes(n: int | float | None, binary: bool = True) -> str:
     return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
 
 
+# ---- the sections -------------------------------------------------------------------------------
 @dataclass
-class TrainConfig:
-    """Everything a training run needs. Field names match the CLI flags (``--batch-size`` -> batch_size)."""
+class NetworkConfig:
+    """The model and how it is split into modules."""
 
-    model: str = "resnet20"
-    dataset: str = "mnist5k"
-    data_dir: str | None = None
-    download: bool = False
-    train_fraction: float = 1.0
-    augment: bool = True
-    modules: int | str = 4  # K, or "auto": the fewest modules that fit --budget
+    model: str = "resnet20"  # registry name (`edgetrgl models`); a model you pass in is named by its class
+    model_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the model builder
+    modules: int | str = 4  # K, or "auto": the fewest modules that fit the budget
     split: str = "equal"  # equal depth, or "balanced" by estimated memory
-    micro_batch: int | None = None  # gradient accumulation over micro-batches (the planner may set it)
     boundaries: list[int] | None = None  # explicit first-block index of modules 2..K
-    regime: str = "sequential"
-    method: str = "trgl"
-    tau: float = 10.0  # benchmarks/accuracy: tau 1 loses up to 8 points with many modules and little data
-    tau_schedule: str = "double"
-    multiplier_step: float = 1.0  # h: lambda grows by h * CE ...
-    multiplier_every: int = 50  # ... every s iterations
-    epochs: int = 2  # epochs per module (sequential), per lap (multilap), or in total (e2e, parallel)
-    epochs_step: int = 0  # sequential: module k trains epochs + k * epochs_step
-    laps: int = 2  # multilap only
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    init: str = "default"  # or "orthogonal"
-    init_gain: float = 0.1
-    head: str = "auto"
-    budget: int | None = None  # bytes
-    cache: str = "auto"  # where finished modules' outputs go (sequential, multilap)
-    cache_dtype: str = "fp32"
-    cache_views: int = 1  # augmented views cached per training sample
-    cache_dir: str | None = None  # default: <out>/cache
-    keep_cache: bool = False
-    offload: str = "host"  # where frozen modules go
-    device: str = "auto"
-    seed: int = 0
-    out: str = "runs/latest"
-    data_parallel: bool = False  # torchrun: every rank trains every module on its shard (edgetrgl.distributed)
-    sync_bn: bool = False  # data parallel on GPUs: BatchNorm statistics over the global batch
-    dist_timeout: float = 60.0  # seconds to wait for the other ranks (rendezvous, collectives)
-    pipeline_split: str = "memory"  # pipeline: modules per rank balanced by estimated memory, or equal counts
-    model_options: dict[str, Any] = field(default_factory=dict)
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.validate()
+    head: str = "auto"  # auxiliary classifiers: "auto" (1CNN / token head) or "linear"
+    init: str = "default"  # weight init: "default" or "orthogonal" (the paper's)
+    init_gain: float = 0.1  # gain of the orthogonal init
 
     def validate(self) -> None:
-        """Check every field; raise UserError naming the first bad one."""
-        _choice("regime", self.regime, REGIMES)
-        _choice("method", self.method, METHODS)
-        _choice("tau_schedule", self.tau_schedule, TAU_SCHEDULES)
-        _choice("device", self.device, DEVICES)
-        _choice("init", self.init, ("default", "orthogonal"))
-        _choice("cache", self.cache, CACHE_MODES)
-        _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
-        _choice("offload", self.offload, OFFLOAD_MODES)
-        _choice("head", self.head, ("auto", "linear"))
         _choice("split", self.split, ("equal", "balanced"))
-        _choice("pipeline_split", self.pipeline_split, PIPELINE_SPLITS)
-        if self.data_parallel and self.regime == "pipeline":
-            raise UserError("--data-parallel is for the e2e, parallel, sequential and multilap regimes, not pipeline")
-        if self.sync_bn and not self.data_parallel:
-            raise UserError("--sync-bn needs --data-parallel")
-        if not self.dist_timeout > 0:
-            raise UserError(f"--dist-timeout must be greater than zero, got {self.dist_timeout!r}")
+        _choice("head", self.head, ("auto", "linear"))
+        _choice("init", self.init, ("default", "orthogonal"))
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
             raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
-        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
-            raise UserError(f"--micro-batch must be a positive integer, got {self.micro_batch!r}")
-        for name in ("batch_size", "laps", "multiplier_every", "cache_views"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UserError(f"{_flag(name)} must be a positive integer, got {getattr(self, name)!r}")
+        if self.boundaries is not None and not all(isinstance(b, int) for b in self.boundaries):
+            raise UserError(f"--boundaries must be block indices, got {self.boundaries!r}")
+
+
+@dataclass
+class DataConfig:
+    """Which data, how much of it, and its augmentation."""
+
+    dataset: str = "mnist5k"  # registry name (`edgetrgl datasets`); mnist5k is bundled (offline)
+    data_dir: str | None = None  # torchvision root or ImageFolder root
+    download: bool = False  # let torchvision download the dataset
+    train_fraction: float = 1.0  # train on this stratified fraction of the training split
+    augment: bool = True  # random crop (and flip where valid)
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the dataset loader
+
+    def validate(self) -> None:
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise UserError(f"--train-fraction must be in (0, 1], got {self.train_fraction!r}")
+
+
+@dataclass
+class TrainingConfig:
+    """The regime, the method and its tau schedule, and how long to train."""
+
+    regime: str = "sequential"  # a registered regime (`edgetrgl train --help`)
+    method: str = "trgl"  # trgl, or vangl (no transport term)
+    tau: float = 10.0  # benchmarks/accuracy: tau 1 loses up to 8 points with many modules and little data
+    tau_schedule: str = "double"  # constant, double (tau/2 for the first half of the modules), multiplier
+    multiplier_step: float = 1.0  # multiplier schedule: lambda grows by h * CE ...
+    multiplier_every: int = 50  # ... every s steps
+    epochs: int = 2  # per module (sequential), per lap (multilap), or in total (e2e, parallel)
+    epochs_step: int = 0  # sequential: module k trains epochs + k * epochs_step
+    laps: int = 2  # multilap: passes over the modules
+
+    def validate(self) -> None:
+        # the regime's name is checked against the registry when the run is planned: the registry
+        # sits above this layer (it imports the loops)
+        if not isinstance(self.regime, str) or not self.regime:
+            raise UserError(f"--regime must be a regime's name, got {self.regime!r}")
+        _choice("method", self.method, METHODS)
+        _choice("tau_schedule", self.tau_schedule, TAU_SCHEDULES)
+        _positive_ints(self, "laps", "multiplier_every")
         for name in ("epochs", "epochs_step"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise UserError(f"{_flag(name)} must be a non-negative integer, got {getattr(self, name)!r}")
-        for name in ("tau", "lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{_flag(name)} must be greater than zero, got {getattr(self, name)!r}")
-        if not 0.0 < self.train_fraction <= 1.0:
-            raise UserError(f"--train-fraction must be in (0, 1], got {self.train_fraction!r}")
+        if not self.tau > 0:
+            raise UserError(f"--tau must be greater than zero, got {self.tau!r}")
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum (the paper's optimiser) and the batch."""
+
+    batch_size: int = 128
+    lr: float = 0.05  # peak learning rate
+    lr_schedule: str = "cosine"  # cosine to 0 over each module's steps, or constant (the paper's)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        _positive_ints(self, "batch_size")
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not self.lr > 0:
+            raise UserError(f"--lr must be greater than zero, got {self.lr!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.budget is not None and not isinstance(self.budget, int):
-            self.budget = parse_size(self.budget)
+
+
+@dataclass
+class MemoryConfig:
+    """How much memory the run may use, and where the cache and the frozen modules go.
+
+    ``budget`` has one meaning (see :mod:`edgetrgl.planning.budget`): the bytes of the compute
+    device's memory the run may fill. Parsed here, from "2GB" or "800MiB", and nowhere else.
+    """
+
+    budget: int | None = None  # bytes; "2GB" / "800MiB" strings are parsed on validation
+    micro_batch: int | None = None  # gradient accumulation over micro-batches (the planner may set it)
+    cache: str = "auto"  # where finished modules' outputs go (sequential, multilap): auto, host, disk, none
+    cache_dtype: str = "fp32"  # storage dtype of the cache
+    cache_views: int = 1  # augmented views cached per training sample
+    cache_dir: str | None = None  # folder of the disk cache (default: <out>/cache)
+    keep_cache: bool = False  # leave the disk cache on disk after the run
+    offload: str = "host"  # where frozen modules go: host memory or disk
+
+    def validate(self) -> None:
+        _choice("cache", self.cache, CACHE_MODES)
+        _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        _choice("offload", self.offload, OFFLOAD_MODES)
+        _positive_ints(self, "cache_views")
+        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
+            raise UserError(f"--micro-batch must be a positive integer, got {self.micro_batch!r}")
+        if self.budget is not None and (not isinstance(self.budget, int) or isinstance(self.budget, bool)):
+            self.budget = parse_size(self.budget)  # the one place a budget is parsed
+        elif self.budget is not None and self.budget <= 0:
+            raise UserError(f"--budget must be greater than zero, got {self.budget!r}")
+
+
+@dataclass
+class RunConfig:
+    """Where the run computes and writes, and its seed."""
+
+    device: str = "auto"  # auto (cuda if available), cpu, cuda
+    seed: int = 0
+    out: str = "runs/latest"  # run folder; "" writes nothing
+
+    def validate(self) -> None:
+        _choice("device", self.device, DEVICES)
+
+
+@dataclass
+class DistributedConfig:
+    """Runs under torchrun (see :mod:`edgetrgl.distributed`); ignored by a single process."""
+
+    data_parallel: bool = False  # every rank trains every module on its shard of each batch (gradients averaged)
+    sync_bn: bool = False  # with data_parallel on GPUs: BatchNorm statistics over the global batch
+    dist_timeout: float = 60.0  # seconds to wait for the other ranks (rendezvous, collectives)
+    pipeline_split: str = "memory"  # pipeline regime: modules per rank balanced by estimated memory, or equal counts
+
+    def validate(self) -> None:
+        # data_parallel with a multi-process regime (pipeline) is refused where the regime is looked
+        # up (edgetrgl.distributed.run.is_distributed): the registry sits above this layer
+        _choice("pipeline_split", self.pipeline_split, PIPELINE_SPLITS)
+        for name in ("data_parallel", "sync_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
+        if self.sync_bn and not self.data_parallel:
+            raise UserError("--sync-bn needs --data-parallel")
+        if isinstance(self.dist_timeout, bool) or not isinstance(self.dist_timeout, (int, float)) or not self.dist_timeout > 0:
+            raise UserError(f"--dist-timeout must be greater than zero, got {self.dist_timeout!r}")
+
+
+SECTIONS: dict[str, type] = {"network": NetworkConfig, "data": DataConfig, "training": TrainingConfig,
+                             "optim": OptimConfig, "memory": MemoryConfig, "run": RunConfig,
+                             "distributed": DistributedConfig}
+_OWNER = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+class TrainConfig:
+    """Everything a training run needs, in seven sections (see the module docstring).
+
+    Build it flat (``TrainConfig(modules=3, lr=0.1)``), by section
+    (``TrainConfig(network=NetworkConfig(modules=3))``) or both; read it flat (``cfg.modules``) or
+    by section (``cfg.network.modules``). Construction validates every field and raises a
+    :class:`UserError` naming the first bad one.
+    """
+
+    def __init__(self, network: NetworkConfig | None = None, data: DataConfig | None = None,
+                 training: TrainingConfig | None = None, optim: OptimConfig | None = None,
+                 memory: MemoryConfig | None = None, run: RunConfig | None = None,
+                 distributed: DistributedConfig | None = None, **flat: Any) -> None:
+        given = {"network": network, "data": data, "training": training, "optim": optim, "memory": memory, "run": run,
+                 "distributed": distributed}
+        for name, cls in SECTIONS.items():
+            section = given[name]
+            object.__setattr__(self, name, copy.deepcopy(section) if section is not None else cls())
+        unknown = sorted(set(flat) - set(_OWNER))
+        if unknown:
+            raise UserError(f"unknown config key(s): {', '.join(unknown)}")
+        for key, value in flat.items():
+            setattr(getattr(self, _OWNER[key]), key, value)
+        self.validate()
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not sections: the flat spelling
+        owner = _OWNER.get(name)
+        if owner is None:
+            raise AttributeError(f"TrainConfig has no field {name!r}")
+        return getattr(object.__getattribute__(self, owner), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SECTIONS:
+            object.__setattr__(self, name, value)
+        elif name in _OWNER:
+            setattr(getattr(self, _OWNER[name]), name, value)
+        else:
+            raise AttributeError(f"TrainConfig has no field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return "TrainConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
+
+    def validate(self) -> None:
+        """Check every section; raise UserError naming the first bad field."""
+        for name in SECTIONS:
+            getattr(self, name).validate()
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with some flat fields changed."""
+        return TrainConfig(**{**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Flat ``{field: value}`` (what config.json and summary.json record)."""
+        return {k: v for name in SECTIONS for k, v in dataclasses.asdict(getattr(self, name)).items()}
+
+    def to_sections(self) -> dict[str, dict[str, Any]]:
+        """``{section: {field: value}}``, the shape of a sectioned TOML file."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict (TOML file, saved run), rejecting unknown keys with their name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown config key(s): {', '.join(unknown)}")
-        values = dict(values)
-        if isinstance(values.get("budget"), str):
-            values["budget"] = parse_size(values["budget"])
+        """Build from a dict (TOML file, saved run), flat or with section tables, rejecting unknown
+        keys with their name."""
+        flat = flatten_sections(values)
         try:
-            return cls(**values)
+            return cls(**flat)
         except TypeError as exc:  # wrong type for a field that validation compares
             raise UserError(f"bad config value: {exc}") from None
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a flat dict; keys may use dashes or underscores.
+def flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"network": {"modules": 3}, "lr": 0.1}`` -> ``{"modules": 3, "lr": 0.1}``.
 
     Raises:
-        UserError: if the file is missing, unreadable or not valid TOML.
+        UserError: a key in the wrong section, or one given twice.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for inner, item in value.items():
+                inner = inner.replace("-", "_")
+                if inner in _OWNER and _OWNER[inner] != key:
+                    raise UserError(f"config key {inner!r} belongs in [{_OWNER[inner]}], not [{key}]")
+                if inner not in _OWNER:
+                    raise UserError(f"unknown config key {inner!r} in [{key}]")
+                if inner in flat:
+                    raise UserError(f"config key {inner!r} is given twice")
+                flat[inner] = item
+        else:
+            if key in flat:
+                raise UserError(f"config key {key!r} is given twice")
+            flat[key] = value
+    return flat
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a flat dict; keys may use dashes or underscores, and may sit
+    in section tables (``[network]``, ``[memory]``, ...).
+
+    Raises:
+        UserError: if the file is missing, unreadable, not valid TOML, or has a misplaced key.
     """
     path = Path(path)
     try:
@@ -202,12 +365,19 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"malformed TOML in {path}: {exc}") from None
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    return flatten_sections({key.replace("-", "_"): value for key, value in data.items()})
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UserError(f"{_flag(name)} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive_ints(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{_flag(name)} must be a positive integer, got {value!r}")
 
 
 def _flag(name: str) -> str:

@@ -3,14 +3,20 @@
     loss_k = CE(F_k(T_k(x)), y) + (1 / (2 * tau_k)) * sum_m mean(r_m ** 2)
 
 VanGL (plain greedy training) is the same loss without the transport term.
-The method-of-multipliers variant weights the cross-entropy instead:
-    loss_k = lambda_k * CE + sum_m mean(r_m ** 2),  lambda_k = 2 * tau_k, starting at 1,
-and every ``every`` steps lambda_k grows by ``step * CE(current batch)``.
+The method-of-multipliers variant divides the transport term by a growing multiplier:
+    loss_k = CE + sum_m mean(r_m ** 2) / lambda_k,  lambda_k = 2 * tau_k, starting at 1,
+and on every ``every``-th step of module k, lambda_k grows by ``step * CE(that step's batch)``
+before that step's loss is formed. This follows the authors' code (skander-karkar/Block-wise,
+main3.py, ``train_submodel`` / ``train_par``: ``lml += uzt * target.item(); lmt = 1 / lml`` on
+iterations divisible by ``uzs``, then ``loss = target + lmt * transport``), with their
+``lambdaloss0 = 1`` as the start. The cross-entropy keeps weight 1, so the multiplier never scales
+the classifier's gradients (an earlier ``lambda_k * CE + transport`` did: an ever-growing step size).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,11 +27,17 @@ def module_loss(
     target: torch.Tensor,
     transport: torch.Tensor | None,
     ce_weight: float,
-    transport_weight: float,
+    transport_weight: float | Callable[[float], float],
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(loss, ce)``: ``ce_weight * CE + transport_weight * transport``; ``ce`` is detached."""
+    """Return ``(loss, ce)``: ``ce_weight * CE + transport_weight * transport``; ``ce`` is detached.
+
+    ``transport_weight`` may be a function of this batch's CE (a float): the multiplier variant's
+    update step needs the CE before it can weigh the transport (see :meth:`TauSchedule.weights`).
+    """
     ce = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    if callable(transport_weight):
+        transport_weight = transport_weight(float(ce.detach()))  # a host sync, on update steps only
     loss = ce_weight * ce
     if transport is not None and transport_weight != 0.0:
         loss = loss + transport_weight * transport
@@ -67,24 +79,38 @@ class TauSchedule:
             return self.tau / 2.0
         return self.tau
 
-    def weights(self, k: int) -> tuple[float, float]:
-        """``(ce_weight, transport_weight)`` for module k."""
+    def weights(self, k: int) -> tuple[float, float | Callable[[float], float]]:
+        """``(ce_weight, transport_weight)`` for module k's next step.
+
+        The CE weight is always 1; the transport weight is ``1 / (2 tau_k)`` (``1 / lambda_k`` for
+        the multiplier variant). On a multiplier update step it is a function of that step's CE,
+        ``ce -> 1 / (lambda_k + step * ce)``, because the authors' code updates lambda_k before
+        forming that step's loss; :meth:`observe` then commits the same update.
+        """
         if self.method == "vangl":
             return 1.0, 0.0
-        if self.kind == "multiplier":
-            return self.multipliers[k], 1.0
+        if self.kind == "multiplier" and (self._counts[k] + 1) % self.every == 0:
+            lam = self.multipliers[k]
+            return 1.0, lambda ce: 1.0 / (lam + self.step * ce)
         return 1.0, 1.0 / (2.0 * self.tau_k(k))
 
     def observe(self, k: int, ce: float) -> None:
         """Record one training step's CE; the multiplier variant updates lambda_k every ``every`` steps.
 
-        The update uses the current batch's CE, as in the paper's description.
+        The update uses that step's batch CE (label smoothing included, as the authors' criterion),
+        the value :meth:`weights` already used for that step's loss.
         """
         if self.kind != "multiplier" or self.method == "vangl":
             return
         self._counts[k] += 1
         if self._counts[k] % self.every == 0:
             self.multipliers[k] += self.step * ce
+
+    def restart(self, k: int) -> None:
+        """Module k starts a new round of training (a multi-lap lap): lambda_k back to 1, its step
+        count to 0, as the authors' code re-initialises both in every call of ``train_submodel``."""
+        self.multipliers[k] = 1.0
+        self._counts[k] = 0
 
     def state_dict(self) -> dict:
         return {"multipliers": list(self.multipliers), "counts": list(self._counts)}

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgetrgl.blocks import TransportKind, run_block
 from edgetrgl.errors import UserError
-from edgetrgl.heads import make_head
+from edgetrgl.heads import HeadFactory, make_head, resolve_head_kind
 from edgetrgl.models.base import BlockNet
 
 
@@ -119,12 +119,6 @@ class ModularNet(nn.Module):
             x = self.stages[k](x)
         return self.heads[k_exit](x)
 
-    def features(self, x: torch.Tensor, upto: int) -> torch.Tensor:
-        """Output of stage ``upto`` (0-based)."""
-        for k in range(upto + 1):
-            x = self.stages[k](x)
-        return x
-
 
 def build_modular(
     net: BlockNet,
@@ -133,6 +127,7 @@ def build_modular(
     sample_input: torch.Tensor,
     boundaries: list[int] | None = None,
     head_style: str = "auto",
+    head_factory: HeadFactory | None = None,
 ) -> ModularNet:
     """Split ``net`` into modules and attach a head to each.
 
@@ -140,12 +135,17 @@ def build_modular(
         net: the model (stem + blocks).
         num_modules: K (ignored if ``boundaries`` given).
         num_classes: classes for the heads.
-        sample_input: one small batch (e.g. ``(2, C, H, W)``) used to find each module's output shape.
+        sample_input: one small batch (e.g. ``(2, C, H, W)`` images, ``(2, D)`` vectors) used to find
+            each module's output shape.
         boundaries: explicit first block index of modules 2..K.
         head_style: see :func:`make_head`.
+        head_factory: ``factory(feature_shape, num_classes) -> nn.Module`` for every module's head;
+            default ``net.head_factory``, else :func:`make_head` for the module's output shape.
     """
     ranges = split_blocks(len(net.blocks), num_modules, boundaries)
     stages = [Stage(net.blocks[a:b], stem=net.stem if k == 0 else None) for k, (a, b) in enumerate(ranges)]
+    factory = head_factory or net.head_factory
+    kind = resolve_head_kind(net.head_kind, [net.stem, *net.blocks])
     heads = []
     x = sample_input
     with torch.no_grad():
@@ -154,14 +154,15 @@ def build_modular(
             stage.eval()  # shape probing must not move BatchNorm running statistics
             x = stage(x)
             stage.train(was_training)
-            heads.append(make_head(net.head_kind, x.shape[1:], num_classes, head_style))
-    return ModularNet(stages, heads, ranges, net.head_kind, net.name)
+            shape = tuple(x.shape[1:])
+            heads.append(factory(shape, num_classes) if factory else make_head(kind, shape, num_classes, head_style))
+    return ModularNet(stages, heads, ranges, kind, net.name)
 
 
 def orthogonal_init(model: nn.Module, gain: float) -> None:
     """Orthogonal init of conv and linear weights (the paper's choice, gain 0.1 or 0.05); zero biases."""
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             nn.init.orthogonal_(module.weight, gain=gain)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

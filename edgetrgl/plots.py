@@ -126,10 +126,11 @@ def plot_run(summary: Mapping[str, Any], path: str | Path) -> Path:
     cfg = summary.get("config") or {}
     dataset = (summary.get("dataset") or {}).get("name") or cfg.get("dataset", "?")
     regime = cfg.get("regime", "?")
-    what = regime if regime == "e2e" else f"{regime} {cfg.get('method', '?')}"
-    if cfg.get("method") == "trgl" and regime != "e2e":
+    one_module = len(summary.get("modules") or []) == 1  # end to end: no greedy method, no tau
+    what = regime if one_module else f"{regime} {cfg.get('method', '?')}"
+    if cfg.get("method") == "trgl" and not one_module:
         what += f" (tau {cfg.get('tau')}, {cfg.get('tau_schedule')})"
-    title = f"{cfg.get('model', '?')} / {what} / {dataset}"
+    title = f"{summary.get('model') or cfg.get('model', '?')} / {what} / {dataset}"
     if cfg.get("train_fraction", 1.0) < 1.0:
         title += f" ({100 * cfg['train_fraction']:g}% of train)"
     x = [m["module"] for m in modules]
@@ -161,6 +162,15 @@ def _as_seeds(label: str, values) -> list[list[float]]:
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"run {label!r}: every seed needs the same, non-zero number of modules, got {sorted(lengths)}")
     return seeds
+
+
+def new_figure(**kwargs):
+    """A matplotlib Figure drawn by the Agg canvas: the one place the backend is chosen (no display,
+    no global ``matplotlib.use``). Raises UserError naming the extra when matplotlib is missing."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _matplotlib():

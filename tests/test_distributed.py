@@ -128,16 +128,17 @@ def test_data_parallel_equals_one_process_at_the_same_global_batch(tmp_path):
 
 def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
     """The parallel regime in one process, each global batch the concatenation of the ranks' batches."""
-    from edgetrgl.data import load_dataset, make_loader
+    from edgetrgl.data import make_loader
     from edgetrgl.distributed.data_parallel import shard_dataset
-    from edgetrgl.report import MetricsWriter
-    from edgetrgl.training import Trainer, build_network
-    from edgetrgl.training.common import cosine_lr, local_step
+    from edgetrgl.metrics import MetricsWriter
+    from edgetrgl.planning.run_plan import make_plan
+    from edgetrgl.step import local_step
+    from edgetrgl.training.api import load_data
+    from edgetrgl.training.trainer import Trainer
 
-    train_set, test_set, spec = load_dataset(cfg.dataset, augment=cfg.augment, train_fraction=1.0, seed=cfg.seed,
-                                             data_dir=None, download=False, **cfg.dataset_options)
-    net = build_network(cfg, spec)
-    trainer = Trainer(cfg, net, train_set, test_set, MetricsWriter(None, quiet=True))
+    train_set, test_set, spec = load_data(cfg)
+    plan, net = make_plan(cfg, spec)
+    trainer = Trainer(cfg, plan, net, train_set, test_set, MetricsWriter(None, quiet=True))
     shards = [shard_dataset(train_set, r, world) for r in range(world)]
     steps = len(shards[0]) // (cfg.batch_size // world)
     for epoch in range(cfg.epochs):
@@ -145,7 +146,7 @@ def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
         for batch, parts in enumerate(zip(*loaders)):
             x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             for k in range(net.num_modules):
-                cosine_lr(trainer.optimizers[k], cfg.lr, epoch * steps + batch, cfg.epochs * steps)
+                trainer.set_lr(k, epoch * steps + batch, cfg.epochs * steps)
                 x, _ = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k),
                                   cfg.label_smoothing)
     return net.state_dict()
@@ -193,6 +194,8 @@ def test_resume_with_another_world_size_is_refused(tmp_path):
     (["--regime", "pipeline", "--data-parallel"], "not pipeline"),
     (["--regime", "parallel", "--sync-bn"], "--sync-bn needs --data-parallel"),
     (["--dist-timeout", "0"], "--dist-timeout"),
+    (["--regime", "pipeline", "--auto-resume"], "--auto-resume is for one process"),
+    (["--data-parallel", "--auto-resume"], "--auto-resume is for one process"),
 ])
 def test_bad_distributed_flags(flags, message, capsys):
     assert main(["train", *COMMON, *flags]) == 2
@@ -204,3 +207,32 @@ def test_sync_bn_on_the_cpu_is_refused():
 
     with pytest.raises(UserError, match="needs GPUs"):
         convert_sync_batchnorm(torch.nn.BatchNorm2d(2), torch.device("cpu"))
+
+
+def test_a_locked_run_folder_refuses_every_rank(tmp_path):
+    """Rank 0 holds the run folder's lock for the group; a folder in use ends the run with one line."""
+    from edgetrgl.training.run_lock import hold_run_dir
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    with hold_run_dir(tmp_path / "run"):
+        proc = subprocess.run([sys.executable, "-m", "edgetrgl", "train", *COMMON, "--regime", "pipeline",
+                               "--dist-timeout", "20", "--out", str(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "is in use by" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+
+
+def test_pipeline_is_a_registered_multi_process_regime():
+    from edgetrgl.training.regimes import get_regime
+
+    traits = get_regime("pipeline").traits
+    assert traits.multi_process and traits.modular and not traits.needs_cache
+    cfg = TrainConfig.from_dict({"distributed": {"data_parallel": True, "dist_timeout": 5}, "regime": "e2e"})
+    assert cfg.distributed.data_parallel and cfg.dist_timeout == 5
+    with pytest.raises(UserError, match="belongs in \\[distributed\\]"):
+        TrainConfig.from_dict({"run": {"sync_bn": True}})

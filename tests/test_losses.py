@@ -86,3 +86,52 @@ def test_multiplier_grows_by_h_times_ce_every_s_steps():
     other = TauSchedule("multiplier", tau=1.0, num_modules=2, step=2.0, every=3)
     other.load_state_dict(state)
     assert other.multipliers == sched.multipliers
+
+
+def test_multiplier_matches_hand_computation():
+    """CE + transport / lambda; lambda = 1 + h * CE on every s-th step, applied to that step's loss."""
+    h, s = 2.0, 3
+    sched = TauSchedule("multiplier", tau=5.0, num_modules=1, step=h, every=s)
+    ces = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    transport = torch.tensor(0.3)
+    losses, lambdas = [], []
+    for ce in ces:
+        ce_weight, tw = sched.weights(0)
+        tw = tw(ce) if callable(tw) else tw
+        losses.append(ce_weight * ce + tw * float(transport))
+        sched.observe(0, ce)
+        lambdas.append(sched.multipliers[0])
+    lam3 = 1.0 + h * 0.7  # step 3 updates with its own CE: 2.4
+    lam6 = lam3 + h * 0.4  # step 6: 3.2
+    assert lambdas == pytest.approx([1.0, 1.0, lam3, lam3, lam3, lam6])
+    assert losses == pytest.approx([0.9 + 0.3, 0.8 + 0.3, 0.7 + 0.3 / lam3, 0.6 + 0.3 / lam3, 0.5 + 0.3 / lam3,
+                                    0.4 + 0.3 / lam6])
+    assert sched.tau_k(0) == pytest.approx(lam6 / 2)  # lambda_k = 2 tau_k
+
+
+def test_multiplier_loss_and_gradient_scale():
+    """The multiplier only divides the transport term: the CE gradient keeps its scale (weight 1)."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4, requires_grad=True)
+    target = torch.randint(0, 4, (6,))
+    transport = torch.tensor(0.5, requires_grad=True)
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=1, step=1.0, every=1)
+    sched.multipliers[0] = 20.0  # as after many updates
+    loss, ce = module_loss(logits, target, transport, *sched.weights(0))
+    lam = 20.0 + float(ce)  # every=1: this step updates lambda with its own CE first
+    assert float(loss) == pytest.approx(float(ce) + 0.5 / lam, rel=1e-6)
+    loss.backward()
+    plain = logits.detach().clone().requires_grad_(True)
+    F.cross_entropy(plain, target).backward()
+    assert torch.allclose(logits.grad, plain.grad)  # not multiplied by lambda
+    assert float(transport.grad) == pytest.approx(1.0 / lam)
+    sched.observe(0, float(ce))
+    assert sched.multipliers[0] == pytest.approx(lam)
+
+
+def test_multiplier_restarts_for_a_new_lap():
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=2, step=1.0, every=1)
+    sched.observe(1, 0.5)
+    assert sched.multipliers[1] == 1.5
+    sched.restart(1)
+    assert sched.multipliers[1] == 1.0 and sched.state_dict()["counts"][1] == 0

@@ -11,7 +11,7 @@ from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import build_modular, split_blocks
-from edgetrgl.training.common import local_step
+from edgetrgl.step import local_step
 
 
 def tiny_net(k=3):

@@ -14,7 +14,7 @@ from edgetrgl.memory.tensor import track_peak
 from edgetrgl.models import create_model
 from edgetrgl.modular import Stage
 from edgetrgl.training import train
-from edgetrgl.training.common import local_step
+from edgetrgl.step import local_step
 from tests.conftest import tiny_config
 from tests.test_losses import Affine
 
@@ -115,7 +115,7 @@ def test_a_run_under_a_budget_stays_under_it(synthetic_data):
     assert all(m["peak_bytes"] <= budget for m in result.modules)
     for m in result.modules:  # measured within 10% of the planner's estimate
         assert abs(m["peak_bytes"] - m["estimated_peak_bytes"]) <= 0.10 * m["estimated_peak_bytes"]
-    assert result.extra["plan"]["estimated_peak_bytes"] <= budget
+    assert result.extra["plan"]["estimates"]["estimated_peak_bytes"] <= budget
 
 
 def test_e2e_over_budget_is_a_clear_error(synthetic_data):

@@ -15,11 +15,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from edgetrgl.bench.methods import loss_weights, make_sgd
+from edgetrgl.bench.methods import bench_sgd, loss_weights
 from edgetrgl.bench.setting import BenchSetting, build_net
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
-from edgetrgl.memory.tensor import _CATEGORIES  # MemTracker's category names -> ours
-from edgetrgl.training.common import local_step
+from edgetrgl.memory.tensor import CATEGORIES  # MemTracker's category names -> ours
+from edgetrgl.step import local_step
 
 
 def estimate_method(setting: BenchSetting, method: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def estimate_method(setting: BenchSetting, method: str) -> dict[str, Any]:
     """
     torch.manual_seed(setting.seed)
     batch_shape, classes = setting.batch_shape, setting.num_classes
-    optimizer = lambda params: make_sgd(params, setting)  # noqa: E731  the optimizer the measurement uses
+    optimizer = lambda params: bench_sgd(params, setting)  # noqa: E731  the optimizer the measurement uses
     transport = method.endswith("trgl")
     build = lambda: build_net(setting, method)  # noqa: E731  called inside the fake mode
     if method == "offload":
@@ -58,7 +58,7 @@ def _estimate_offload(setting: BenchSetting) -> dict[str, Any]:
 
     with FakeTensorMode():
         net = build_net(setting, "offload")
-        optimizer = make_sgd(list(net.parameters()), setting)
+        optimizer = bench_sgd(list(net.parameters()), setting)
         x = torch.randn(setting.batch_shape)
         y = torch.randint(0, setting.num_classes, (setting.batch_size,))
         weights = loss_weights("offload", setting, 1)
@@ -75,7 +75,7 @@ def _estimate_offload(setting: BenchSetting) -> dict[str, Any]:
             host_bytes += int(snap.get("Total", 0))
             continue
         for key, value in snap.items():
-            name = "total" if key == "Total" else _CATEGORIES.get(getattr(key, "name", str(key)), str(key))
+            name = "total" if key == "Total" else CATEGORIES.get(getattr(key, "name", str(key)), str(key))
             by_category[name] = by_category.get(name, 0) + int(value)
     device_bytes = by_category.pop("total", 0)
     return {"peak_bytes": device_bytes, "peak_by_category": by_category, "host_bytes": host_bytes}

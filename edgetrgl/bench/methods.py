@@ -1,6 +1,6 @@
 """Measure one method in this process: tensor-level peak of one step, and step times.
 
-Every method trains with :func:`edgetrgl.training.common.local_step` and SGD with momentum 0.9, the
+Every method trains with :func:`edgetrgl.step.local_step` and SGD with momentum 0.9, the
 code the trainer runs. Inputs are random tensors: memory and speed do not depend on the values.
 The order is: warm-up steps (never timed), timed steps, the process's peak RSS, then one step under
 MemTracker (never timed, and after the RSS reading: the tracker's own bookkeeping adds to RSS).
@@ -20,12 +20,12 @@ from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import RssBaseline
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
-from edgetrgl.training.common import local_step
+from edgetrgl.step import local_step, make_sgd
 
 
-def make_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9, as the trainer builds it (the momentum buffers count in the peak)."""
-    return torch.optim.SGD(params, lr=setting.lr, momentum=0.9, weight_decay=1e-4)
+def bench_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.optim.Optimizer:
+    """The trainer's SGD (momentum 0.9: the momentum buffers count in the peak)."""
+    return make_sgd(params, setting.lr)
 
 
 def loss_weights(method: str, setting: BenchSetting, num_modules: int) -> Callable[[int], tuple[float, float]]:
@@ -50,7 +50,7 @@ def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline
         return _measure_sequential(setting, method, net, device, baseline)
     net.to(device).train()
     weights = loss_weights(method, setting, net.num_modules)
-    optimizers = [make_sgd(list(s.parameters()) + list(h.parameters()), setting) for s, h in zip(net.stages, net.heads)]
+    optimizers = [bench_sgd(list(s.parameters()) + list(h.parameters()), setting) for s, h in zip(net.stages, net.heads)]
     x = torch.randn(setting.batch_shape, device=device)
     y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
     # offload: saved activations go to (pinned) host memory; on a CPU device this only adds copies
@@ -107,7 +107,7 @@ def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tupl
     Everything made here is released on return, before the next module arrives, as in training.
     """
     stage, head = net.stages[k].to(device).train(), net.heads[k].to(device).train()
-    optimizer = make_sgd(list(stage.parameters()) + list(head.parameters()), setting)
+    optimizer = bench_sgd(list(stage.parameters()) + list(head.parameters()), setting)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
 

@@ -57,17 +57,13 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
     Raises:
         UserError: matplotlib is not installed, or the file cannot be written.
     """
-    try:
-        import matplotlib
+    from edgetrgl.plots import new_figure
 
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib: pip install edgetrgl[plot]") from None
     results = [r for r in report["results"] if r.get("peak_bytes") is not None]
     names = [r["method"] for r in results]
     timed = any(r.get("samples_per_s") for r in results)
-    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4), squeeze=False)
+    fig = new_figure(figsize=(11 if timed else 6, 4))
+    axes = fig.subplots(1, 2 if timed else 1, squeeze=False)
     ax = axes[0][0]
     bars = ax.bar(names, [r["peak_bytes"] / 2**20 for r in results], color=["grey"] + ["tab:blue"] * (len(names) - 1))
     for bar, r in zip(bars, results):
@@ -89,8 +85,6 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
         fig.savefig(path, dpi=120)
     except OSError as exc:
         raise UserError(f"cannot write --plot {path}: {exc.strerror}") from None
-    finally:
-        plt.close(fig)
 
 
 def _percent(value: float | None) -> str:

@@ -11,14 +11,19 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from edgetrgl.config import NetworkConfig
+from edgetrgl.data import DataSpec
 from edgetrgl.errors import UserError
-from edgetrgl.models import BlockNet, create_model
-from edgetrgl.modular import ModularNet, Stage, build_modular, split_blocks
+from edgetrgl.memory.planner import balanced_boundaries
+from edgetrgl.models import BlockNet
+from edgetrgl.modular import ModularNet, Stage, split_blocks
+from edgetrgl.network import build_blocknet as _build_blocknet
+from edgetrgl.network import build_network
 
 BASELINES = ("e2e", "checkpoint", "offload")
 OURS = ("parallel-vangl", "parallel-trgl", "sequential-vangl", "sequential-trgl")
@@ -27,7 +32,9 @@ SPLITS = ("equal", "balanced")
 
 @dataclass
 class BenchSetting:
-    """One benchmark setting. Field names match the ``edgetrgl bench`` flags."""
+    """One benchmark setting. Field names match the ``edgetrgl bench`` flags; the network fields
+    (model, model_options, modules, split) are validated by the same :class:`NetworkConfig` as
+    ``edgetrgl train``'s, and the network is built by the same builder."""
 
     model: str = "resnet20"
     image_size: int = 32
@@ -46,14 +53,25 @@ class BenchSetting:
     boundaries: list[int] | None = None  # resolved by resolve_boundaries(), not given by the user
 
     def __post_init__(self) -> None:
+        self.network.validate()
         for name in ("image_size", "in_channels", "num_classes", "batch_size", "modules", "steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise UserError(f"--warmup must be a non-negative integer, got {self.warmup!r}")
-        if self.split not in SPLITS:
-            raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+
+    @property
+    def network(self) -> NetworkConfig:
+        """The network fields as train's config section."""
+        return NetworkConfig(model=self.model, model_options=dict(self.model_options), modules=self.modules,
+                             split=self.split, boundaries=self.boundaries)
+
+    @property
+    def spec(self) -> DataSpec:
+        """Random inputs of this shape (the values do not change memory or speed)."""
+        return DataSpec("random", self.num_classes, self.in_channels, self.image_size, False,
+                        (0.0,) * self.in_channels, (1.0,) * self.in_channels, self.batch_size, 0)
 
     @property
     def batch_shape(self) -> tuple[int, int, int, int]:
@@ -82,18 +100,15 @@ def parse_methods(compare: str) -> list[str]:
 
 def build_blocknet(setting: BenchSetting) -> BlockNet:
     """The model as a BlockNet (raises UserError for an unknown model or option)."""
-    return create_model(setting.model, in_channels=setting.in_channels, num_classes=setting.num_classes,
-                        image_size=setting.image_size, **setting.model_options)
+    return _build_blocknet(setting.network, setting.spec)
 
 
 def build_net(setting: BenchSetting, method: str) -> ModularNet:
     """The network for ``method``: one module for the baselines, K modules (the plan's) for ours."""
-    sample = torch.zeros(2, setting.in_channels, setting.image_size, setting.image_size)
-    blocknet = build_blocknet(setting)
     if method in BASELINES:
-        net = build_modular(blocknet, 1, setting.num_classes, sample)
+        net = build_network(setting.network, setting.spec, num_modules=1)
     else:
-        net = build_modular(blocknet, setting.modules, setting.num_classes, sample, boundaries=setting.boundaries)
+        net = build_network(setting.network, setting.spec, boundaries=setting.boundaries)
     if method == "checkpoint":
         net.stages[0] = checkpointed(net.stages[0])
     return net
@@ -106,26 +121,15 @@ def resolve_boundaries(setting: BenchSetting) -> BenchSetting:
         A copy of ``setting`` with ``boundaries`` set (``None`` for an equal-depth split).
 
     Raises:
-        UserError: unknown model, K above the number of blocks, or a split that is not available.
+        UserError: unknown model, or K above the number of blocks.
     """
     blocknet = build_blocknet(setting)
     split_blocks(len(blocknet.blocks), setting.modules)  # raises for K > blocks
     boundaries = None
     if setting.split == "balanced":
-        boundaries = _balanced_planner()(lambda: build_blocknet(setting), setting.modules, setting.batch_shape,
+        boundaries = balanced_boundaries(lambda: build_blocknet(setting), setting.modules, setting.batch_shape,
                                          setting.num_classes, transport=True)
     return dataclasses.replace(setting, boundaries=boundaries)
-
-
-def _balanced_planner() -> Callable[..., list[int]]:
-    """``edgetrgl.memory.planner.balanced_boundaries``, or a UserError while it does not exist."""
-    try:
-        from edgetrgl.memory.planner import balanced_boundaries
-    except ModuleNotFoundError as exc:
-        if exc.name != "edgetrgl.memory.planner":
-            raise  # the planner exists but is broken: a programming error, keep the traceback
-        raise UserError("--split balanced is not available (edgetrgl.memory.planner is missing); use --split equal") from None
-    return balanced_boundaries
 
 
 class CheckpointedBlock(nn.Module):

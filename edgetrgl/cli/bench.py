@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from edgetrgl.bench import BenchSetting, bench_table, parse_methods, run_bench, write_json, write_plot
     from edgetrgl.errors import UserError
-    from edgetrgl.training.common import resolve_device
+    from edgetrgl.planning.device import resolve_device
 
     methods = parse_methods(args.compare)
     if args.threads is not None and args.threads < 1:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from edgetrgl.config import CACHE_DTYPES, CACHE_MODES, DEVICES, METHODS, OFFLOAD_MODES, PIPELINE_SPLITS, REGIMES, TAU_SCHEDULES
+from edgetrgl.config import (CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES,
+                             PIPELINE_SPLITS, TAU_SCHEDULES)
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
   edgetrgl train --regime parallel --method vangl --epochs 5
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
+  edgetrgl train --config configs/paper.toml       # the paper's recipe (configs/ holds the presets)
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
+  edgetrgl train --out runs/board --auto-resume    # start, resume or report: safe to run again and again
   torchrun --nproc-per-node 2 -m edgetrgl train --regime pipeline --modules 4      # modules spread over 2 ranks
   torchrun --nproc-per-node 2 -m edgetrgl train --regime sequential --data-parallel  # each rank: half of each batch
 """
 
 
 def add_parser(sub) -> None:
+    from edgetrgl.training.regimes import regime_names, regimes
+
     p = sub.add_parser("train", help="train a network with TRGL (or VanGL, or end to end)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -33,7 +38,7 @@ def add_parser(sub) -> None:
     a("--split", choices=("equal", "balanced"), help="equal depth (default) or balanced by estimated memory")
     a("--micro-batch", type=int, help="accumulate gradients over micro-batches of this size")
     a("--boundaries", help="explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)")
-    a("--regime", choices=REGIMES, help="default sequential")
+    a("--regime", choices=regime_names(), help="default sequential; " + "; ".join(f"{r.name}: {r.help}" for r in regimes()))
     a("--method", choices=METHODS, help="trgl (default) or vangl (no transport term)")
     a("--tau", type=float, help="transport step size tau (default 10; the paper: 1)")
     a("--tau-schedule", choices=TAU_SCHEDULES, help="default double: tau/2 for the first half of the modules")
@@ -41,7 +46,8 @@ def add_parser(sub) -> None:
     a("--epochs-step", type=int, help="sequential: module k trains epochs + k * step epochs")
     a("--laps", type=int, help="multilap: number of laps over the modules")
     a("--batch-size", type=int)
-    a("--lr", type=float, help="SGD learning rate (cosine schedule per module)")
+    a("--lr", type=float, help="SGD learning rate (peak of the schedule)")
+    a("--lr-schedule", choices=LR_SCHEDULES, help="cosine to 0 over each module's steps (default), or constant")
     a("--weight-decay", type=float)
     a("--label-smoothing", type=float)
     a("--init", choices=("default", "orthogonal"), help="weight init (orthogonal: the paper's, gain --init-gain)")
@@ -62,6 +68,7 @@ def add_parser(sub) -> None:
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    a("--auto-resume", action="store_true", help="start --out if new, resume it if unfinished, report it if finished")
     a("--quiet", action="store_true", help="no console output")
     a("--plot", metavar="FILE.png", help="write the per-module test accuracy curve (needs matplotlib)")
     p.set_defaults(handler=run)
@@ -76,12 +83,12 @@ def _modules(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
-_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume", "plot"}
+_NOT_CONFIG = {"config", "overwrite", "quiet", "handler", "command", "resume", "auto_resume", "plot"}
 
 
 def config_from_args(args: argparse.Namespace):
     """Defaults, then the TOML file, then the flags given on the command line."""
-    from edgetrgl.config import TrainConfig, load_toml, parse_size
+    from edgetrgl.config import TrainConfig, load_toml
     from edgetrgl.errors import UserError
 
     values = load_toml(args.config) if args.config else {}
@@ -93,16 +100,22 @@ def config_from_args(args: argparse.Namespace):
             values["boundaries"] = [int(b) for b in values["boundaries"].split(",") if b.strip()]
         except ValueError:
             raise UserError(f"--boundaries must be comma-separated block indices, got {args.boundaries!r}") from None
-    if values.get("budget") is not None:
-        values["budget"] = parse_size(values["budget"])
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values)  # the budget string is parsed there, once
 
 
 def run(args: argparse.Namespace) -> int:
     from edgetrgl.errors import UserError
     from edgetrgl.training import resume, train
 
-    if args.resume:
+    if args.auto_resume:
+        if args.resume or args.overwrite:
+            raise UserError("--auto-resume decides itself whether to start or resume --out: drop --resume/--overwrite")
+        from edgetrgl.training.auto_resume import train_or_resume
+
+        cfg = config_from_args(args)
+        given = {k for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+        result = train_or_resume(cfg, changes={k: getattr(cfg, k) for k in given}, quiet=args.quiet)
+    elif args.resume:
         if args.overwrite:
             raise UserError("--resume and --overwrite contradict each other")
         cfg = config_from_args(args)  # validates the flags given with --resume

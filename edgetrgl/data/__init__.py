@@ -6,6 +6,7 @@
 """
 
 from .augment import normalise, random_crop_flip
+from .feature_dataset import TensorFeatureDataset, synthetic_features, tensor_data
 from .file_dataset import FileImageDataset
 from .loader import make_loader
 from .registry import DEFAULT_DATASET, dataset_info, list_datasets, load_dataset
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_DATASET",
     "DataSpec",
     "FileImageDataset",
+    "TensorFeatureDataset",
     "TensorImageDataset",
     "dataset_info",
     "default_data_dir",
@@ -25,4 +27,6 @@ __all__ = [
     "make_loader",
     "normalise",
     "random_crop_flip",
+    "synthetic_features",
+    "tensor_data",
 ]

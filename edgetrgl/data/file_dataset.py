@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from PIL import Image
-from torchvision.transforms import functional as TF
 
 from .augment import normalise
 from .spec import DataSpec
@@ -46,6 +44,8 @@ class FileImageDataset(torch.utils.data.Dataset):
 
     def raw(self, index: int) -> tuple[torch.Tensor, int]:
         """Decode image ``index`` as uint8 (C, H, W) at ``spec.image_size``, with its label."""
+        from torchvision.transforms import functional as TF  # lazy: see torchvision_sets._build
+
         image, label = self.base[int(self.indices[index])]
         if image.mode != self.mode:
             image = image.convert(self.mode)
@@ -68,8 +68,10 @@ class FileImageDataset(torch.utils.data.Dataset):
         return f"FileImageDataset({self.spec.name}, n={len(self)}, mode={self.mode}, size={self.spec.image_size})"
 
 
-def open_image(path: str) -> Image.Image:
-    """Open an image fully (no lazy file handle kept open) and leave its colour mode alone."""
+def open_image(path: str):
+    """Open an image fully (no lazy file handle kept open) and leave its colour mode alone; a PIL image."""
+    from PIL import Image
+
     with open(path, "rb") as fh:
         image = Image.open(fh)
         image.load()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from torchvision import datasets
 
 from ._subsets import stratified_subset
 from .file_dataset import FileImageDataset, open_image
@@ -21,8 +19,10 @@ GREY_MEAN, GREY_STD = (0.5,), (0.5,)
 MODE_PROBES = 256  # images whose headers decide grey vs RGB; headers only, so this is cheap
 
 
-def _folder(path: Path) -> datasets.ImageFolder:
-    """An ``ImageFolder`` over ``path`` that returns PIL images in their own colour mode."""
+def _folder(path: Path):
+    """A torchvision ``ImageFolder`` over ``path`` that returns PIL images in their own colour mode."""
+    from torchvision import datasets  # lazy: see torchvision_sets._build
+
     try:
         return datasets.ImageFolder(str(path), loader=open_image)
     except OSError as err:
@@ -36,6 +36,8 @@ def _colour_mode(samples: list[tuple[str, int]]) -> str:
     Raises:
         UserError: an image that PIL cannot read.
     """
+    from PIL import Image, UnidentifiedImageError
+
     step = max(1, len(samples) // MODE_PROBES)
     for path, _ in samples[::step]:
         try:

@@ -9,13 +9,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._seeding import derive_seed
 from .augment import normalise, random_crop_flip
+from .feature_dataset import TensorFeatureDataset
 from .file_dataset import FileImageDataset
 from .tensor_dataset import TensorImageDataset
 from ..errors import UserError
 
 
 class TensorBatchLoader:
-    """Batches straight from a ``TensorImageDataset``: one gather per batch, no worker processes.
+    """Batches straight from an in-memory dataset (images or features): one gather per batch, no workers.
 
     Iterating twice replays the same batches: the permutation and the augmentation both come
     from one generator seeded by ``(seed, epoch)`` at the start of each iteration.
@@ -135,11 +136,11 @@ def make_loader(
         raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
     if augment is None:
         augment = dataset.augment
-    if isinstance(dataset, TensorImageDataset):
+    if isinstance(dataset, (TensorImageDataset, TensorFeatureDataset)):
         return TensorBatchLoader(dataset, batch_size, shuffle=shuffle, augment=augment, seed=seed,
                                  epoch=epoch, drop_last=drop_last)
     if isinstance(dataset, FileImageDataset):
         view = _EpochView(dataset, augment=augment, seed=seed, epoch=epoch)
         return FileBatchLoader(view, batch_size, shuffle=shuffle, drop_last=drop_last,
                                num_workers=num_workers)
-    raise TypeError(f"make_loader takes a dataset from load_dataset, got {type(dataset).__name__}")
+    raise TypeError(f"make_loader takes a dataset from load_dataset or tensor_data, got {type(dataset).__name__}")

@@ -19,6 +19,8 @@ class DataSpec:
         std: per-channel standard deviation used for normalisation, on the 0..1 pixel scale.
         num_train: images in the training split (after ``train_fraction``).
         num_test: images in the test split.
+        sample_shape: the shape of one input sample when it is not a (C, H, W) image, e.g. ``(D,)``
+            vectors or ``(C, L)`` sequences; None for images.
     """
 
     name: str
@@ -30,6 +32,20 @@ class DataSpec:
     std: tuple
     num_train: int
     num_test: int
+    sample_shape: tuple | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One input sample's shape: ``sample_shape``, or ``(in_channels, image_size, image_size)``."""
+        if self.sample_shape is not None:
+            return tuple(self.sample_shape)
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def describe_inputs(self) -> str:
+        """``"images of 3x16x16"`` or ``"inputs of shape (64,)"``, for messages."""
+        if self.sample_shape is not None:
+            return f"inputs of shape {self.input_shape}"
+        return f"images of {self.in_channels}x{self.image_size}x{self.image_size}"
 
     @property
     def crop_padding(self) -> int:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision import datasets
 
 from ._subsets import stratified_subset
 from .file_dataset import FileImageDataset, base_targets
@@ -19,7 +18,7 @@ from ..errors import UserError
 class TorchvisionSet:
     """How to build one torchvision dataset and what it looks like."""
 
-    cls: type
+    cls_name: str  # attribute of ``torchvision.datasets``, resolved when the set is built
     num_classes: int
     channels: int
     size: int
@@ -32,16 +31,16 @@ class TorchvisionSet:
 
 # Mean/std are the commonly published training-set statistics (0..1 pixel scale).
 TORCHVISION_SETS: dict[str, TorchvisionSet] = {
-    "mnist": TorchvisionSet(datasets.MNIST, 10, 1, 28, False, (0.1307,), (0.3081,), False),
-    "fashionmnist": TorchvisionSet(datasets.FashionMNIST, 10, 1, 28, True, (0.2860,), (0.3530,), False),
-    "cifar10": TorchvisionSet(datasets.CIFAR10, 10, 3, 32, True,
+    "mnist": TorchvisionSet("MNIST", 10, 1, 28, False, (0.1307,), (0.3081,), False),
+    "fashionmnist": TorchvisionSet("FashionMNIST", 10, 1, 28, True, (0.2860,), (0.3530,), False),
+    "cifar10": TorchvisionSet("CIFAR10", 10, 3, 32, True,
                               (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), False),
-    "cifar100": TorchvisionSet(datasets.CIFAR100, 100, 3, 32, True,
+    "cifar100": TorchvisionSet("CIFAR100", 100, 3, 32, True,
                                (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), False),
     # Digits: a flipped 2 is not a 2.
-    "svhn": TorchvisionSet(datasets.SVHN, 10, 3, 32, False,
+    "svhn": TorchvisionSet("SVHN", 10, 3, 32, False,
                            (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True, "svhn"),
-    "stl10": TorchvisionSet(datasets.STL10, 10, 3, 96, True,
+    "stl10": TorchvisionSet("STL10", 10, 3, 96, True,
                             (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), True),
 }
 
@@ -53,9 +52,13 @@ def default_data_dir() -> Path:
 
 def _build(name: str, entry: TorchvisionSet, root: Path, train: bool, download: bool):
     """Instantiate the torchvision dataset for one split, turning "not there" into a UserError."""
+    # Imported here, not at the top: torchvision costs ~100 MiB of RSS (it pulls in torch._dynamo),
+    # which every ``import edgetrgl`` would otherwise pay, even with the bundled or synthetic data.
+    from torchvision import datasets
+
     split = {"split": "train" if train else "test"} if entry.split_arg else {"train": train}
     try:
-        return entry.cls(str(root / entry.subdir), download=download, **split)
+        return getattr(datasets, entry.cls_name)(str(root / entry.subdir), download=download, **split)
     except (RuntimeError, OSError) as err:
         if download:
             raise UserError(f"could not download {name} into {root}: {err}") from err

@@ -31,6 +31,7 @@ def shard_dataset(dataset, rank: int, world_size: int):
     left out so that every rank takes the same number of steps (as ``DistributedSampler`` with
     ``drop_last``).
     """
+    from edgetrgl.data.feature_dataset import TensorFeatureDataset
     from edgetrgl.data.file_dataset import FileImageDataset
     from edgetrgl.data.tensor_dataset import TensorImageDataset
 
@@ -43,6 +44,8 @@ def shard_dataset(dataset, rank: int, world_size: int):
     if isinstance(dataset, FileImageDataset):
         return FileImageDataset(dataset.base, dataset.indices[idx], dataset.spec, mode=dataset.mode,
                                 augment=dataset.augment)
+    if isinstance(dataset, TensorFeatureDataset):
+        return TensorFeatureDataset(dataset.inputs[idx], dataset.labels[idx], dataset.spec)
     raise TypeError(f"cannot shard a {type(dataset).__name__}")
 
 

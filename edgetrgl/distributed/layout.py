@@ -34,24 +34,15 @@ def rank_layout(num_modules: int, world_size: int, weights: list[int] | None = N
     return [range(a, b) for a, b in zip(starts, stops)]
 
 
-def module_weights(cfg, spec, model=None) -> list[int]:
-    """Estimated peak bytes of training each module alone (the memory planner's estimate)."""
-    import torch
-
+def module_weights(cfg, spec, plan, model=None) -> list[int]:
+    """Estimated peak bytes of training each module of the planned split alone (the memory
+    planner's fake-tensor estimate)."""
     from edgetrgl.memory.estimate import estimate_sequential
-    from edgetrgl.models import create_model
-    from edgetrgl.modular import build_modular
+    from edgetrgl.network import build_network, input_shape
 
     def build():
-        import copy
+        return build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries)
 
-        blocknet = copy.deepcopy(model) if model is not None else create_model(
-            cfg.model, in_channels=spec.in_channels, num_classes=spec.num_classes, image_size=spec.image_size,
-            **cfg.model_options)
-        sample = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-        return build_modular(blocknet, cfg.modules, spec.num_classes, sample, boundaries=cfg.boundaries,
-                             head_style=cfg.head)
-
-    batch_shape = (cfg.micro_batch or cfg.batch_size, spec.in_channels, spec.image_size, spec.image_size)
+    batch_shape = (plan.micro_batch or cfg.batch_size, *input_shape(spec))
     peaks = estimate_sequential(build, batch_shape, spec.num_classes, cfg.method == "trgl")
     return [p.peak_bytes for p in peaks]

@@ -14,13 +14,13 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
 from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.modular import ModularNet
-from edgetrgl.training.common import local_step
+from edgetrgl.step import local_step, make_sgd
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
 def _sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    return make_sgd(params, lr=0.1)
 
 
 def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,

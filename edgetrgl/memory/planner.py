@@ -147,23 +147,36 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         return Plan(bounds, mods, batch, micro, budget)
 
     if num_modules == "auto":
-        # binary search on K with full estimates: the peak falls as K grows (one module is the
-        # whole network, one block per module is the floor); the cost model alone overestimates
-        low, high, found = 1, num_blocks, None
-        while low <= high:
-            k = (low + high) // 2
-            plan = estimate(bounds_for(k), batch)
-            if plan.peak_bytes <= budget:
-                found, high = plan, k - 1
-            else:
-                low = k + 1
+        found = _fewest_modules(estimate, bounds_for, num_blocks, batch, budget)
         if found is not None:
-            found.notes.append(f"--modules auto: {len(found.modules)} module(s) is the fewest that fit")
             return found
         num_modules = num_blocks  # not even one block per module fits at full batch: micro-batch below
     plan = estimate(bounds_for(int(num_modules)), batch)
     if budget is None or plan.peak_bytes <= budget:
         return plan
+    return _fit_micro_batch(estimate, plan, batch, budget)
+
+
+def _fewest_modules(estimate: Callable[[list[int], int], Plan], bounds_for: Callable[[int], list[int]],
+                    num_blocks: int, batch: int, budget: int) -> Plan | None:
+    """``--modules auto``: binary search on K with full estimates (the peak falls as K grows: one
+    module is the whole network, one block per module is the floor; the cost model alone
+    overestimates). None when even one block per module does not fit the full batch."""
+    low, high, found = 1, num_blocks, None
+    while low <= high:
+        k = (low + high) // 2
+        plan = estimate(bounds_for(k), batch)
+        if plan.peak_bytes <= budget:
+            found, high = plan, k - 1
+        else:
+            low = k + 1
+    if found is not None:
+        found.notes.append(f"--modules auto: {len(found.modules)} module(s) is the fewest that fit")
+    return found
+
+
+def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, batch: int, budget: int) -> Plan:
+    """Halve the micro-batch until the split fits, or name the smallest budget that would."""
     micro = batch
     while micro > 1:
         micro = max(1, micro // 2)

@@ -151,3 +151,11 @@ def _proc_status() -> dict[str, int]:
     except (OSError, ValueError, IndexError):
         return {}
     return values
+
+
+def open_file_count() -> int:
+    """Open file descriptors of this process (a leak shows as growth from module to module)."""
+    try:
+        return psutil.Process().num_fds()
+    except (AttributeError, psutil.Error):  # num_fds is POSIX-only
+        return -1

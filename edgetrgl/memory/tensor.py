@@ -7,18 +7,18 @@ registered with ``track_external``), so it reports the same figure on CPU and CU
 
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.distributed._tools.mem_tracker import MemTracker
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # MemTracker's category names -> ours (the issue's wording)
-_CATEGORIES = {
+CATEGORIES = {
     "PARAM": "parameters",
     "BUFFER": "buffers",
     "GRAD": "gradients",
@@ -29,20 +29,28 @@ _CATEGORIES = {
 }
 
 
-class _PeakTracker(MemTracker):
-    """MemTracker for the global peak only.
+@functools.cache
+def _peak_tracker_class() -> type:
+    """``_PeakTracker``, defined on first use: importing MemTracker pulls in torch._dynamo (~1.5 s,
+    tens of MiB of RSS), which ``import edgetrgl`` should not pay for."""
+    from torch.distributed._tools.mem_tracker import MemTracker
 
-    MemTracker refuses a root module's second forward in one context (it assumes a new iteration);
-    micro-batching calls each module once per chunk on purpose. We read only the global peak, so
-    per-module statistics can simply start over.
-    """
+    class _PeakTracker(MemTracker):
+        """MemTracker for the global peak only.
 
-    def _pre_fw_hook(self, module, inputs) -> None:
-        try:
-            super()._pre_fw_hook(module, inputs)
-        except NotImplementedError:
-            self.reset_mod_stats()
-            super()._pre_fw_hook(module, inputs)
+        MemTracker refuses a root module's second forward in one context (it assumes a new iteration);
+        micro-batching calls each module once per chunk on purpose. We read only the global peak, so
+        per-module statistics can simply start over.
+        """
+
+        def _pre_fw_hook(self, module, inputs) -> None:
+            try:
+                super()._pre_fw_hook(module, inputs)
+            except NotImplementedError:
+                self.reset_mod_stats()
+                super()._pre_fw_hook(module, inputs)
+
+    return _PeakTracker
 
 
 @dataclass
@@ -64,7 +72,7 @@ def track_peak(fn: Callable[[], Any], *external: Any) -> TensorPeak:
         external: modules, optimizers and tensors that exist before ``fn`` and count towards the
             peak (the module being trained, its optimizer, the input batch).
     """
-    tracker = _PeakTracker()
+    tracker = _peak_tracker_class()()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tracker.track_external(*external)
@@ -74,7 +82,7 @@ def track_peak(fn: Callable[[], Any], *external: Any) -> TensorPeak:
     total, by_category = 0, {}
     for snap in snaps.values():
         for key, value in snap.items():
-            name = _CATEGORIES.get(getattr(key, "name", str(key)), str(key))
+            name = CATEGORIES.get(getattr(key, "name", str(key)), str(key))
             if name == "Total":
                 total += int(value)
             else:

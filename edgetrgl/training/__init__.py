@@ -1,6 +1,21 @@
-"""Training: the regimes (e2e, parallel, sequential, multilap), the run folder, the Python API."""
+"""Training: the regimes (``regimes/``), the trainer, the run folder, and the Python API.
 
-from edgetrgl.training.api import RunResult, build_network, evaluate, load_run, resume, train
-from edgetrgl.training.trainer import Trainer
+The API names below load on first use, so that the lower layers here (the epoch bookkeeping, the
+cache inputs, the offloader) can be imported by the regimes and the planner without pulling in the
+API above them.
+"""
 
-__all__ = ["RunResult", "Trainer", "build_network", "evaluate", "load_run", "resume", "train"]
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {"RunResult": "api", "build_network": "api", "evaluate": "api", "load_run": "api", "resume": "api",
+         "train": "api", "Trainer": "trainer"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"edgetrgl.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edgetrgl.training' has no attribute {name!r}")

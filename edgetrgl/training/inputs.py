@@ -25,6 +25,7 @@ from edgetrgl.cache.activation_cache import CacheCorrupt
 from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
 from edgetrgl.data._seeding import derive_seed
+from edgetrgl.cache.placement import CachePlan
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
@@ -43,29 +44,27 @@ class ModuleInputs:
     Args:
         stages: all K modules (frozen ones are read, never trained, here).
         train_set, test_set: the datasets.
+        cache: the run plan's cache decision (mode, dtype, views, folder, keep, size).
         batch_size, seed, augment: as in the config.
         device: the compute device.
-        cache: ``host``, ``disk`` or ``none``.
-        cache_dtype: ``fp32``, ``fp16`` or ``bf16``.
-        cache_views: augmented views cached per training sample.
-        cache_dir: folder for disk caches.
-        keep: leave disk caches on disk at the end.
         warn: where warnings go (a full disk, a corrupt cache).
+        on_recompute: called when a full disk forces recomputing the prefix: the frozen modules
+            must then stay on the compute device (the offloader's job, not this class's).
     """
 
-    def __init__(self, stages: nn.ModuleList, train_set, test_set, *, batch_size: int, seed: int, augment: bool,
-                 device: torch.device, cache: str = "host", cache_dtype: str = "fp32", cache_views: int = 1,
-                 cache_dir: str | Path | None = None, keep: bool = False,
-                 warn: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(self, stages: nn.ModuleList, train_set, test_set, cache: CachePlan, *, batch_size: int, seed: int,
+                 augment: bool, device: torch.device, warn: Callable[[str], None] = lambda message: None,
+                 on_recompute: Callable[[], None] = lambda: None) -> None:
         self.stages = stages
         self.train_set, self.test_set = train_set, test_set
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
         self.device = device
-        self.mode = cache
-        self.cache_dtype = cache_dtype
-        self.views = cache_views if augment else 1
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.keep, self.warn = keep, warn
+        self.plan = cache
+        self.mode = cache.mode
+        self.cache_dtype = cache.dtype
+        self.views = cache.views
+        self.cache_dir = Path(cache.folder) if cache.folder is not None else None
+        self.keep, self.warn, self.on_recompute = cache.keep, warn, on_recompute
         self.lap = 0
         self._train_cache: ActivationCache | None = None  # outputs of the last finished module
         self._test_cache: ActivationCache | None = None
@@ -161,16 +160,14 @@ class ModuleInputs:
         return True
 
     def _fall_back(self, k: int) -> None:
-        """The disk is full: keep the cache in host memory if it fits there, else recompute."""
-        shape = self.stages[k](next(iter(self.test_batches(k)))[0][:1]).shape[1:]
-        need = (len(self.train_set) * self.views + len(self.test_set)) * shape.numel() * 4
+        """The disk is full: keep the cache in host memory if it fits there (the plan's size, in its
+        storage dtype), else recompute the prefix."""
+        need = self.plan.bytes_needed
         if need < psutil.virtual_memory().available // 2:
             self.mode = "host"
         else:
             self.mode = "none"
-            for stage in self.stages:  # recomputing needs the frozen prefix on the device
-                if not any(p.is_meta for p in stage.parameters()):
-                    stage.to(self.device)
+            self.on_recompute()
         self.warn(f"disk full while writing the cache of module {k + 1} ({format_bytes(need)} needed): "
                   f"falling back to {self.description}")
 

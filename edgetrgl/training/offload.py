@@ -52,6 +52,13 @@ class Offloader:
         stage.to("meta")  # frees the storage; the structure stays so it can be refilled
         self._on_disk.add(k)
 
+    def keep_on_device(self) -> None:
+        """From now on the frozen prefix is recomputed every batch: every module stays on the device."""
+        self.mode = "none"
+        for k, stage in enumerate(self.net.stages):
+            self._load(k)
+            stage.to(self.device)
+
     def stage_state(self, k: int) -> dict[str, torch.Tensor]:
         """Module k's weights, read from its file if it is offloaded to disk (for checkpoints)."""
         if k in self._on_disk:

@@ -4,6 +4,10 @@
     <out>/metrics.jsonl   one record per module and epoch
     <out>/summary.json    config, per-module test accuracy, best module, wall time, peaks
     <out>/model.pt        the trained modules and heads
+    <out>/checkpoint.pt   the last complete checkpoint (see checkpoint.py)
+    <out>/.lock           held by the process writing the run (see run_lock.py)
+
+Every file is written atomically (temporary file, fsync, rename), so a reader never sees half of one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 
 from edgetrgl.errors import UserError
+from edgetrgl.training.checkpoint import fsync_dir
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "model.pt", "checkpoint.pt")
 
@@ -47,6 +52,26 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def agreed_changes(saved: Any, changes: dict[str, Any], flag: str) -> dict[str, Any]:
+    """The settings a continued run takes from ``changes``: ``device`` and ``out`` only.
+
+    Any other setting given again must equal the saved run's; ``"auto"`` (``--modules auto``,
+    ``--cache auto``) agrees with whatever it resolved to when the run started, so the same command
+    line can be run again and again.
+
+    Raises:
+        UserError: a setting contradicts the saved run (``flag`` says which option was continuing it).
+    """
+    changed = {}
+    for key, value in changes.items():
+        if key in ("device", "out"):
+            changed[key] = value
+        elif getattr(saved, key) != value and value != "auto":
+            raise UserError(f"{flag}: --{key.replace('_', '-')} {value} contradicts the saved run "
+                            f"({getattr(saved, key)}); start a new run with --out instead")
+    return changed
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically: a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -55,6 +80,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
 def truncate_metrics(path: Path, size: int) -> None:
@@ -67,9 +93,13 @@ def truncate_metrics(path: Path, size: int) -> None:
 def save_weights(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:
     """Save the network's weights with what is needed to rebuild it (atomic)."""
     tmp = path.with_suffix(".pt.tmp")
-    torch.save({"format": "edgetrgl-model/1", "meta": meta,
-                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, tmp)
+    with tmp.open("wb") as fh:
+        torch.save({"format": "edgetrgl-model/1", "meta": meta,
+                    "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The Trainer: state of one run (modules, heads, optimizers, tau multipliers) and its loops.
 
-The loops themselves live one per file (``sequential.py``, ``parallel.py``, ``e2e.py``) and read top
-to bottom: forward, local loss, backward, step, detach, cache write.
+The loops live one per file in ``regimes/`` and read top to bottom: forward, local loss, backward,
+step, detach, cache write. The trainer reads the run's :class:`RunPlan`; it decides nothing itself.
 """
 
 from __future__ import annotations
@@ -14,19 +14,23 @@ from typing import Any
 
 import torch
 
-from edgetrgl.config import TrainConfig, format_bytes
+from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
+from edgetrgl.memory.process import open_file_count, peak_rss_bytes, rss_bytes
 from edgetrgl.memory.tensor import cuda_peaks, track_live_peak
+from edgetrgl.metrics import MetricsWriter
 from edgetrgl.modular import ModularNet
-from edgetrgl.report import MetricsWriter
+from edgetrgl.planning.budget import BudgetExceeded
+from edgetrgl.planning.run_plan import RunPlan
+from edgetrgl.step import count_correct, make_sgd, set_lr
 from edgetrgl.training.checkpoint import save_checkpoint
-from edgetrgl.training.common import (NonFiniteLoss, count_correct, make_optimizer, open_file_count, peak_rss_bytes,
-                                   resolve_device, rss_bytes)
+
+__all__ = ["BudgetExceeded", "Interrupted", "NonFiniteLoss", "Trainer"]
 
 
-class BudgetExceeded(UserError):
-    """The run needs more memory than ``--budget`` allows."""
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stops rather than writing garbage."""
 
 
 class Interrupted(Exception):
@@ -41,27 +45,29 @@ class Trainer:
     """Holds everything a run needs and dispatches to the regime's loop.
 
     Args:
-        cfg: the run's configuration.
+        cfg: the run's configuration (what the user asked for).
+        plan: the run plan (what was resolved: device, budget, modules, cache, offload).
         net: the network split into modules (for ``e2e``: one module).
         train_set, test_set: datasets (see :mod:`edgetrgl.data`).
         writer: the metrics writer (console + metrics.jsonl).
-        cache_dir: where disk caches go (a run folder's ``cache/``).
         run_dir: where checkpoints go (None: no checkpoints).
     """
 
-    def __init__(self, cfg: TrainConfig, net: ModularNet, train_set, test_set, writer: MetricsWriter,
-                 cache_dir: str | Path | None = None, run_dir: str | Path | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, plan: RunPlan, net: ModularNet, train_set, test_set, writer: MetricsWriter,
+                 run_dir: str | Path | None = None) -> None:
+        self.cfg, self.plan = cfg, plan
+        self.regime = plan.regime_spec
         self.net = net
         self.train_set, self.test_set = train_set, test_set
         self.writer = writer
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.device = resolve_device(cfg.device)
+        self.device = plan.torch_device
+        self.budget = plan.budget_policy
         K = net.num_modules
-        self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, method=cfg.method if cfg.regime != "e2e" else "vangl",
-                               step=cfg.multiplier_step, every=cfg.multiplier_every)
-        self.optimizers = [make_optimizer(list(net.stages[k].parameters()) + list(net.heads[k].parameters()), cfg)
-                           for k in range(K)]
+        method = cfg.method if self.regime.traits.transport else "vangl"
+        self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, method=method, step=cfg.multiplier_step,
+                               every=cfg.multiplier_every)
+        self.optimizers = [make_sgd(list(net.stages[k].parameters()) + list(net.heads[k].parameters()),
+                                    cfg.lr, cfg.momentum, cfg.weight_decay) for k in range(K)]
         self.modules: list[dict[str, Any]] = [
             {"module": k + 1, "blocks": list(net.block_ranges[k]), "test_accuracy": None, "time_s": 0.0,
              "epochs": 0, "peak_bytes": None, "peak_rss_bytes": None}
@@ -77,18 +83,13 @@ class Trainer:
         self.started = time.perf_counter()
 
     def train(self) -> list[dict[str, Any]]:
-        """Run the configured regime; return the per-module records."""
-        from edgetrgl.training import e2e, parallel, sequential  # the loops import Trainer's helpers
-
-        loop = {"e2e": e2e.run, "parallel": parallel.run, "sequential": sequential.run, "multilap": sequential.run}
-        self._limit_cuda_memory()
+        """Run the planned regime; return the per-module records."""
+        self.budget.limit_cuda(self.device)
         previous = self._install_signal_handlers()
         try:
-            loop[self.cfg.regime](self)
+            self.regime.run(self)
         except torch.OutOfMemoryError:
-            budget = f" within the budget of {format_bytes(self.cfg.budget)}" if self.cfg.budget else ""
-            raise BudgetExceeded(f"out of memory on {self.device}{budget}: use more --modules, --split balanced "
-                                 f"or a smaller --micro-batch / --batch-size") from None
+            raise self.budget.out_of_memory(self.device) from None
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -101,7 +102,7 @@ class Trainer:
             "config": self.cfg.to_dict(), "position": dict(self.position), "net": self.net_state(),
             "optimizers": [o.state_dict() for o in self.optimizers], "tau": self.tau.state_dict(),
             "modules": self.modules, "rng": {"torch": torch.get_rng_state()},
-            "metrics_bytes": self.writer.tell(), "extra": self.extra,
+            "plan": self.plan.to_dict(), "metrics_bytes": self.writer.tell(), "extra": self.extra,
             "wall_time_s": time.perf_counter() - self.started,
         }
 
@@ -153,19 +154,18 @@ class Trainer:
             raise KeyboardInterrupt
         self._signal = signum
 
-    def _limit_cuda_memory(self) -> None:
-        """On CUDA the budget is enforced by the caching allocator: it raises OOM past the fraction."""
-        if self.cfg.budget is None or self.device.type != "cuda":
-            return
-        total = torch.cuda.get_device_properties(self.device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.budget / total), self.device)
-
     # ---- helpers the loops share ---------------------------------------------------------------
     def epochs_for(self, k: int) -> int:
-        """Epochs for module k: sequential grows with depth (base + k * step); multilap is per lap."""
-        if self.cfg.regime == "sequential":
-            return self.cfg.epochs + k * self.cfg.epochs_step
-        return self.cfg.epochs
+        """Epochs for module k, as the regime says (sequential: base + k * step)."""
+        return self.regime.module_epochs(self.cfg, k)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_set) // self.cfg.batch_size)
+
+    def set_lr(self, k: int, step: int, total: int) -> None:
+        """Module k's learning rate at ``step`` of its ``total`` (``--lr-schedule``)."""
+        set_lr(self.optimizers[k], self.cfg.lr_schedule, self.cfg.lr, step, total)
 
     def check_finite(self, ce: float, k: int, epoch: int) -> None:
         if ce != ce or ce in (float("inf"), float("-inf")):
@@ -187,14 +187,9 @@ class Trainer:
         peak = track_live_peak(lambda: result.setdefault("out", step_fn()), *external)
         for record in (self.modules if k is None else [self.modules[k]]):
             record["peak_bytes"] = peak
-            if self.cfg.budget is not None:
-                record["budget_fraction"] = peak / self.cfg.budget
-        budget = self.cfg.budget
-        if budget is not None and peak > budget:
-            what = "the parallel step" if k is None else f"module {k + 1}"
-            raise BudgetExceeded(f"{what} needs {format_bytes(peak)} of tensors, over the budget of "
-                                 f"{format_bytes(budget)} ({budget / 1e9:.3g} GB): raise --budget, or use more "
-                                 f"--modules, --split balanced or a smaller --micro-batch")
+            if self.budget.limited:
+                record["budget_fraction"] = self.budget.fraction(peak)
+        self.budget.check(peak, "the whole step" if k is None else f"module {k + 1}")
         return result["out"]
 
     def start_module_clock(self) -> float:
@@ -222,11 +217,12 @@ class Trainer:
             total += y.numel()
         return correct / max(total, 1)
 
-    def log_epoch(self, k: int, epoch: int, lap: int, sums: dict[str, float], steps: int, started: float) -> None:
+    def log_epoch(self, k: int, epoch: int, lap: int, tally, started: float) -> None:
+        steps = max(tally.steps, 1)
         record = {
             "event": "epoch", "lap": lap, "module": k + 1, "epoch": epoch + 1,
-            "ce": sums["ce"] / max(steps, 1), "transport": sums["transport"] / max(steps, 1),
-            "train_accuracy": sums["correct"] / max(sums["seen"], 1),
+            "ce": tally.ce / steps, "transport": tally.transport / steps,
+            "train_accuracy": tally.correct / max(tally.seen, 1),
             "tau": self.tau.tau_k(k), "lr": self.optimizers[k].param_groups[0]["lr"],
             "time_s": round(time.perf_counter() - started, 3),
         }

@@ -1,44 +1,36 @@
-"""Pieces every regime uses: device choice, optimizer, one local step, evaluation, memory readings."""
+"""One module's training step, and the pieces every step shares: optimizer, learning rate, loss weights.
+
+This is the lowest training layer: the regimes' loops, the fake-tensor memory estimates and the
+bench all run exactly this code, so what is estimated and benchmarked is what is trained.
+"""
 
 from __future__ import annotations
 
 import math
-import resource
 from dataclasses import dataclass
 from typing import Iterable
 
-import psutil
 import torch
 from torch import nn
 
-from edgetrgl.config import TrainConfig
-from edgetrgl.errors import UserError
-from edgetrgl.losses import module_loss
+from edgetrgl.losses import TauSchedule, module_loss
+
+__all__ = ["StepResult", "TauSchedule", "count_correct", "local_step", "make_sgd", "set_lr"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
-    return torch.device(name)
+def make_sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """SGD with momentum, the paper's optimiser (its momentum buffers count in every memory figure)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum, as in the paper."""
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int) -> None:
-    """Set the learning rate of ``step`` out of ``total`` on a cosine from ``base_lr`` to 0."""
-    lr = 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+def set_lr(optimizer: torch.optim.Optimizer, schedule: str, base_lr: float, step: int, total: int) -> None:
+    """Set the learning rate of ``step`` out of ``total``: ``cosine`` from ``base_lr`` to 0, or ``constant``."""
+    if schedule == "constant":
+        lr = base_lr
+    else:
+        lr = 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-class NonFiniteLoss(UserError):
-    """The loss became NaN or infinite: training stops rather than writing garbage."""
 
 
 @dataclass
@@ -95,38 +87,5 @@ def local_step(
 
 
 @torch.no_grad()
-def evaluate_heads(net, dataset, batch_size: int, device: torch.device | str) -> list[float]:
-    """Test accuracy of every module's head on ``dataset``, in one pass (eval mode, no augmentation)."""
-    from edgetrgl.data import make_loader
-
-    net.eval()
-    correct, total = [0] * net.num_modules, 0
-    for x, y in make_loader(dataset, batch_size, shuffle=False, augment=False, seed=0):
-        x, y = x.to(device), y.to(device)
-        for k in range(net.num_modules):
-            x = net.stages[k](x)
-            correct[k] += count_correct(net.heads[k](x), y)
-        total += y.numel()
-    return [c / max(total, 1) for c in correct]
-
-
-@torch.no_grad()
 def count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(dim=1) == y).sum())
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def rss_bytes() -> int:
-    return psutil.Process().memory_info().rss
-
-
-def open_file_count() -> int:
-    """Open file descriptors of this process (a leak shows as growth from module to module)."""
-    try:
-        return psutil.Process().num_fds()
-    except (AttributeError, psutil.Error):  # num_fds is POSIX-only
-        return -1

@@ -1,0 +1,198 @@
+"""Steps 1, 3 and 4: the CUDA tests, the budget held, and ``edgetrgl train``'s wall time on the device vs the CPU.
+
+Each runs a child process (pytest, or ``python -m edgetrgl train``) under the parent's NVML sampler
+and a timeout taken from the overall deadline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from edgetrgl.config import parse_size
+
+
+def _child(run, cmd: list[str], what: str, cap_s: float,
+           cwd: Path | None = None) -> tuple[subprocess.CompletedProcess | None, dict[str, Any]]:
+    """Run ``cmd`` (in ``cwd``, default the repository) under the NVML sampler; ``(None, reading)`` if it ran
+    past its time."""
+    timeout = max(10.0, min(cap_s, run.deadline - time.monotonic() + 30.0))
+    with run.nvml.watch() as reading:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or run.root)
+        except subprocess.TimeoutExpired:
+            run.failures.append(f"{what}: timed out after {timeout:.0f} s")
+            return None, reading
+    return proc, reading
+
+
+def run_tests(run) -> None:
+    """pytest on every test marked ``cuda`` (all of tests/test_gpu.py); they skip without a GPU."""
+    section: dict[str, Any] = {"command": None}
+    run.results["tests"] = section
+    if importlib.util.find_spec("pytest") is None:
+        section.update(status="skipped", reason=f"pytest is not installed for {run.python}")
+        run.log("tests: skipped (pytest is not installed)")
+        return
+    junit = run.workdir / "pytest.xml"
+    # only the files that use the marker: collecting the whole suite imports every test module
+    files = sorted(str(f.relative_to(run.root)) for f in (run.root / "tests").glob("test_*.py")
+                   if "mark.cuda" in f.read_text())
+    if not files:
+        section.update(status="skipped", reason="no test file uses the cuda marker")
+        return
+    cmd = [run.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", f"--junitxml={junit}", *files]
+    section["command"] = " ".join(cmd[1:]).replace(str(junit), "JUNIT.xml")
+    started = time.perf_counter()
+    proc, _ = _child(run, cmd, "tests", cap_s=180)
+    section["wall_s"] = round(time.perf_counter() - started, 1)
+    if proc is None:
+        section["status"] = "timed out"
+        return
+    counts = _junit_counts(junit)
+    section.update(counts, exit_code=proc.returncode, output_tail=proc.stdout.strip().splitlines()[-15:])
+    # pytest exits 5 when every test was deselected or none collected: not a failure of a test
+    if proc.returncode not in (0, 5) or counts.get("failed") or counts.get("errors") or not counts:
+        section["status"] = "failed"
+    else:  # without a GPU every test skips itself: say so rather than "passed"
+        section["status"] = "passed" if counts["passed"] else "all skipped"
+    if section["status"] == "failed":
+        run.failures.append(f"tests: {counts} (exit {proc.returncode})")
+    run.log(f"tests: {counts.get('passed', 0)} passed, {counts.get('failed', 0)} failed, "
+            f"{counts.get('errors', 0)} errors, {counts.get('skipped', 0)} skipped [{section['wall_s']:.1f} s]")
+
+
+def _junit_counts(path: Path) -> dict[str, int]:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return {}
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    n = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    return {"tests": n["tests"], "passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"],
+            "failed": n["failures"], "errors": n["errors"], "skipped": n["skipped"]}
+
+
+def _train_cmd(run, *args: str) -> list[str]:
+    return [run.python, "-m", "edgetrgl", "train", "--quiet", "--overwrite", *args]
+
+
+def _summary(out: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_budget(run) -> None:
+    """A sequential run under ``--budget`` completes inside it; e2e under the same budget is refused in one line."""
+    p = run.profile
+    section: dict[str, Any] = {}
+    run.results["budget"] = section
+    if run.device == "cuda" and p.budget_cpu_only:
+        section.update(status="skipped", reason="the --quick budget is smaller than the CUDA allocator's 2 MiB segments")
+        run.log("budget: skipped (quick profile on CUDA)")
+        return
+    budget = parse_size(p.budget)
+    config = run.workdir / "budget.toml"
+    config.write_text(p.budget_toml())
+    common = ["--config", str(config), "--budget", p.budget, "--device", run.device, "--epochs", "1",
+              "--batch-size", str(p.batch_size)]
+    section.update(budget=p.budget, budget_bytes=budget, setting=p.budget_toml())
+
+    out = run.workdir / "budget-sequential"
+    seq_args = ["--regime", "sequential", "--modules", str(p.budget_modules), "--split", "balanced"]
+    started = time.perf_counter()
+    proc, reading = _child(run, _train_cmd(run, *common, *seq_args, "--out", str(out)), "budget sequential", cap_s=240)
+    summary = _summary(out) if proc is not None and proc.returncode == 0 else None
+    seq: dict[str, Any] = {"args": seq_args, "exit_code": None if proc is None else proc.returncode,
+                           "wall_s": round(time.perf_counter() - started, 1), **reading}
+    if summary is not None:
+        key = "cuda_max_reserved_bytes" if run.device == "cuda" else "peak_bytes"
+        peaks = [m.get(key) for m in summary["modules"]]
+        seq.update(reading_name=key, per_module_bytes=peaks, peak_bytes=max((x or 0) for x in peaks),
+                   modules=len(summary["modules"]), blocks=[m["blocks"] for m in summary["modules"]],
+                   estimated_bytes=[m.get("estimated_peak_bytes") for m in summary["modules"]],
+                   tensor_peak_bytes=summary.get("peak_bytes"), wall_time_s=summary.get("wall_time_s"),
+                   last_module_accuracy=summary["last_module"]["test_accuracy"])
+        seq["held"] = None not in peaks and seq["peak_bytes"] <= budget
+    else:
+        seq["held"] = False
+        seq["stderr_tail"] = "" if proc is None else proc.stderr.strip().splitlines()[-5:]
+    section["sequential"] = seq
+    if not seq["held"]:
+        run.failures.append(f"budget: the sequential run did not hold {p.budget}")
+    run.log(f"budget: sequential K={p.budget_modules} balanced under {p.budget}: "
+            f"{'held' if seq['held'] else 'NOT held'}, peak {_READING.get(seq.get('reading_name'), '?')} "
+            f"{_mib(seq.get('peak_bytes'))} [{seq['wall_s']:.1f} s]")
+
+    out = run.workdir / "budget-e2e"
+    started = time.perf_counter()
+    proc, _ = _child(run, _train_cmd(run, *common, "--regime", "e2e", "--out", str(out)), "budget e2e", cap_s=120)
+    lines = [] if proc is None else [line for line in proc.stderr.splitlines() if line.strip()]
+    e2e = {"exit_code": None if proc is None else proc.returncode, "stderr_lines": lines,
+           "wall_s": round(time.perf_counter() - started, 1),
+           "traceback": proc is not None and "Traceback" in proc.stderr}
+    e2e["refused_in_one_line"] = e2e["exit_code"] == 2 and len(lines) == 1 and not e2e["traceback"]
+    section["e2e"] = e2e
+    section["status"] = "passed" if seq["held"] and e2e["refused_in_one_line"] else "failed"
+    if not e2e["refused_in_one_line"]:
+        run.failures.append(f"budget: e2e under {p.budget} was not refused in one line (exit {e2e['exit_code']})")
+    run.log(f"budget: e2e under {p.budget}: exit {e2e['exit_code']}, "
+            f"{lines[0] if len(lines) == 1 else f'{len(lines)} stderr lines'} [{e2e['wall_s']:.1f} s]")
+
+
+def run_walltime(run) -> None:
+    """``edgetrgl train`` (bundled data) and the same with ``--cache disk``, on the device and on the CPU."""
+    p = run.profile
+    section: dict[str, Any] = {"runs": [], "skipped": []}
+    run.results["walltime"] = section
+    devices = [run.device] + (["cpu"] if run.device != "cpu" else [])
+    if run.device == "cpu":
+        section["note"] = "the device is the CPU: no second, CPU-only run to compare with"
+    if p.train_toml:
+        section["train_toml"] = p.train_toml
+    for cache_args in ([], ["--cache", "disk"]):
+        for device in devices:
+            label = f"{device} {' '.join(cache_args) or 'default'}"
+            if time.monotonic() > run.deadline:
+                section["skipped"].append(label)
+                run.log(f"walltime: {label} skipped (deadline)")
+                continue
+            out = run.workdir / f"train-{device}-{'disk' if cache_args else 'default'}"
+            args = ["--device", device, *cache_args, *p.train_args]
+            if p.train_toml:
+                (run.workdir / "train.toml").write_text(p.train_toml)
+                args += ["--config", "train.toml"]  # relative to the working folder, so the record reads well
+            started = time.perf_counter()
+            proc, reading = _child(run, _train_cmd(run, *args, "--out", str(out)), f"walltime {label}", cap_s=240,
+                                   cwd=run.workdir)
+            summary = _summary(out) if proc is not None and proc.returncode == 0 else None
+            record: dict[str, Any] = {"label": label, "device": device, "args": args,
+                                      "exit_code": None if proc is None else proc.returncode,
+                                      "process_wall_s": round(time.perf_counter() - started, 1), **reading}
+            if summary is not None:
+                modules = summary["modules"]
+                record.update(wall_time_s=summary["wall_time_s"], data_mode=summary.get("data_mode"),
+                              cache=summary.get("cache"), last_module_accuracy=summary["last_module"]["test_accuracy"],
+                              best_module_accuracy=summary["best_module"]["test_accuracy"],
+                              cuda_max_reserved_bytes=max((m.get("cuda_max_reserved_bytes") or 0) for m in modules) or None)
+            else:
+                record["stderr_tail"] = "" if proc is None else proc.stderr.strip().splitlines()[-5:]
+                run.failures.append(f"walltime {label}: exit {record['exit_code']}")
+            section["runs"].append(record)
+            run.save()
+            run.log(f"walltime: {label:<22} wall_time_s {record.get('wall_time_s', 'n/a')} "
+                    f"(process {record['process_wall_s']:.1f} s)")
+
+
+_READING = {"cuda_max_reserved_bytes": "CUDA max reserved", "peak_bytes": "tensor peak"}
+
+
+def _mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"

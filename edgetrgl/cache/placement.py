@@ -1,0 +1,113 @@
+"""Where the activation cache goes (host memory, disk, or nowhere: recompute the prefix), decided once."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+import torch
+
+from edgetrgl.cache.activation_cache import STORAGE_DTYPES
+from edgetrgl.config import format_bytes
+from edgetrgl.modular import ModularNet
+
+
+@dataclass
+class CachePlan:
+    """The resolved cache: what was asked, what the run uses and why.
+
+    Attributes:
+        requested: the user's ``--cache`` (``auto``, ``host``, ``disk`` or ``none``).
+        mode: what the run uses: ``host``, ``disk`` or ``none`` (recompute the frozen prefix).
+        dtype: storage dtype name (``fp32``, ``fp16``, ``bf16``).
+        views: augmented views cached per training sample (1 without augmentation).
+        folder: where a disk cache (and disk-offloaded modules) go; None without one.
+        scratch: ``folder`` is a temporary folder of this run, removed at its end.
+        keep: leave disk caches on disk at the end.
+        bytes_needed: the largest cache the run holds (one module's outputs: train views + test set).
+        reason: why ``mode`` was chosen.
+    """
+
+    requested: str
+    mode: str
+    dtype: str
+    views: int
+    folder: str | None
+    scratch: bool
+    keep: bool
+    bytes_needed: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CachePlan":
+        return cls(**values)
+
+
+def cache_bytes_needed(net: ModularNet, input_shape: tuple[int, ...], num_samples: int, dtype: str) -> int:
+    """Bytes of the largest cache: the outputs of one of modules 1..K-1 for ``num_samples`` samples,
+    stored as ``dtype``."""
+    if net.num_modules < 2:
+        return 0
+    x = torch.zeros(1, *input_shape)
+    largest = 0
+    with torch.no_grad():
+        for stage in net.stages[:-1]:
+            was = stage.training
+            stage.eval()  # probing must not move BatchNorm running statistics
+            x = stage(x)
+            stage.train(was)
+            largest = max(largest, math.prod(x.shape[1:]))
+    return largest * num_samples * STORAGE_DTYPES[dtype].itemsize
+
+
+def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cache: bool, net: ModularNet,
+               input_shape: tuple[int, ...], num_train: int, num_test: int, folder: Path | None, scratch: bool,
+               ram_limit: int | None) -> CachePlan:
+    """Decide the cache for a run.
+
+    ``auto`` picks host memory if the cache takes under half of the RAM it may use, else disk if
+    the folder's file system has twice the room, else recomputing the prefix.
+
+    Args:
+        requested: ``--cache``.
+        dtype, views, keep: ``--cache-dtype``, the views actually cached, ``--keep-cache``.
+        needs_cache: the regime reads cached outputs (sequential, multilap).
+        net: the split network (probed on the CPU for each module's output size).
+        input_shape: one sample's input shape.
+        num_train, num_test: samples in each split.
+        folder: the disk cache's folder.
+        scratch: the folder is temporary.
+        ram_limit: on memory shared with the compute device, the part of the budget the module
+            being trained leaves free; None when the cache lives in separate host RAM.
+    """
+    def plan(mode: str, reason: str, need: int = 0) -> CachePlan:
+        return CachePlan(requested, mode, dtype, views, str(folder) if folder is not None else None, scratch, keep,
+                         need, reason)
+
+    if not needs_cache:
+        return CachePlan(requested, "none", dtype, views, None, False, keep, 0, "the regime needs no cache")
+    need = cache_bytes_needed(net, input_shape, num_train * views + num_test, dtype)
+    if requested != "auto":
+        if requested == "disk" and folder is None:
+            return plan("host", "no folder for a disk cache: using host memory", need)
+        return plan(requested, f"requested ({format_bytes(need)} at most)", need)
+    available = psutil.virtual_memory().available
+    if ram_limit is not None:
+        available = min(available, ram_limit)
+    if need < available // 2:
+        return plan("host", f"{format_bytes(need)} fits in host memory ({format_bytes(available)} available)", need)
+    if folder is not None:
+        probe = folder
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if need * 2 < free:
+            return plan("disk", f"{format_bytes(need)} too large for host memory ({format_bytes(available)} available); "
+                                f"{format_bytes(free)} free on disk", need)
+    return plan("none", f"{format_bytes(need)} fits neither host memory nor disk: recomputing the prefix", need)

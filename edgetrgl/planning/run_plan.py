@@ -1,0 +1,177 @@
+"""``make_plan``: every decision a run needs, made once from the config, the data and the machine.
+
+The plan resolves the device and its memory kind, the budget (one meaning: see ``budget.py``), the
+modules (K, boundaries, micro-batch: the planner's fake-tensor estimates when a budget, ``--modules
+auto`` or ``--split balanced`` asks for them), the cache (host / disk / none, dtype, views, folder)
+and where frozen modules go. The trainer and the regimes read it; nothing downstream re-decides.
+``config.json`` and ``summary.json`` record the user's request and this plan, with its reasons.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgetrgl.config import TrainConfig, format_bytes
+from edgetrgl.errors import UserError
+from edgetrgl.memory.estimate import estimate_parallel
+from edgetrgl.memory.planner import Plan, plan_modules
+from edgetrgl.models import BlockNet
+from edgetrgl.modular import ModularNet
+from edgetrgl.network import build_blocknet, build_network, input_shape
+from edgetrgl.planning.budget import Budget
+from edgetrgl.cache.placement import CachePlan, plan_cache
+from edgetrgl.planning.device import memory_kind, resolve_device
+from edgetrgl.training.regimes import Regime, get_regime
+
+
+@dataclass
+class RunPlan:
+    """What a run does, resolved. Built by :func:`make_plan`; saved in checkpoints and summaries."""
+
+    regime: str
+    model: str  # the registry name, or the class name of your own network
+    device: str
+    memory_kind: str
+    budget: int | None
+    num_modules: int
+    boundaries: list[int] | None
+    micro_batch: int | None
+    cache: CachePlan
+    offload: str  # where frozen modules go: host, disk, or none (they stay: the prefix is recomputed)
+    estimates: dict[str, Any] | None = None  # the module planner's per-module peaks, when it ran
+    notes: list[str] = field(default_factory=list)  # why: one line per decision that was not a plain default
+
+    @property
+    def budget_policy(self) -> Budget:
+        return Budget(self.budget, self.memory_kind)  # type: ignore[arg-type]
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def regime_spec(self) -> Regime:
+        return get_regime(self.regime)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["cache"] = self.cache.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunPlan":
+        values = dict(values)
+        values["cache"] = CachePlan.from_dict(values["cache"])
+        return cls(**values)
+
+    def on_device(self, device: str) -> "RunPlan":
+        """The same plan on another device (a resumed run may move); memory kind follows the device."""
+        dev = resolve_device(device)
+        values = self.to_dict()
+        values.update(device=str(dev), memory_kind=memory_kind(dev))
+        return RunPlan.from_dict(values)
+
+
+def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
+              run_dir: Path | None = None) -> tuple[RunPlan, ModularNet]:
+    """Plan the run and build its network (weights seeded by ``cfg.seed``).
+
+    Args:
+        cfg: the user's configuration (not modified).
+        spec: the data's DataSpec.
+        model: your own BlockNet, or None for ``cfg.model``.
+        run_dir: the run folder, or None (then a disk cache gets a temporary folder).
+
+    Returns:
+        ``(plan, net)``.
+
+    Raises:
+        UserError: an unknown regime, no CUDA for ``--device cuda``, a plan that fits nothing (the
+            message names the smallest budget that would fit), or data that does not fit the model.
+    """
+    regime = get_regime(cfg.regime)
+    device = resolve_device(cfg.device)
+    kind = memory_kind(device)
+    budget = Budget(cfg.budget, kind)
+    notes: list[str] = []
+    num_modules, boundaries, micro, estimates = _plan_modules(cfg, regime, spec, model, notes)
+    net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed)
+    num_modules = net.num_modules
+    folder, scratch = _cache_folder(cfg, regime, run_dir)
+    module_peak = estimates["estimated_peak_bytes"] if estimates else 0
+    ram_limit = None
+    if budget.limited and kind == "shared":
+        # one DRAM: the host cache lives beside the module being trained, inside the same budget
+        ram_limit = max(0, budget.bytes - module_peak)
+    cache = plan_cache(requested=cfg.cache, dtype=cfg.cache_dtype, views=cfg.cache_views if cfg.augment else 1,
+                       keep=cfg.keep_cache, needs_cache=regime.traits.needs_cache, net=net,
+                       input_shape=input_shape(spec), num_train=spec.num_train, num_test=spec.num_test,
+                       folder=folder, scratch=scratch, ram_limit=ram_limit)
+    if cfg.cache == "auto" and regime.traits.needs_cache:
+        notes.append(f"cache {cache.mode}: {cache.reason}")
+    offload = cfg.offload if cache.mode != "none" else "none"
+    if not regime.traits.needs_cache:
+        offload = "none"
+    if budget.limited:
+        notes.append(f"budget: {budget.describe()}")
+    name = model.name if model is not None else cfg.model
+    plan = RunPlan(regime=regime.name, model=name, device=str(device), memory_kind=kind, budget=cfg.budget,
+                   num_modules=num_modules, boundaries=boundaries, micro_batch=micro, cache=cache, offload=offload,
+                   estimates=estimates, notes=notes)
+    return plan, net
+
+
+def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None,
+                  notes: list[str]) -> tuple[int, list[int] | None, int | None, dict | None]:
+    """K, boundaries, micro-batch and the estimates behind them.
+
+    Regimes that plan (sequential, multilap) get the memory planner whenever a budget,
+    ``--modules auto`` or ``--split balanced`` asks for it; the others cannot shrink below one step
+    of the whole network, so a budget is only checked for them.
+    """
+    if not regime.traits.modular:
+        k, bounds = 1, None
+    else:
+        k, bounds = cfg.modules, cfg.boundaries
+    if cfg.modules == "auto" and not regime.traits.plans_budget:
+        raise UserError(f"--modules auto is for regimes that plan modules against a budget, not {regime.name}")
+    wants_plan = cfg.budget is not None or cfg.split == "balanced" or cfg.modules == "auto"
+    if not wants_plan:
+        return k, bounds, cfg.micro_batch, None
+    batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
+    transport = cfg.method == "trgl" and regime.traits.transport
+
+    def build(num: int, b: list[int] | None) -> ModularNet:
+        return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
+
+    num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
+    if not regime.traits.plans_budget:
+        if regime.traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
+            bounds = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=k, split="balanced",
+                                  transport=transport).boundaries or None
+        peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport).peak_bytes
+        if cfg.budget is not None and peak > cfg.budget:
+            raise UserError(f"the {regime.name} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
+                            f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
+        return k, bounds, cfg.micro_batch, {"estimated_peak_bytes": peak, "modules": None}
+    plan: Plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules,
+                              split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries)
+    notes.extend(plan.notes)
+    micro = plan.micro_batch if plan.micro_batch < batch_shape[0] else cfg.micro_batch
+    return len(plan.modules), plan.boundaries or None, micro, plan.to_dict()
+
+
+def _cache_folder(cfg: TrainConfig, regime: Regime, run_dir: Path | None) -> tuple[Path | None, bool]:
+    """``--cache-dir``, else the run folder's ``cache/``, else (no run folder) a temporary folder."""
+    if not regime.traits.needs_cache:
+        return None, False
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir), False
+    if run_dir is not None:
+        return Path(run_dir) / "cache", False
+    return Path(tempfile.mkdtemp(prefix="edgetrgl-cache-")), True

@@ -1,0 +1,22 @@
+"""Test accuracy of the heads."""
+
+from __future__ import annotations
+
+import torch
+
+from edgetrgl.data import make_loader
+from edgetrgl.step import count_correct
+
+
+@torch.no_grad()
+def evaluate_heads(net, dataset, batch_size: int, device: torch.device | str) -> list[float]:
+    """Test accuracy of every module's head on ``dataset``, in one pass (eval mode, no augmentation)."""
+    net.eval()
+    correct, total = [0] * net.num_modules, 0
+    for x, y in make_loader(dataset, batch_size, shuffle=False, augment=False, seed=0):
+        x, y = x.to(device), y.to(device)
+        for k in range(net.num_modules):
+            x = net.stages[k](x)
+            correct[k] += count_correct(net.heads[k](x), y)
+        total += y.numel()
+    return [c / max(total, 1) for c in correct]

@@ -1,0 +1,99 @@
+"""The regime registry: each regime is one file here with one entry point, ``run(trainer)``, and
+declares its traits; adding one is that file plus its name in ``BUILTIN``.
+
+    from edgetrgl.training.regimes import Regime, RegimeTraits, register
+    register(Regime("mine", run=my_loop, traits=RegimeTraits(modular=True, needs_cache=False,
+                                                           plans_budget=False), help="..."))
+
+Everything that depends on the regime (how many modules, whether a cache and a planner are
+needed, how many epochs module k trains) asks the registry, never compares names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgetrgl.errors import UserError
+
+if TYPE_CHECKING:
+    from edgetrgl.training.trainer import Trainer
+
+BUILTIN = ("e2e", "parallel", "sequential", "multilap", "pipeline")  # one line per regime file in this folder
+
+
+@dataclass(frozen=True)
+class RegimeTraits:
+    """What a regime needs from the rest of the package.
+
+    Attributes:
+        modular: split into K modules with a head each (False: one module and one head, as e2e).
+        needs_cache: trains one module at a time and reads the finished modules' outputs from the
+            activation cache (so it has a cache plan, offloading, and a per-module position).
+        plans_budget: the planner may choose K, boundaries and micro-batch to fit a budget
+            (otherwise a budget is only checked against one step of the whole network).
+        multi_process: runs as several processes under torchrun.
+        transport: has a transport term when the method is TRGL (e2e: never).
+    """
+
+    modular: bool
+    needs_cache: bool
+    plans_budget: bool
+    multi_process: bool = False
+    transport: bool = True
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A training regime: its name, its loop, its traits and a one-line help."""
+
+    name: str
+    run: Callable[["Trainer"], None]
+    traits: RegimeTraits
+    help: str
+    epochs_for: Callable[[Any, int], int] | None = None  # (cfg, k) -> epochs of module k; default cfg.epochs
+
+    def module_epochs(self, cfg, k: int) -> int:
+        return self.epochs_for(cfg, k) if self.epochs_for is not None else cfg.epochs
+
+
+_REGISTRY: dict[str, Regime] = {}
+_loaded = False
+
+
+def register(regime: Regime) -> Regime:
+    """Add (or replace) a regime; returns it, so a regime file can write ``REGIME = register(...)``."""
+    _REGISTRY[regime.name] = regime
+    return regime
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in BUILTIN:
+            register(importlib.import_module(f"edgetrgl.training.regimes.{name}").REGIME)
+
+
+def get_regime(name: str) -> Regime:
+    """The regime called ``name``.
+
+    Raises:
+        UserError: no such regime (the message lists the known ones).
+    """
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"--regime must be one of {', '.join(regime_names())}; got {name!r}") from None
+
+
+def regime_names() -> tuple[str, ...]:
+    _load_builtin()
+    return tuple(_REGISTRY)
+
+
+def regimes() -> list[Regime]:
+    _load_builtin()
+    return list(_REGISTRY.values())
