@@ -9,6 +9,7 @@ from edgetrgl.blocks import ResidualBlock
 from edgetrgl.config import TrainConfig, format_bytes, parse_size
 from edgetrgl.data import list_datasets, load_dataset, make_loader
 from edgetrgl.errors import UserError
+from edgetrgl.export import export_run, predict
 from edgetrgl.models import BlockNet, create_model, list_models
 from edgetrgl.modular import ModularNet, build_modular, split_blocks
 from edgetrgl.training import RunResult, build_network, evaluate, load_run, resume, train
@@ -17,6 +18,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlockNet", "ModularNet", "ResidualBlock", "RunResult", "TrainConfig", "UserError",
-    "build_modular", "build_network", "create_model", "evaluate", "format_bytes", "list_datasets",
-    "list_models", "load_dataset", "load_run", "make_loader", "parse_size", "resume", "split_blocks", "train",
+    "build_modular", "build_network", "create_model", "evaluate", "export_run", "format_bytes", "list_datasets",
+    "list_models", "load_dataset", "load_run", "make_loader", "parse_size", "predict", "resume", "split_blocks", "train",
 ]

@@ -5,6 +5,8 @@
 (file complete, not yet renamed into place). ``EDGETRGL_STALL_AT="step:6"`` instead prints
 ``edgetrgl fault: stalled at step:6`` on stderr and sleeps until killed: a run that is reliably still
 running, for the tests of the run-folder lock. Unset, this costs two dictionary lookups.
+Under torchrun, ``EDGETRGL_CRASH_RANK=1`` limits the crash to rank 1, and only the first attempt
+crashes (torchrun counts restarts in ``TORCHELASTIC_RESTART_COUNT``), so a restarted run goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ _counts: dict[str, int] = {}
 def crash_point(name: str) -> None:
     crash, stall = os.environ.get("EDGETRGL_CRASH_AT"), os.environ.get("EDGETRGL_STALL_AT")
     if not crash and not stall:
+        return
+    rank = os.environ.get("EDGETRGL_CRASH_RANK")
+    if rank is not None and (os.environ.get("RANK", "0") != rank or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"):
         return
     _counts[name] = _counts.get(name, 0) + 1
     if _reached(crash, name):

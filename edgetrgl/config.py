@@ -1,11 +1,12 @@
 """Typed run configuration in sections, validated where it is built; sizes; TOML loading.
 
-A :class:`TrainConfig` is six small sections, each a dataclass whose fields are documented and
+A :class:`TrainConfig` is seven small sections, each a dataclass whose fields are documented and
 validated with errors that name the flag:
 
     network   the model and its split into modules      data      the dataset and augmentation
     training  regime, method, tau schedule, epochs       optim     SGD and the learning-rate schedule
     memory    budget, cache, offload, micro-batch        run       device, seed, run folder
+    distributed  torchrun: data parallel, SyncBatchNorm, the pipeline's split, the ranks' timeout
 
 Every field name is unique across sections, so the flat spelling still works everywhere:
 ``TrainConfig(modules=3, out="runs/x")``, ``cfg.modules``, ``--modules 3`` and a flat TOML file;
@@ -41,6 +42,7 @@ TAU_SCHEDULES = ("constant", "double", "multiplier")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+PIPELINE_SPLITS = ("memory", "equal")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -103,9 +105,13 @@ class NetworkConfig:
     head: str = "auto"  # auxiliary classifiers: "auto" (1CNN / token head) or "linear"
     init: str = "default"  # weight init: "default" or "orthogonal" (the paper's)
     init_gain: float = 0.1  # gain of the orthogonal init
+    init_from: str | None = None  # fine-tuning: start from a run folder, its model.pt, or a torchvision ResNet state dict
+    freeze_modules: int = 0  # fine-tuning: the first N modules keep their weights
 
     def validate(self) -> None:
         _choice("split", self.split, ("equal", "balanced"))
+        if not isinstance(self.freeze_modules, int) or isinstance(self.freeze_modules, bool) or self.freeze_modules < 0:
+            raise UserError(f"--freeze-modules must be a non-negative integer, got {self.freeze_modules!r}")
         _choice("head", self.head, ("auto", "linear"))
         _choice("init", self.init, ("default", "orthogonal"))
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
@@ -229,13 +235,36 @@ class RunConfig:
         _choice("device", self.device, DEVICES)
 
 
+@dataclass
+class DistributedConfig:
+    """Runs under torchrun (see :mod:`edgetrgl.distributed`); ignored by a single process."""
+
+    data_parallel: bool = False  # every rank trains every module on its shard of each batch (gradients averaged)
+    sync_bn: bool = False  # with data_parallel on GPUs: BatchNorm statistics over the global batch
+    dist_timeout: float = 60.0  # seconds to wait for the other ranks (rendezvous, collectives)
+    pipeline_split: str = "memory"  # pipeline regime: modules per rank balanced by estimated memory, or equal counts
+
+    def validate(self) -> None:
+        # data_parallel with a multi-process regime (pipeline) is refused where the regime is looked
+        # up (edgetrgl.distributed.run.is_distributed): the registry sits above this layer
+        _choice("pipeline_split", self.pipeline_split, PIPELINE_SPLITS)
+        for name in ("data_parallel", "sync_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
+        if self.sync_bn and not self.data_parallel:
+            raise UserError("--sync-bn needs --data-parallel")
+        if isinstance(self.dist_timeout, bool) or not isinstance(self.dist_timeout, (int, float)) or not self.dist_timeout > 0:
+            raise UserError(f"--dist-timeout must be greater than zero, got {self.dist_timeout!r}")
+
+
 SECTIONS: dict[str, type] = {"network": NetworkConfig, "data": DataConfig, "training": TrainingConfig,
-                             "optim": OptimConfig, "memory": MemoryConfig, "run": RunConfig}
+                             "optim": OptimConfig, "memory": MemoryConfig, "run": RunConfig,
+                             "distributed": DistributedConfig}
 _OWNER = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
 class TrainConfig:
-    """Everything a training run needs, in six sections (see the module docstring).
+    """Everything a training run needs, in seven sections (see the module docstring).
 
     Build it flat (``TrainConfig(modules=3, lr=0.1)``), by section
     (``TrainConfig(network=NetworkConfig(modules=3))``) or both; read it flat (``cfg.modules``) or
@@ -245,8 +274,10 @@ class TrainConfig:
 
     def __init__(self, network: NetworkConfig | None = None, data: DataConfig | None = None,
                  training: TrainingConfig | None = None, optim: OptimConfig | None = None,
-                 memory: MemoryConfig | None = None, run: RunConfig | None = None, **flat: Any) -> None:
-        given = {"network": network, "data": data, "training": training, "optim": optim, "memory": memory, "run": run}
+                 memory: MemoryConfig | None = None, run: RunConfig | None = None,
+                 distributed: DistributedConfig | None = None, **flat: Any) -> None:
+        given = {"network": network, "data": data, "training": training, "optim": optim, "memory": memory, "run": run,
+                 "distributed": distributed}
         for name, cls in SECTIONS.items():
             section = given[name]
             object.__setattr__(self, name, copy.deepcopy(section) if section is not None else cls())

@@ -17,7 +17,7 @@ from edgetrgl.losses import TauSchedule, module_loss
 from edgetrgl.precision import autocast_for, scaler_for
 from edgetrgl.transport import TRANSPORT_IMPLS
 
-__all__ = ["StepResult", "TauSchedule", "count_correct", "local_step", "make_sgd", "set_lr"]
+__all__ = ["StepResult", "TauSchedule", "count_correct", "frozen_step", "local_step", "make_sgd", "set_lr"]
 
 
 def make_sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
@@ -73,7 +73,11 @@ def local_step(
     """
     if transport_impl not in TRANSPORT_IMPLS:
         raise ValueError(f"transport_impl must be one of {TRANSPORT_IMPLS}, got {transport_impl!r}")
-    differentiable = weights[1] != 0.0
+    differentiable = callable(weights[1]) or weights[1] != 0.0
+    if callable(weights[1]):
+        # a multiplier update step: the weight depends on this step's CE, known only after the forward,
+        # so this one step (one in every s) keeps its residues for the plain formulation
+        transport_impl = "autograd"
     autocast = autocast_for(precision, x.device)
     scaler = scaler_for(precision, optimizer, x.device)
     optimizer.zero_grad(set_to_none=True)
@@ -107,6 +111,16 @@ def local_step(
         optimizer.step()
     out = torch.cat(outs) if chunked else outs[0]
     return out, StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch)
+
+
+def frozen_step(stage, head, optimizer, x, y, weights, label_smoothing, micro_batch=None):
+    """``local_step`` for a module frozen for fine-tuning: forward only, for its output and its logged loss."""
+    with torch.no_grad():
+        out, transport = stage.forward_transport(x, differentiable=False)
+        logits = head(out)
+        _, ce = module_loss(logits, y, transport, weights[0], weights[1], label_smoothing)
+        correct = (logits.argmax(dim=1) == y).sum()
+    return out, StepResult(ce=ce, transport=transport, correct=correct, seen=x.shape[0])
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -128,3 +129,11 @@ def test_device_profile_names_the_smallest_budget_when_nothing_fits(synthetic_da
 def test_unknown_device_profile_is_one_line(synthetic_data):
     with pytest.raises(UserError, match="rpi4-2gb"):
         train(tiny_config(device_profile="rpi9-1tb"), data=synthetic_data, out=None, quiet=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_device_profile_bounds_allocator_slack(synthetic_data):
+    # without it, freed activations stay in glibc's heap and a 700 MiB cgroup OOM-kills the default run
+    result = train(tiny_config(device_profile="rpi4-2gb", budget="1500MiB", epochs=1), data=synthetic_data, out=None,
+                   quiet=True)
+    assert "128 KiB" in result.extra["plan"]["process"]["allocator"]

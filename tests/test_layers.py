@@ -23,10 +23,12 @@ LAYERS = [
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
      "edgetrgl.training.run_lock"],
+    ["edgetrgl.distributed"],  # torchrun's process group, the pipeline's links, checkpoint parts, shards
     ["edgetrgl.training.regimes"],
-    ["edgetrgl.planning"],
-    ["edgetrgl.training.trainer", "edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training"],
-    ["edgetrgl.bench", "edgetrgl"],
+    ["edgetrgl.planning", "edgetrgl.finetune"],
+    ["edgetrgl.training.trainer", "edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training",
+     "edgetrgl.distributed.trainer", "edgetrgl.distributed.run"],
+    ["edgetrgl.bench", "edgetrgl.export", "edgetrgl"],
     ["edgetrgl.cli", "edgetrgl.__main__"],
 ]
 

@@ -29,7 +29,7 @@ def test_every_preset_validates_and_starts_with_a_comment(path):
 def test_default_preset_is_what_train_does_without_flags():
     values = load_toml(CONFIGS / "default.toml")
     assert TrainConfig.from_dict(values) == TrainConfig()
-    documented = set(values) | {"data_dir", "micro_batch", "boundaries", "budget", "cache_dir", "device_profile"}
+    documented = set(values) | {"data_dir", "micro_batch", "boundaries", "budget", "cache_dir", "device_profile", "init_from"}
     assert documented == set(TrainConfig().to_dict())  # a new field must be listed
 
 

@@ -22,11 +22,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgetrgl.cli import bench, datasets, devices, models, train
+    from edgetrgl.cli import bench, datasets, devices, export, models, predict, train
 
     parser = _Parser(prog="edgetrgl", description="Module-wise training with transport regularization (TRGL) under a memory budget.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (train, bench, models, datasets, devices):
+    for command in (train, bench, export, predict, models, datasets, devices):
         command.add_parser(sub)
     return parser
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgetrgl.config import (CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES, PRECISIONS,
-                             TAU_SCHEDULES)
+from edgetrgl.config import (CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES,
+                             PIPELINE_SPLITS, PRECISIONS, TAU_SCHEDULES)
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
@@ -15,6 +15,9 @@ EPILOG = """examples:
   edgetrgl train --config configs/paper.toml       # the paper's recipe (configs/ holds the presets)
   edgetrgl train --resume runs/latest              # continue after Ctrl-C, a kill or a power cut
   edgetrgl train --out runs/board --auto-resume    # start, resume or report: safe to run again and again
+  edgetrgl train --init-from runs/latest --freeze-modules 2 --out runs/local   # fine-tune the last modules
+  torchrun --nproc-per-node 2 -m edgetrgl train --regime pipeline --modules 4      # modules spread over 2 ranks
+  torchrun --nproc-per-node 2 -m edgetrgl train --regime sequential --data-parallel  # each rank: half of each batch
 """
 
 
@@ -62,7 +65,14 @@ def add_parser(sub) -> None:
     a("--precision", choices=PRECISIONS, help="autocast of the module step (default fp32; fp16 adds a gradient scaler)")
     a("--checkpoint-blocks", action="store_true", default=None,
       help="recompute each block's activations in the module's backward: less memory, more time")
+    a("--data-parallel", action="store_true", default=None,
+      help="under torchrun: every rank trains every module on its shard of the data (gradients averaged)")
+    a("--sync-bn", action="store_true", default=None, help="with --data-parallel on GPUs: SyncBatchNorm")
+    a("--dist-timeout", type=float, metavar="SECONDS", help="wait this long for the other ranks (default 60)")
+    a("--pipeline-split", choices=PIPELINE_SPLITS, help="pipeline: modules per rank by estimated memory (default) or equal")
     a("--seed", type=int)
+    a("--init-from", metavar="FILE|RUN_DIR", help="fine-tune: start from a finished run or a torchvision resnet18/50 state dict")
+    a("--freeze-modules", type=int, metavar="N", help="fine-tune: keep the first N modules' weights, train the rest")
     a("--out", metavar="DIR", help="run folder (default runs/latest)")
     a("--overwrite", action="store_true", help="replace a run already in --out")
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")

@@ -44,16 +44,8 @@ class FileImageDataset(torch.utils.data.Dataset):
 
     def raw(self, index: int) -> tuple[torch.Tensor, int]:
         """Decode image ``index`` as uint8 (C, H, W) at ``spec.image_size``, with its label."""
-        from torchvision.transforms import functional as TF  # lazy: see torchvision_sets._build
-
         image, label = self.base[int(self.indices[index])]
-        if image.mode != self.mode:
-            image = image.convert(self.mode)
-        size = self.spec.image_size
-        if image.size != (size, size):
-            # Shorter side to ``size`` then a centre crop: keeps the aspect ratio of odd-shaped photos.
-            image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-        return TF.pil_to_tensor(image), int(label)
+        return fit_image(image, self.mode, self.spec.image_size), int(label)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x_CHW, label = self.raw(index)
@@ -66,6 +58,21 @@ class FileImageDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"FileImageDataset({self.spec.name}, n={len(self)}, mode={self.mode}, size={self.spec.image_size})"
+
+
+def fit_image(image, mode: str, size: int) -> torch.Tensor:
+    """Convert a PIL ``image`` to ``mode`` (``"L"`` or ``"RGB"``) and ``size`` x ``size`` as uint8 (C, H, W).
+
+    Training, testing and ``edgetrgl predict`` all go through here, so they see images alike.
+    """
+    from torchvision.transforms import functional as TF  # lazy: see torchvision_sets._build
+
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (size, size):
+        # Shorter side to ``size`` then a centre crop: keeps the aspect ratio of odd-shaped photos.
+        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+    return TF.pil_to_tensor(image)
 
 
 def open_image(path: str):

@@ -167,6 +167,11 @@ def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[
                                "source": resolved.source, "meaning": resolved.meaning}
     if resolved.scope != "process":
         return process
+    from edgetrgl.devices.allocator import bound_allocator_slack
+
+    allocator = bound_allocator_slack()  # freed heap would otherwise count against the budget (allocator.py)
+    if allocator:
+        notes.append(allocator)
     footprint = current_footprint().anon_bytes
     blocknet = build_blocknet(cfg.network, spec, model)
     parts = [blocknet.stem, *blocknet.blocks]
@@ -181,7 +186,7 @@ def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[
                         f"after imports and data): the smallest budget to try is "
                         f"{format_bytes(footprint + 2 * weights)} ({(footprint + 2 * weights) / 1e9:.3g} GB)")
     process.update(footprint_bytes=footprint, weights_in_ram_bytes=weights if offload == "host" else 0,
-                   tensor_budget_bytes=left, offload=offload)
+                   tensor_budget_bytes=left, offload=offload, allocator=allocator)
     return process
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
+from edgetrgl.finetune import InitPlan, apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
 from edgetrgl.metrics import MetricsWriter
 from edgetrgl.models import BlockNet, create_model
@@ -58,7 +59,7 @@ class RunResult:
         return {
             "config": self.config.to_dict(),  # what the user asked for; "plan" says what was resolved, and why
             "model": self.extra.get("plan", {}).get("model", self.config.model),
-            "dataset": _spec_dict(self.spec),
+            "dataset": spec_dict(self.spec),
             "modules": self.modules,
             "best_module": {k: self.best_module[k] for k in ("module", "test_accuracy")},
             "last_module": {k: self.last_module[k] for k in ("module", "test_accuracy")},
@@ -115,6 +116,13 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
     if model is not None and cfg.model != model.name:  # reports name your network, not the registry default
         cfg = cfg.replace(model=model.name)
     out = cfg.out if out is None else out
+    if runs_on_ranks(cfg) and not auto_resume:  # torchrun: one process per rank (edgetrgl.distributed)
+        from edgetrgl.distributed.run import train as train_ranks
+
+        if head_factory is not None:
+            data = data or load_data(cfg)
+            model = _with_head_factory(model, head_factory, cfg, data[2])
+        return train_ranks(cfg, model=model, data=data, out=out, overwrite=overwrite, quiet=quiet, console=console)
     if auto_resume:
         from edgetrgl.training.auto_resume import train_or_resume
 
@@ -122,14 +130,15 @@ def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data
             raise UserError("--auto-resume and --overwrite contradict each other")
         return train_or_resume(cfg, out=out, model=model, data=data, quiet=quiet, console=console)
     with hold_run_dir(out):  # taken first: an --overwrite of a folder in use deletes nothing
-        run_dir = prepare_run_dir(out, overwrite) if out else None
         console = console or Console(stderr=True)
-        data = data or _load_data(cfg)
+        data = data or load_data(cfg)
         model = _with_head_factory(model, head_factory, cfg, data[2])
-        plan, net = make_plan(cfg, data[2], model, run_dir)
+        plan, net = make_plan(cfg, data[2], model, Path(out) if out else None)
+        init = plan_finetune(_as_planned(cfg, plan), data[2], model)  # a mismatching --init-from fails first
+        run_dir = prepare_run_dir(out, overwrite) if out else None  # only now is anything in the folder touched
         if plan.estimates and plan.estimates.get("modules") and not quiet:
             console.print(plan_table(plan.estimates))
-        return _run(cfg, plan, net, data, run_dir, None, quiet, console)
+        return _run(cfg, plan, net, data, run_dir, None, quiet, console, init)
 
 
 def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model: BlockNet | None = None,
@@ -150,6 +159,11 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir}: no such run folder")
+    saved_config = run_dir / "config.json"
+    if saved_config.exists() and runs_on_ranks(TrainConfig.from_dict(read_json(saved_config)["config"])):
+        from edgetrgl.distributed.run import resume as resume_ranks
+
+        return resume_ranks(run_dir, changes=changes, model=model, data=data, quiet=quiet, console=console)
     with hold_run_dir(run_dir, create=False):  # one writer: refused while another process trains it
         if (run_dir / "summary.json").exists():
             raise UserError(f"the run in {run_dir} has already finished (its results are in summary.json)")
@@ -158,7 +172,7 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
         changed = agreed_changes(saved, changes or {}, "--resume")
         cfg = saved.replace(**{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
         plan = RunPlan.from_dict(state["plan"]).on_device(cfg.device)
-        data = data or _load_data(cfg)
+        data = data or load_data(cfg)
         model = _with_head_factory(model, head_factory, cfg, data[2])
         net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries,
                            seed=cfg.seed)
@@ -167,14 +181,17 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
 
 
 def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir: Path | None, state: dict | None,
-         quiet: bool, console: Console) -> RunResult:
+         quiet: bool, console: Console, init: InitPlan | None = None) -> RunResult:
     """(Re)load and train as planned; write the results. Shared by :func:`train` and :func:`resume`."""
     train_set, test_set, spec = data
+    init_report = apply_finetune(net, _as_planned(cfg, plan), init)  # --init-from (fresh runs), --freeze-modules
+    if init_report is not None and not quiet:
+        console.print(init.describe())
     if state is not None and run_dir is not None:
         truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])  # drop records past the checkpoint
     writer = MetricsWriter(run_dir / "metrics.jsonl" if run_dir else None, console, quiet)
     if run_dir and state is None:
-        write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": _spec_dict(spec)})
+        write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})
     started = time.perf_counter()
     trainer = Trainer(cfg, plan, net, train_set, test_set, writer, run_dir=run_dir)
     if state is not None:
@@ -187,7 +204,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     writer.log({"event": "resume" if state is not None else "start", "device": plan.device,
                 "modules": net.num_modules, "cache": plan.cache.mode, "position": trainer.position},
                echo=f"{what} {regime.name}{method} on {spec.name}, {plan.model} in {net.num_modules} module(s), "
-                    f"device {plan.device}" + (f", from {_where(trainer.position, regime)}" if state is not None else ""))
+                    f"device {plan.device}" + (f", from {describe_position(trainer.position, regime)}" if state is not None else ""))
     try:
         modules = trainer.train()
     finally:
@@ -198,11 +215,12 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     for record, planned in zip(modules, per_module):
         record["estimated_peak_bytes"] = planned["estimated_peak_bytes"]
     extra = {"plan": plan.to_dict(), "cache": plan.cache.mode, "cache_reason": plan.cache.reason,
-             "data_mode": trainer.data_mode, "device": plan.device, "versions": _versions()}
+             **({"init_from": init_report} if init_report is not None else {}),
+             "data_mode": trainer.data_mode, "device": plan.device, "versions": versions()}
     result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir, extra=extra)
     if run_dir:
         net.to("cpu")
-        save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": _spec_dict(spec)})
+        save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})
         write_json(run_dir / "summary.json", result.summary())
     if not quiet:
         console.print(module_table(modules, f"{plan.model} / {regime.name} / {spec.name}", plan.budget))
@@ -221,6 +239,27 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     return result
 
 
+def _as_planned(cfg: TrainConfig, plan: RunPlan) -> TrainConfig:
+    """``cfg`` with the plan's modules, for fine-tuning's checks (e2e keeps the requested split: its
+    frozen prefix is the first N modules of that split)."""
+    if plan.num_modules == 1 and not get_regime(cfg.regime).traits.modular:
+        return cfg
+    return cfg.replace(modules=plan.num_modules, boundaries=plan.boundaries)
+
+
+def runs_on_ranks(cfg: TrainConfig) -> bool:
+    """Does ``cfg`` run one process per rank under torchrun (a multi-process regime, or data parallel)?
+
+    Raises:
+        UserError: data parallel asked of a regime that is itself multi-process.
+    """
+    regime = get_regime(cfg.regime)
+    if cfg.data_parallel and regime.traits.multi_process:
+        raise UserError(f"--data-parallel is for the single-process regimes, not {regime.name} "
+                        f"(it spreads the modules over the ranks itself)")
+    return regime.traits.multi_process or cfg.data_parallel
+
+
 def _with_head_factory(model: BlockNet | None, head_factory: HeadFactory | None, cfg: TrainConfig,
                        spec: DataSpec) -> BlockNet | None:
     """The model carrying ``head_factory``, so every builder downstream (plan, run) uses it.
@@ -237,12 +276,14 @@ def _with_head_factory(model: BlockNet | None, head_factory: HeadFactory | None,
     return model
 
 
-def _load_data(cfg: TrainConfig) -> tuple:
+def load_data(cfg: TrainConfig) -> tuple:
+    """``(train, test, spec)`` of ``cfg``'s dataset, as :func:`train` loads it."""
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
                         train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
 
 
-def _where(position: dict, regime) -> str:
+def describe_position(position: dict, regime) -> str:
+    """Where a resumed run goes on, in words ("module 2, epoch 1, batch 5")."""
     if regime.traits.needs_cache:  # one module at a time: the position names the module
         lap = f"lap {position['lap'] + 1}, " if position.get("lap") else ""
         return f"{lap}module {position['module'] + 1}, epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
@@ -288,9 +329,11 @@ def evaluate(net: ModularNet, dataset, batch_size: int = 256, device: str | torc
     return evaluate_heads(net.to(device), dataset, batch_size, device)
 
 
-def _spec_dict(spec: DataSpec | dict) -> dict[str, Any]:
+def spec_dict(spec: DataSpec | dict) -> dict[str, Any]:
+    """The data spec as config.json and summary.json record it."""
     return spec if isinstance(spec, dict) else asdict(spec)
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """torch, Python and platform versions, recorded in every summary."""
     return {"torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform()}

@@ -23,7 +23,7 @@ from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
 from edgetrgl.models import BlockNet
 from edgetrgl.tables import module_table
-from edgetrgl.training.api import RunResult, load_run, resume, train
+from edgetrgl.training.api import RunResult, runs_on_ranks, load_run, resume, train
 from edgetrgl.training.run_dir import RUN_FILES, agreed_changes, read_json
 from edgetrgl.training.run_lock import hold_run_dir
 
@@ -72,6 +72,8 @@ def train_or_resume(cfg: TrainConfig | None = None, *, out: str | Path | None = 
     """
     cfg = cfg or TrainConfig()
     out = cfg.out if out is None else out
+    if runs_on_ranks(cfg):  # each rank would take the folder's lock: torchrun restarts the ranks instead
+        raise UserError(f"{FLAG} is for one process; under torchrun, --max-restarts resumes the run")
     if not out:
         raise UserError(f"{FLAG} needs a run folder (--out)")
     if changes is None:

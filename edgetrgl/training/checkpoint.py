@@ -34,14 +34,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``run_dir/checkpoint.pt`` atomically.
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT) -> Path:
+    """Write ``state`` to ``run_dir/checkpoint.pt`` (or ``name``) atomically.
 
     Raises:
         DiskFull: the disk filled up; the previous checkpoint is kept and the partial file removed.
     """
-    final = run_dir / CHECKPOINT
-    tmp = run_dir / (CHECKPOINT + ".tmp")
+    final = run_dir / name
+    tmp = run_dir / (name + ".tmp")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
     data = buffer.getbuffer()
@@ -66,13 +66,13 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     return final
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read the last complete checkpoint of a run folder.
+def load_checkpoint(run_dir: Path, name: str = CHECKPOINT) -> dict[str, Any]:
+    """Read the last complete checkpoint of a run folder (``name``: a distributed run's part).
 
     Raises:
         UserError: there is none, or it is corrupt or of another format.
     """
-    path = Path(run_dir) / CHECKPOINT
+    path = Path(run_dir) / name
     if not path.exists():
         raise UserError(f"no checkpoint in {run_dir}: nothing to resume (was it started by edgetrgl train?)")
     try:

@@ -63,6 +63,7 @@ def hold_run_dir(run_dir: str | Path | None, create: bool = True) -> Iterator[Pa
         finally:
             mine[2] -= 1
         return
+    existed = path.exists()
     fd = _open_lock_file(path, create)
     try:
         try:
@@ -75,11 +76,24 @@ def hold_run_dir(run_dir: str | Path | None, create: bool = True) -> Iterator[Pa
         _held[key] = [fd, threading.get_ident(), 1]
         try:
             yield path
+        except BaseException:
+            if not existed:  # a run that failed before writing anything leaves no folder behind
+                _remove_if_only_lock(path)
+            raise
         finally:
             del _held[key]
             os.ftruncate(fd, 0)  # released cleanly: no holder to report
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _remove_if_only_lock(path: Path) -> None:
+    try:
+        if [p.name for p in path.iterdir()] == [LOCK_FILE]:
+            (path / LOCK_FILE).unlink()
+            path.rmdir()
+    except OSError:
+        pass  # best effort: an empty folder left behind harms nothing
 
 
 def _open_lock_file(path: Path, create: bool) -> int:

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from edgetrgl.config import TrainConfig
-from edgetrgl.devices.footprint import current_footprint
 from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import open_file_count, peak_rss_bytes, rss_bytes
@@ -157,7 +156,10 @@ class Trainer:
 
     # ---- helpers the loops share ---------------------------------------------------------------
     def epochs_for(self, k: int) -> int:
-        """Epochs for module k, as the regime says (sequential: base + k * step)."""
+        """Epochs for module k, as the regime says (sequential: base + k * step); 0 for a module frozen
+        for fine-tuning (it is evaluated and cached, not trained)."""
+        if k < self.cfg.freeze_modules:
+            return 0
         return self.regime.module_epochs(self.cfg, k)
 
     @property
@@ -203,6 +205,8 @@ class Trainer:
         record["time_s"] += time.perf_counter() - started
         record["peak_rss_bytes"] = peak_rss_bytes()
         record["rss_bytes"] = rss_bytes()  # now, not the peak: the soak benchmark watches it for growth
+        from edgetrgl.devices.footprint import current_footprint  # only here: `import edgetrgl` stays light
+
         record["anon_bytes"] = current_footprint().anon_bytes  # what a memory cgroup cannot reclaim, now
         record["open_files"] = open_file_count()
         if self.device.type == "cuda":

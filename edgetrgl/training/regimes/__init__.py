@@ -20,7 +20,7 @@ from edgetrgl.errors import UserError
 if TYPE_CHECKING:
     from edgetrgl.training.trainer import Trainer
 
-BUILTIN = ("e2e", "parallel", "sequential", "multilap")  # one line per regime file in this folder
+BUILTIN = ("e2e", "parallel", "sequential", "multilap", "pipeline")  # one line per regime file in this folder
 
 
 @dataclass(frozen=True)

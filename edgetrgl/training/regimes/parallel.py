@@ -4,7 +4,7 @@ after its own forward, then hands its output on detached."""
 from __future__ import annotations
 
 from edgetrgl.data import make_loader
-from edgetrgl.step import local_step
+from edgetrgl.step import frozen_step, local_step
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.regimes import Regime, RegimeTraits
@@ -25,9 +25,13 @@ def run(trainer) -> None:
             results = []
             for k in range(K):
                 trainer.set_lr(k, global_step, total_steps)
-                h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                    trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
-                                    checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
+                if k < cfg.freeze_modules:  # fine-tuning: forward only
+                    h, res = frozen_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                         trainer.tau.weights(k), cfg.label_smoothing)
+                else:
+                    h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
+                                        trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
+                                        checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
                 results.append(res)  # h is detached: no gradient reaches module k-1
             return results
 
