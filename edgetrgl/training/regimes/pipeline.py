@@ -43,7 +43,8 @@ def run(trainer) -> None:
             for k in owned:
                 trainer.set_lr(k, global_step, total_steps)
                 h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                    trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch)
+                                    trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
+                                    checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
                 results.append(res)
             return h, results
 
