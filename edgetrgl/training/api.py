@@ -27,6 +27,7 @@ from edgetrgl.planning.run_plan import RunPlan, make_plan
 from edgetrgl.tables import module_table, plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.evaluation import evaluate_heads
+from edgetrgl.training.phases import describe as describe_phases
 from edgetrgl.training.regimes import get_regime
 from edgetrgl.training.run_dir import (agreed_changes, prepare_run_dir, read_json, save_weights, truncate_metrics,
                                       write_json)
@@ -217,7 +218,9 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     extra = {"plan": plan.to_dict(), "cache": plan.cache.mode, "cache_reason": plan.cache.reason,
              **({"init_from": init_report} if init_report is not None else {}),
              "data_mode": trainer.data_mode, "device": plan.device, "versions": versions()}
-    result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir, extra=extra)
+    wall_time_s = time.perf_counter() - started
+    extra["phases_s"] = trainer.phases.report(wall_time_s)  # where the wall time went
+    result = RunResult(cfg, net, spec, modules, wall_time_s, run_dir, extra=extra)
     if run_dir:
         net.to("cpu")
         save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})
@@ -232,6 +235,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
                           f"(estimated peak {format_bytes(plan.process['estimated_peak_bytes'])}); peak RSS "
                           f"{format_bytes(max((m.get('peak_rss_bytes') or 0) for m in modules))} counts shared "
                           f"libraries too, which the kernel can reclaim")
+        console.print(f"time: {describe_phases(extra['phases_s'])}")
         best, last = result.best_module, result.last_module
         console.print(f"best module {best['module']}: {100 * best['test_accuracy']:.2f}%   "
                       f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "

@@ -62,13 +62,19 @@ def run_epoch(trainer: "Trainer", *, modules: list[int], epoch: int, batches: It
     saved = start.get("sums") if skip else None
     tallies = [Tally(**s) for s in saved] if saved else [Tally() for _ in modules]
     started = time.perf_counter()
+    clock = trainer.phases
     with trainer.writer.progress(label, steps_per_epoch - skip) as bar:
+        waited = time.perf_counter()
         for batch, (x, y) in enumerate(itertools.islice(batches, skip, None), start=skip):
+            stepping = time.perf_counter()
+            clock.add("data", stepping - waited)
             results = step(x, y, epoch * steps_per_epoch + batch)
             for k, tally, res in zip(modules, tallies, results):
-                ce = tally.add(res)
+                ce = tally.add(res)  # the step's one host sync: its time ends here
                 trainer.check_finite(ce, k, epoch)
                 trainer.tau.observe(k, ce)
+            waited = time.perf_counter()
+            clock.add("steps", waited - stepping)
             bar.advance(f"ce {ce:.3f}")
             crash_point("step")
             if trainer.stop_requested:

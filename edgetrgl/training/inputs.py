@@ -26,6 +26,7 @@ from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
 from edgetrgl.data._seeding import derive_seed
 from edgetrgl.cache.placement import CachePlan
+from edgetrgl.step import count_correct
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
@@ -96,24 +97,35 @@ class ModuleInputs:
         self._check_cached(k)
         return iter(Prefetcher(self._test_cache.batches(self.batch_size), self.device))
 
+    def fills_cache(self, k: int) -> bool:
+        """Will :meth:`module_done` cache module k's outputs (and so can score its head in passing)?"""
+        return self.mode != "none" and k < len(self.stages) - 1
+
     @torch.no_grad()
-    def module_done(self, k: int) -> None:
-        """Module k is frozen: cache its outputs for module k+1 and drop the previous cache."""
-        if self.mode == "none" or k == len(self.stages) - 1:
+    def module_done(self, k: int, head: nn.Module | None = None) -> float | None:
+        """Module k is frozen: cache its outputs for module k+1 and drop the previous cache.
+
+        With ``head``, its test accuracy is measured on the outputs as they are cached: the test set
+        goes through module k once, not once to evaluate and once more to cache. Returns that
+        accuracy, or None when nothing was cached (see :meth:`fills_cache`).
+        """
+        if not self.fills_cache(k):
             self._drop()
-            return
+            return None
         stage = self.stages[k]
         stage.eval()
+        score = _HeadScore(head)
         try:
             train_cache = self._fill("train", k, self.views, lambda view: self._view_inputs(k, view), stage)
-            test_cache = self._fill("test", k, 1, lambda view: self.test_batches(k), stage)
+            test_cache = self._fill("test", k, 1, lambda view: self.test_batches(k), stage, observe=score.add)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.mode != "disk":
                 raise
             self._fall_back(k)
-            return self.module_done(k)
+            return self.module_done(k, head)
         self._drop()
         self._train_cache, self._test_cache, self._cached_upto = train_cache, test_cache, k
+        return score.accuracy
 
     def reset(self, lap: int = 0) -> None:
         """Forget every cache (a new lap retrains module 1, so all outputs change)."""
@@ -128,14 +140,17 @@ class ModuleInputs:
         return sum(c.nbytes for c in (self._train_cache, self._test_cache) if c is not None)
 
     # ---- internals -------------------------------------------------------------------------
-    def _fill(self, split: str, k: int, views: int, source, stage) -> ActivationCache:
+    def _fill(self, split: str, k: int, views: int, source, stage, observe=None) -> ActivationCache:
         n = len(self.train_set) if split == "train" else len(self.test_set)
         cache = ActivationCache(n, views, backend=self.mode, storage_dtype=self.cache_dtype,
                                 root=self._cache_root(split, k), tag=self._tag(split, k))
         try:
             for view in range(views):
                 for x, y in source(view):
-                    cache.append(view, stage(x), y)
+                    out = stage(x)
+                    cache.append(view, out, y)
+                    if observe is not None:
+                        observe(out, y)
             cache.finish()
         except BaseException:
             cache.close()
@@ -210,3 +225,21 @@ class ModuleInputs:
                 cache.close(keep=self.keep)
         self._train_cache = self._test_cache = None
         self._cached_upto = -1
+
+
+class _HeadScore:
+    """Counts a head's correct predictions on the outputs passing through a cache fill."""
+
+    def __init__(self, head: nn.Module | None) -> None:
+        self.head, self.correct, self.total = head, 0, 0
+        if head is not None:
+            head.eval()
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.head is not None:
+            self.correct += count_correct(self.head(features), labels)
+            self.total += labels.numel()
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / max(self.total, 1) if self.head is not None else None

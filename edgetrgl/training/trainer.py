@@ -25,6 +25,7 @@ from edgetrgl.planning.budget import BudgetExceeded
 from edgetrgl.planning.run_plan import RunPlan
 from edgetrgl.step import count_correct, make_sgd, set_lr
 from edgetrgl.training.checkpoint import save_checkpoint
+from edgetrgl.training.phases import PhaseClock
 
 __all__ = ["BudgetExceeded", "Interrupted", "NonFiniteLoss", "Trainer"]
 
@@ -80,6 +81,8 @@ class Trainer:
         self.offloader = None  # set by the sequential loop: frozen modules may live on disk
         self._signal: int | None = None
         self.extra: dict[str, Any] = {}  # plan and cache choice, carried into checkpoints
+        self.phases = PhaseClock()  # where the wall time goes (metrics.jsonl, summary.json)
+        self._phases_at_module_start = self.phases.snapshot()
         self.started = time.perf_counter()
 
     def train(self) -> list[dict[str, Any]]:
@@ -103,7 +106,7 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers], "tau": self.tau.state_dict(),
             "modules": self.modules, "rng": {"torch": torch.get_rng_state()},
             "plan": self.plan.to_dict(), "metrics_bytes": self.writer.tell(), "extra": self.extra,
-            "wall_time_s": time.perf_counter() - self.started,
+            "wall_time_s": time.perf_counter() - self.started, "phases_s": self.phases.snapshot(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -114,6 +117,7 @@ class Trainer:
         self.modules = state["modules"]
         self.position = dict(state["position"])
         torch.set_rng_state(state["rng"]["torch"])
+        self.phases.restore(state.get("phases_s"))
 
     def net_state(self) -> dict[str, torch.Tensor]:
         """The whole network's weights on the CPU, including modules offloaded to disk."""
@@ -128,7 +132,8 @@ class Trainer:
         """Record the next position and write a checkpoint (atomically) if the run has a folder."""
         self.position.update(position)
         if self.run_dir is not None:
-            save_checkpoint(self.run_dir, self.state_dict())
+            with self.phases.phase("checkpoint"):
+                save_checkpoint(self.run_dir, self.state_dict())
 
     @property
     def stop_requested(self) -> bool:
@@ -198,11 +203,14 @@ class Trainer:
     def start_module_clock(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        self._phases_at_module_start = self.phases.snapshot()
         return time.perf_counter()
 
     def finish_module_clock(self, k: int, started: float) -> None:
         record = self.modules[k]
         record["time_s"] += time.perf_counter() - started
+        spent, before = self.phases.since(self._phases_at_module_start), record.get("phases_s") or {}
+        record["phases_s"] = {name: round(before.get(name, 0.0) + value, 3) for name, value in spent.items()}  # laps add up
         record["peak_rss_bytes"] = peak_rss_bytes()
         record["rss_bytes"] = rss_bytes()  # now, not the peak: the soak benchmark watches it for growth
         from edgetrgl.devices.footprint import current_footprint  # only here: `import edgetrgl` stays light
@@ -218,9 +226,10 @@ class Trainer:
         stage, head = self.net.stages[k], self.net.heads[k]
         stage.eval(), head.eval()
         correct = total = 0
-        for x, y in batches:
-            correct += count_correct(head(stage(x)), y)
-            total += y.numel()
+        with self.phases.phase("evaluate"):
+            for x, y in batches:
+                correct += count_correct(head(stage(x)), y)
+                total += y.numel()
         return correct / max(total, 1)
 
     def log_epoch(self, k: int, epoch: int, lap: int, tally, started: float) -> None:

@@ -32,7 +32,8 @@ def run(trainer) -> None:
         run_epoch(trainer, modules=[0], epoch=epoch, batches=loader, step=step,
                   label=f"e2e epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch=steps_per_epoch)
     trainer.modules[0]["epochs"] = cfg.epochs
-    trainer.modules[0]["test_accuracy"] = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)[0]
+    with trainer.phases.phase("evaluate"):
+        trainer.modules[0]["test_accuracy"] = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)[0]
     trainer.finish_module_clock(0, clock)
     trainer.log_module(0, 0)
 

@@ -44,7 +44,8 @@ def run(trainer) -> None:
         loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, epoch=epoch)
         run_epoch(trainer, modules=list(range(K)), epoch=epoch, batches=loader, step=step,
                   label=f"parallel epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch=steps_per_epoch)
-    accuracies = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)
+    with trainer.phases.phase("evaluate"):
+        accuracies = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)
     trainer.finish_module_clock(K - 1, clock)
     for k in range(K):
         trainer.modules[k]["epochs"] = cfg.epochs

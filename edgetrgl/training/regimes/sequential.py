@@ -71,8 +71,12 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
                   label=f"module {k + 1} epoch {epoch + 1}/{epochs}", steps_per_epoch=steps_per_epoch,
                   where={"lap": lap, "module": k})
     trainer.modules[k]["epochs"] += epochs
-    trainer.modules[k]["test_accuracy"] = trainer.accuracy(k, inputs.test_batches(k))
-    inputs.module_done(k)  # cache write: module k's outputs become module k+1's inputs
+    if inputs.fills_cache(k):  # one pass over the test set: cache module k's outputs and score its head on them
+        with trainer.phases.phase("cache_fill"):
+            trainer.modules[k]["test_accuracy"] = inputs.module_done(k, head=trainer.net.heads[k])
+    else:
+        trainer.modules[k]["test_accuracy"] = trainer.accuracy(k, inputs.test_batches(k))
+        inputs.module_done(k)
     trainer.finish_module_clock(k, clock)
     trainer.modules[k]["cache_bytes"] = inputs.cache_bytes
     if inputs.mode != "none":
