@@ -42,6 +42,7 @@ TAU_SCHEDULES = ("constant", "double", "multiplier")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES = (*PRECISIONS, "auto")  # auto: the planner weighs fp32 and bf16
 PIPELINE_SPLITS = ("memory", "equal")
 
 _UNITS = {
@@ -201,8 +202,8 @@ class MemoryConfig:
     cache_dir: str | None = None  # folder of the disk cache (default: <out>/cache)
     keep_cache: bool = False  # leave the disk cache on disk after the run
     offload: str = "host"  # where frozen modules go: host memory or disk
-    checkpoint_blocks: bool = False  # recompute each block's activations in the module's backward
-    precision: str = "fp32"  # autocast of the module step: fp32, bf16 or fp16 (with a gradient scaler)
+    checkpoint_blocks: bool | str = "auto"  # recompute each block's activations in backward: true, false, or auto (the planner's choice under a budget)
+    precision: str = "fp32"  # autocast of the module step: fp32, bf16, fp16 (with a gradient scaler), or auto (the planner's choice)
     device_profile: str | None = None  # a board's profile (`edgetrgl devices`) or "auto": see planning/budget.py
 
     def validate(self) -> None:
@@ -211,9 +212,9 @@ class MemoryConfig:
             raise UserError(f"--device-profile must be a profile's name or 'auto', got {self.device_profile!r}")
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _choice("offload", self.offload, OFFLOAD_MODES)
-        _choice("precision", self.precision, PRECISIONS)
-        if not isinstance(self.checkpoint_blocks, bool):
-            raise UserError(f"--checkpoint-blocks must be true or false, got {self.checkpoint_blocks!r}")
+        _choice("precision", self.precision, PRECISION_CHOICES)
+        if not isinstance(self.checkpoint_blocks, bool) and self.checkpoint_blocks != "auto":
+            raise UserError(f"--checkpoint-blocks must be true, false or auto, got {self.checkpoint_blocks!r}")
         _positive_ints(self, "cache_views")
         if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
             raise UserError(f"--micro-batch must be a positive integer, got {self.micro_batch!r}")

@@ -222,7 +222,10 @@ def test_precision_and_checkpoint_flags_reach_the_config():
     args = build_parser().parse_args(["train", "--precision", "bf16", "--checkpoint-blocks"])
     cfg = config_from_args(args)
     assert cfg.precision == "bf16" and cfg.checkpoint_blocks is True
-    assert TrainConfig().precision == "fp32" and TrainConfig().checkpoint_blocks is False
+    assert TrainConfig().precision == "fp32" and TrainConfig().checkpoint_blocks == "auto"
+    for text, value in (("off", False), ("auto", "auto"), ("on", True)):
+        args = build_parser().parse_args(["train", "--checkpoint-blocks", text])
+        assert config_from_args(args).checkpoint_blocks == value
     with pytest.raises(UserError, match="--precision"):
         TrainConfig(precision="fp8")
     with pytest.raises(UserError, match="--checkpoint-blocks"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgetrgl.config import (CACHE_DTYPES, CACHE_MODES, DEVICES, LR_SCHEDULES, METHODS, OFFLOAD_MODES,
-                             PIPELINE_SPLITS, PRECISIONS, TAU_SCHEDULES)
+                             PIPELINE_SPLITS, PRECISION_CHOICES, TAU_SCHEDULES)
 
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
@@ -62,9 +62,11 @@ def add_parser(sub) -> None:
     a("--keep-cache", action="store_true", default=None, help="keep the disk cache after the run")
     a("--offload", choices=OFFLOAD_MODES, help="where frozen modules go: host memory (default) or disk")
     a("--device", choices=DEVICES, help="default auto: cuda if available")
-    a("--precision", choices=PRECISIONS, help="autocast of the module step (default fp32; fp16 adds a gradient scaler)")
-    a("--checkpoint-blocks", action="store_true", default=None,
-      help="recompute each block's activations in the module's backward: less memory, more time")
+    a("--precision", choices=PRECISION_CHOICES,
+      help="autocast of the module step (default fp32; fp16 adds a gradient scaler; auto: the planner weighs fp32 and bf16)")
+    a("--checkpoint-blocks", nargs="?", const="on", type=_on_off_auto, metavar="on|off|auto",
+      help="recompute each block's activations in the module's backward: less memory, more time (default auto: "
+           "the planner uses it under a budget when that is the fastest plan that fits)")
     a("--data-parallel", action="store_true", default=None,
       help="under torchrun: every rank trains every module on its shard of the data (gradients averaged)")
     a("--sync-bn", action="store_true", default=None, help="with --data-parallel on GPUs: SyncBatchNorm")
@@ -136,3 +138,11 @@ def run(args: argparse.Namespace) -> int:
 
         plot_run(result.summary(), args.plot)
     return 0
+
+
+def _on_off_auto(text: str) -> bool | str:
+    """``--checkpoint-blocks on|off|auto`` (alone: on)."""
+    value = {"on": True, "true": True, "off": False, "false": False, "auto": "auto"}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected on, off or auto, got {text!r}")
+    return value

@@ -7,12 +7,14 @@ for the paper's ResNet-110 at 96x96, batch 64, on a laptop CPU.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Callable, Iterator
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
 from edgetrgl.memory.tensor import TensorPeak, track_peak
+from edgetrgl.memory.work import Work, count_work
 from edgetrgl.modular import ModularNet
 from edgetrgl.step import local_step, make_sgd
 
@@ -47,8 +49,25 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
     Returns:
         One :class:`TensorPeak` per module.
     """
+    return [track_peak(step, *resident)
+            for step, resident in _fake_module_steps(build, batch_shape, num_classes, transport, make_optimizer,
+                                                     prefetch_depth, micro_batch, precision, checkpoint_blocks)]
+
+
+def sequential_work(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
+                    transport: bool = True, micro_batch: int | None = None, precision: str = "fp32",
+                    checkpoint_blocks: bool = False) -> list[Work]:
+    """The work of one training step of each module (FLOPs, bytes written, ops), counted on fake
+    tensors like :func:`estimate_sequential`'s peaks: what the planner's time model prices."""
+    return [count_work(step) for step, _ in _fake_module_steps(build, batch_shape, num_classes, transport, _sgd, 0,
+                                                                micro_batch, precision, checkpoint_blocks)]
+
+
+def _fake_module_steps(build, batch_shape, num_classes, transport, make_optimizer, prefetch_depth, micro_batch,
+                       precision, checkpoint_blocks) -> Iterator[tuple[Callable[[], object], tuple]]:
+    """Yield each module's training step (warmed up: gradients and momentum exist, the steady state)
+    and what is resident while it runs; the next module's input follows, as the cache serves it."""
     options = _step_options(precision, checkpoint_blocks)
-    peaks = []
     with FakeTensorMode() as mode:
         net = _build_fake(build, mode)
         x = torch.randn(batch_shape)
@@ -57,13 +76,12 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
             stage, head = net.stages[k], net.heads[k]
             optimizer = make_optimizer(list(stage.parameters()) + list(head.parameters()))
             waiting = [torch.empty_like(x) for _ in range(prefetch_depth)]
-            step = lambda: local_step(stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0, micro_batch, **options)  # noqa: E731
-            step()  # warm-up: measure the steady state, with gradients and momentum already allocated
-            peak = track_peak(step, stage, head, optimizer, x, y, *waiting)
-            peaks.append(peak)
+            step = functools.partial(local_step, stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0,
+                                     micro_batch, **options)
+            step()  # warm-up
+            yield step, (stage, head, optimizer, x, y, *waiting)
             with torch.no_grad():
-                x = stage.eval()(x)  # the next module's input, as the cache would serve it
-    return peaks
+                x = stage.eval()(x)
 
 
 def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,

@@ -19,7 +19,8 @@ import torch
 
 from edgetrgl.config import format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.memory.estimate import estimate_sequential
+from edgetrgl.memory.estimate import estimate_sequential, sequential_work
+from edgetrgl.memory.work import MachineSpeed
 from edgetrgl.modular import ModularNet, split_blocks
 
 class NoPlanFits(UserError):
@@ -42,7 +43,8 @@ class ModulePlan:
 
 @dataclass
 class Plan:
-    """What the planner chose. ``boundaries`` go to ``build_modular``; ``micro_batch`` to the loop."""
+    """What the planner chose. ``boundaries`` go to ``build_modular``; ``micro_batch`` to the loop;
+    ``checkpoint_blocks`` and ``precision`` to the step."""
 
     boundaries: list[int]
     modules: list[ModulePlan]
@@ -50,14 +52,35 @@ class Plan:
     micro_batch: int
     budget: int | None
     notes: list[str] = field(default_factory=list)
+    checkpoint_blocks: bool = False
+    precision: str = "fp32"
+    modelled_step_s: float | None = None  # the time model's seconds for one batch through every module
+    candidates: list[dict] = field(default_factory=list)  # every option weighed, for the record
 
     @property
     def peak_bytes(self) -> int:
         return max(m.estimated_peak_bytes for m in self.modules)
 
+    @property
+    def exact(self) -> bool:
+        """Same arithmetic as the plain step: no micro-batches (BatchNorm's statistics) and fp32."""
+        return self.micro_batch >= self.batch_size and self.precision == "fp32"
+
+    def describe(self) -> str:
+        parts = [f"K={len(self.modules)}"]
+        if self.micro_batch < self.batch_size:
+            parts.append(f"micro-batches of {self.micro_batch}")
+        if self.checkpoint_blocks:
+            parts.append("checkpointing inside modules")
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        return ", ".join(parts)
+
     def to_dict(self) -> dict:
         return {"boundaries": self.boundaries, "batch_size": self.batch_size, "micro_batch": self.micro_batch,
                 "budget": self.budget, "estimated_peak_bytes": self.peak_bytes, "notes": self.notes,
+                "checkpoint_blocks": self.checkpoint_blocks, "precision": self.precision,
+                "modelled_step_s": self.modelled_step_s, "candidates": self.candidates,
                 "modules": [{"module": m.module, "blocks": list(m.blocks), "estimated_peak_bytes": m.estimated_peak_bytes}
                             for m in self.modules]}
 
@@ -117,8 +140,15 @@ def balanced_boundaries(build_blocknet: Callable, num_modules: int, batch_shape:
 def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, *,
                  num_modules: int | str = 4, split: str = "equal", budget: int | None = None,
                  transport: bool = True, boundaries: list[int] | None = None, precision: str = "fp32",
-                 checkpoint_blocks: bool = False) -> Plan:
-    """Choose boundaries (and a micro-batch) so that every module fits ``budget``.
+                 checkpoint_blocks: bool | str = False, speed: Callable[[str], MachineSpeed] | None = None) -> Plan:
+    """Choose the fastest plan whose every module fits ``budget``.
+
+    For each step option left to the planner (``checkpoint_blocks="auto"``: with and without
+    checkpointing inside modules; ``precision="auto"``: fp32 and bf16) it finds the split that fits
+    (K as given or the fewest that fit, then the largest micro-batch that fits), prices each with the
+    time model (``speed``: the work counted on fake tensors, see ``work.py``) and keeps the fastest.
+    An inexact plan (micro-batches change BatchNorm's statistics; bf16 rounds) must be clearly
+    faster, by :data:`INEXACT_MARGIN`, to win over an exact one that fits.
 
     Args:
         build: ``(num_modules, boundaries) -> ModularNet``, called inside a fake-tensor mode.
@@ -130,14 +160,17 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         budget: bytes for one module's tensors on the compute device, or None.
         transport: TRGL (True) or VanGL.
         boundaries: explicit boundaries (then neither K nor split is searched).
-        precision, checkpoint_blocks: the step's, as the estimates must count them.
+        precision: fp32, bf16, fp16, or ``"auto"``.
+        checkpoint_blocks: True, False, or ``"auto"``.
+        speed: precision -> the device's rates for the time model (needed when options are weighed).
 
     Raises:
-        UserError: nothing fits; the message names the smallest budget that would.
+        NoPlanFits: nothing fits; the message names the smallest budget that would.
     """
-    batch = batch_shape[0]
     if num_modules == "auto" and budget is None:
         raise UserError("--modules auto needs a --budget to aim at")
+    options = [(c, p) for c in ((False, True) if checkpoint_blocks == "auto" else (bool(checkpoint_blocks),))
+               for p in (("fp32", "bf16") if precision == "auto" else (precision,))]
     weights = inputs = None
     if split == "balanced":
         weights, inputs = block_weights(build, num_blocks, batch_shape, num_classes, transport)
@@ -149,13 +182,42 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
             return linear_partition(weights, inputs, k)
         return [s for s, _ in split_blocks(num_blocks, k)][1:]
 
+    fitting, failures = [], []
+    for ckpt, prec in options:
+        if ckpt and any(_plain(p, prec) for p in fitting) and num_modules != "auto":
+            continue  # the same split fits at full batch without recomputing: checkpointing would only add time
+        try:
+            fitting.append(_fit(build, num_blocks, batch_shape, num_classes, num_modules, budget, transport, bounds_for,
+                                ckpt, prec))
+        except NoPlanFits as exc:
+            failures.append(exc)
+    if not fitting:
+        raise min(failures, key=lambda exc: exc.needed_bytes)
+    if len(fitting) == 1 and len(options) == 1:
+        return fitting[0]
+    return _fastest(fitting, build, batch_shape, num_classes, transport, speed, len(options))
+
+
+def _plain(plan: Plan, precision: str) -> bool:
+    return plan.precision == precision and not plan.checkpoint_blocks and plan.micro_batch >= plan.batch_size
+
+
+INEXACT_MARGIN = 0.9  # an inexact plan wins only if modelled at most 0.9x the fastest exact one
+
+
+def _fit(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, num_modules: int | str,
+         budget: int | None, transport: bool, bounds_for: Callable[[int], list[int]], checkpoint_blocks: bool,
+         precision: str) -> Plan:
+    """The split and micro-batch that fit, for one choice of step options."""
+    batch = batch_shape[0]
+
     def estimate(bounds: list[int], micro: int) -> Plan:
         peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
                                     micro_batch=micro if micro < batch else None, precision=precision,
                                     checkpoint_blocks=checkpoint_blocks)
         ranges = list(zip([0] + bounds, bounds + [num_blocks]))
         mods = [ModulePlan(k + 1, r, p.peak_bytes) for k, (r, p) in enumerate(zip(ranges, peaks))]
-        return Plan(bounds, mods, batch, micro, budget)
+        return Plan(bounds, mods, batch, micro, budget, checkpoint_blocks=checkpoint_blocks, precision=precision)
 
     if num_modules == "auto":
         found = _fewest_modules(estimate, bounds_for, num_blocks, batch, budget)
@@ -166,6 +228,42 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
     if budget is None or plan.peak_bytes <= budget:
         return plan
     return _fit_micro_batch(estimate, plan, batch, budget)
+
+
+def _fastest(plans: list[Plan], build: BuildFn, batch_shape: tuple[int, ...], num_classes: int, transport: bool,
+             speed: Callable[[str], MachineSpeed] | None, weighed: int) -> Plan:
+    """Price every fitting plan with the time model; keep the fastest (exact ones preferred within
+    the margin) and say why."""
+    if len(plans) == 1:  # nothing to weigh: say why
+        best = plans[0]
+        why = ("fits at full batch without checkpointing inside modules (which would only add time)"
+               if _plain(best, best.precision) else f"the only one of {weighed} step options that fits the budget")
+        best.notes.append(f"{best.describe()}: {why}")
+        return best
+    if speed is None:
+        raise ValueError("weighing step options needs the device's speed (edgetrgl.planning.speed.machine_speed)")
+    for plan in plans:
+        micro = plan.micro_batch if plan.micro_batch < plan.batch_size else None
+        work = sequential_work(lambda: build(len(plan.boundaries) + 1, plan.boundaries), batch_shape, num_classes,
+                               transport, micro_batch=micro, precision=plan.precision,
+                               checkpoint_blocks=plan.checkpoint_blocks)
+        plan.modelled_step_s = sum(speed(plan.precision).seconds(w) for w in work)
+    exact = [p for p in plans if p.exact]
+    best = min(plans, key=lambda p: p.modelled_step_s)
+    if exact:
+        best_exact = min(exact, key=lambda p: p.modelled_step_s)
+        if best_exact.modelled_step_s * INEXACT_MARGIN <= best.modelled_step_s:
+            best = best_exact
+    record = [{"plan": p.describe(), "checkpoint_blocks": p.checkpoint_blocks, "precision": p.precision,
+               "micro_batch": p.micro_batch, "num_modules": len(p.modules), "estimated_peak_bytes": p.peak_bytes,
+               "modelled_step_s": round(p.modelled_step_s, 6)} for p in plans]
+    others = [p for p in plans if p is not best]
+    why = "; ".join(f"{p.describe()}: {p.modelled_step_s / best.modelled_step_s:.2f}x"
+                    + (" but inexact, so not chosen" if p.modelled_step_s < best.modelled_step_s else "") for p in others)
+    best.notes.append(f"{best.describe()}: the fastest plan that fits (modelled {1e3 * best.modelled_step_s:.0f} ms "
+                      f"per batch; {why})")
+    best.candidates = record
+    return best
 
 
 def _fewest_modules(estimate: Callable[[list[int], int], Plan], bounds_for: Callable[[int], list[int]],

@@ -27,6 +27,7 @@ from edgetrgl.planning.budget import Budget
 from edgetrgl.precision import autocast_for
 from edgetrgl.cache.placement import CachePlan, plan_cache
 from edgetrgl.planning.device import memory_kind, resolve_device
+from edgetrgl.planning.speed import machine_speed
 from edgetrgl.training.regimes import Regime, get_regime
 
 
@@ -47,6 +48,8 @@ class RunPlan:
     estimates: dict[str, Any] | None = None  # the module planner's per-module peaks, when it ran
     notes: list[str] = field(default_factory=list)  # why: one line per decision that was not a plain default
     process: dict[str, Any] | None = None  # with a shared-memory device profile: the whole-process budget and its parts
+    checkpoint_blocks: bool = False  # the step recomputes each block's activations in backward
+    precision: str = "fp32"  # the step's autocast (resolved: never "auto")
 
     @property
     def budget_policy(self) -> Budget:
@@ -98,7 +101,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     """
     regime = get_regime(cfg.regime)
     device = resolve_device(cfg.device)
-    autocast_for(cfg.precision, device)  # an fp16 this torch cannot autocast on the CPU: say so before training
+    if cfg.precision != "auto":
+        autocast_for(cfg.precision, device)  # an fp16 this torch cannot autocast on the CPU: say so before training
     kind = memory_kind(device)
     notes: list[str] = []
     process = _process_budget(cfg, spec, model, notes) if cfg.device_profile else None
@@ -109,7 +113,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
         cfg = cfg.replace(budget=process["tensor_budget_bytes"], offload=process["offload"])
     budget = Budget(cfg.budget, kind)
     try:
-        num_modules, boundaries, micro, estimates = _plan_modules(cfg, regime, spec, model, notes)
+        modules = _plan_modules(cfg, regime, spec, model, notes, device)
     except NoPlanFits as exc:
         if process is None:
             raise
@@ -119,6 +123,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
                         f"{format_bytes(fixed)}, and one module needs {format_bytes(exc.needed_bytes)} even with "
                         f"micro-batches of 1; the smallest budget that would fit is {format_bytes(need)} "
                         f"({need / 1e9:.3g} GB)") from None
+    num_modules, boundaries, micro, estimates = modules.num_modules, modules.boundaries, modules.micro_batch, modules.estimates
     net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed)
     num_modules = net.num_modules
     folder, scratch = _cache_folder(cfg, regime, run_dir)
@@ -145,7 +150,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     name = model.name if model is not None else cfg.model
     plan = RunPlan(regime=regime.name, model=name, device=str(device), memory_kind=kind, budget=cfg.budget,
                    num_modules=num_modules, boundaries=boundaries, micro_batch=micro, cache=cache, offload=offload,
-                   estimates=estimates, notes=notes, process=process)
+                   estimates=estimates, notes=notes, process=process, checkpoint_blocks=modules.checkpoint_blocks,
+                   precision=modules.precision)
     return plan, net
 
 
@@ -190,13 +196,28 @@ def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[
     return process
 
 
-def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None,
-                  notes: list[str]) -> tuple[int, list[int] | None, int | None, dict | None]:
-    """K, boundaries, micro-batch and the estimates behind them.
+@dataclass
+class _Modules:
+    """What ``_plan_modules`` resolved: the split, the micro-batch and the step's options."""
+
+    num_modules: int
+    boundaries: list[int] | None
+    micro_batch: int | None
+    estimates: dict | None
+    checkpoint_blocks: bool
+    precision: str
+
+
+def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None, notes: list[str],
+                  device: torch.device) -> _Modules:
+    """K, boundaries, micro-batch, the step's options (checkpointing inside modules, precision) and
+    the estimates behind them.
 
     Regimes that plan (sequential, multilap) get the memory planner whenever a budget,
-    ``--modules auto`` or ``--split balanced`` asks for it; the others cannot shrink below one step
-    of the whole network, so a budget is only checked for them.
+    ``--modules auto``, ``--split balanced`` or ``--precision auto`` asks for it: it keeps the fastest
+    plan that fits. The others cannot shrink below one step of the whole network, so a budget is
+    only checked for them (with checkpointing inside the network if ``auto`` and that is what fits).
+    An ``auto`` option the planner did not weigh resolves to off / fp32.
     """
     if not regime.traits.modular:
         k, bounds = 1, None
@@ -204,33 +225,47 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
         k, bounds = cfg.modules, cfg.boundaries
     if cfg.modules == "auto" and not regime.traits.plans_budget:
         raise UserError(f"--modules auto is for regimes that plan modules against a budget, not {regime.name}")
-    wants_plan = cfg.budget is not None or cfg.split == "balanced" or cfg.modules == "auto"
+    # checkpointing only ever saves memory at a cost in time: weigh it when there is a budget to meet
+    ckpt = cfg.checkpoint_blocks if cfg.budget is not None else cfg.checkpoint_blocks is True
+    plain_ckpt, plain_precision = ckpt is True, "fp32" if cfg.precision == "auto" else cfg.precision
+    wants_plan = (cfg.budget is not None or cfg.split == "balanced" or cfg.modules == "auto"
+                  or (cfg.precision == "auto" and regime.traits.plans_budget))
     if not wants_plan:
-        return k, bounds, cfg.micro_batch, None
+        return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
     transport = cfg.method == "trgl" and regime.traits.transport
-    step_options = dict(precision=cfg.precision, checkpoint_blocks=cfg.checkpoint_blocks)  # the estimates count them
 
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
 
     num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     if not regime.traits.plans_budget:
+        step_options = dict(precision=plain_precision, checkpoint_blocks=plain_ckpt)
         if regime.traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
             bounds = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=k, split="balanced",
                                   transport=transport, **step_options).boundaries or None
         peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport,
                                  **step_options).peak_bytes
+        if cfg.budget is not None and peak > cfg.budget and ckpt == "auto":
+            with_ckpt = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport,
+                                          precision=plain_precision, checkpoint_blocks=True).peak_bytes
+            if with_ckpt <= cfg.budget:
+                notes.append(f"checkpointing inside modules: one step needs {format_bytes(with_ckpt)} with it, "
+                             f"{format_bytes(peak)} without")
+                peak, plain_ckpt = with_ckpt, True
         if cfg.budget is not None and peak > cfg.budget:
             raise UserError(f"the {regime.name} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
-        return k, bounds, cfg.micro_batch, {"estimated_peak_bytes": peak, "modules": None}
+        return _Modules(k, bounds, cfg.micro_batch, {"estimated_peak_bytes": peak, "modules": None}, plain_ckpt,
+                        plain_precision)
     plan: Plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules,
                               split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries,
-                              **step_options)
+                              precision=cfg.precision, checkpoint_blocks=ckpt,
+                              speed=lambda precision: machine_speed(device, precision))
     notes.extend(plan.notes)
     micro = plan.micro_batch if plan.micro_batch < batch_shape[0] else cfg.micro_batch
-    return len(plan.modules), plan.boundaries or None, micro, plan.to_dict()
+    return _Modules(len(plan.modules), plan.boundaries or None, micro, plan.to_dict(), plan.checkpoint_blocks,
+                    plan.precision)
 
 
 def _cache_folder(cfg: TrainConfig, regime: Regime, run_dir: Path | None) -> tuple[Path | None, bool]:

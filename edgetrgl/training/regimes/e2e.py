@@ -20,7 +20,7 @@ def run(trainer) -> None:
     def step(x, y, global_step):
         x, y = x.to(device), y.to(device)
         trainer.set_lr(0, global_step, total_steps)
-        options = dict(checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
+        options = dict(checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
         args = (stage, head, optimizer, x, y, trainer.tau.weights(0), cfg.label_smoothing, trainer.plan.micro_batch)
         if global_step == trainer.measure_at(total_steps):
             return [trainer.measured_step(0, lambda: local_step(*args, **options), *args[:5])[1]]

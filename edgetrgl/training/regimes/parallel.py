@@ -31,7 +31,7 @@ def run(trainer) -> None:
                 else:
                     h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
                                         trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
-                                        checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
+                                        checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
                 results.append(res)  # h is detached: no gradient reaches module k-1
             return results
 

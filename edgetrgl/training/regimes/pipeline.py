@@ -44,7 +44,7 @@ def run(trainer) -> None:
                 trainer.set_lr(k, global_step, total_steps)
                 h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
                                     trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
-                                    checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
+                                    checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
                 results.append(res)
             return h, results
 

@@ -55,7 +55,7 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
 
     def step(x, y, global_step):
         trainer.set_lr(k, global_step, total_steps)
-        options = dict(checkpoint_blocks=cfg.checkpoint_blocks, precision=cfg.precision)
+        options = dict(checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
         args = (stage, head, optimizer, x, y, trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch)
         if global_step == trainer.measure_at(total_steps):  # measured, tensor by tensor
             return [trainer.measured_step(k, lambda: local_step(*args, **options), *args[:5])[1]]
