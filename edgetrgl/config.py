@@ -36,7 +36,7 @@ else:  # Python 3.10
 
 METHODS = ("trgl", "vangl")
 CACHE_MODES = ("auto", "host", "disk", "none")
-CACHE_DTYPES = ("fp32", "fp16", "bf16")
+CACHE_DTYPES = ("fp32", "fp16", "bf16", "auto")  # auto: fp32 if it stays in host memory, else fp16
 OFFLOAD_MODES = ("host", "disk")
 TAU_SCHEDULES = ("constant", "double", "multiplier")
 LR_SCHEDULES = ("cosine", "constant")
@@ -197,7 +197,7 @@ class MemoryConfig:
     budget: int | None = None  # bytes; "2GB" / "800MiB" strings are parsed on validation
     micro_batch: int | None = None  # gradient accumulation over micro-batches (the planner may set it)
     cache: str = "auto"  # where finished modules' outputs go (sequential, multilap): auto, host, disk, none
-    cache_dtype: str = "fp32"  # storage dtype of the cache
+    cache_dtype: str = "fp32"  # storage dtype of the cache: fp32, fp16, bf16, or auto (fp16 when fp32 would leave RAM)
     cache_views: int = 1  # augmented views cached per training sample
     cache_dir: str | None = None  # folder of the disk cache (default: <out>/cache)
     keep_cache: bool = False  # leave the disk cache on disk after the run

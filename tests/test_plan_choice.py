@@ -94,3 +94,21 @@ def test_a_run_resolves_auto_and_trains_under_the_budget(synthetic_data):
     assert all(m["peak_bytes"] <= budget for m in result.modules)
     unbudgeted = train(tiny_config(epochs=1), data=synthetic_data, out=None, quiet=True)
     assert unbudgeted.extra["plan"]["checkpoint_blocks"] is False  # auto without a budget: off
+
+
+def test_cache_dtype_auto_halves_the_cache_only_when_fp32_would_leave_host_memory(tmp_path):
+    from edgetrgl.cache.placement import plan_cache
+    from edgetrgl.modular import build_modular
+
+    blocknet = create_model("resnet20", in_channels=3, image_size=16, width=4)
+    net = build_modular(blocknet, 3, 10, torch.zeros(2, 3, 16, 16))
+    options = dict(requested="auto", views=1, keep=False, needs_cache=True, net=net, input_shape=(3, 16, 16),
+                   num_train=512, num_test=256, folder=tmp_path / "cache", scratch=False)
+    full = plan_cache(dtype="fp32", ram_limit=None, **options).bytes_needed
+    roomy = plan_cache(dtype="auto", ram_limit=4 * full, **options)
+    assert (roomy.mode, roomy.dtype) == ("host", "fp32")
+    halved = plan_cache(dtype="auto", ram_limit=int(1.5 * full), **options)  # fp32 would need disk; fp16 fits RAM
+    assert (halved.mode, halved.dtype, halved.bytes_needed) == ("host", "fp16", full // 2)
+    assert halved.reason.startswith("fp16 storage (fp32 would be disk")
+    tight = plan_cache(dtype="auto", ram_limit=full // 4, **options)
+    assert (tight.mode, tight.dtype) == ("disk", "fp16")

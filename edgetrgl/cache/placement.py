@@ -72,7 +72,8 @@ def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cach
     """Decide the cache for a run.
 
     ``auto`` picks host memory if the cache takes under half of the RAM it may use, else disk if
-    the folder's file system has twice the room, else recomputing the prefix.
+    the folder's file system has twice the room, else recomputing the prefix. ``dtype="auto"``
+    stores fp32 when that stays in host memory, else fp16 (half the RAM, or half the disk traffic).
 
     Args:
         requested: ``--cache``.
@@ -86,6 +87,11 @@ def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cach
         ram_limit: on memory shared with the compute device, the part of the budget the module
             being trained leaves free; None when the cache lives in separate host RAM.
     """
+    if dtype == "auto":
+        return _auto_dtype(requested=requested, views=views, keep=keep, needs_cache=needs_cache, net=net,
+                           input_shape=input_shape, num_train=num_train, num_test=num_test, folder=folder,
+                           scratch=scratch, ram_limit=ram_limit)
+
     def plan(mode: str, reason: str, need: int = 0) -> CachePlan:
         return CachePlan(requested, mode, dtype, views, str(folder) if folder is not None else None, scratch, keep,
                          need, reason)
@@ -111,3 +117,15 @@ def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cach
             return plan("disk", f"{format_bytes(need)} too large for host memory ({format_bytes(available)} available); "
                                 f"{format_bytes(free)} free on disk", need)
     return plan("none", f"{format_bytes(need)} fits neither host memory nor disk: recomputing the prefix", need)
+
+
+def _auto_dtype(**options) -> CachePlan:
+    """``--cache-dtype auto``: fp32 if the cache then lives in host memory; otherwise fp16, which
+    halves it (it may then fit in RAM after all; on disk it halves the I/O). fp16 storage matched
+    fp32's accuracy over three seeds (benchmarks/results/cache_dtype.md)."""
+    full = plan_cache(dtype="fp32", **options)
+    if full.mode == "host" or options["requested"] == "none":
+        return full
+    half = plan_cache(dtype="fp16", **options)
+    half.reason = f"fp16 storage (fp32 would be {full.mode}: {full.reason}); {half.reason}"
+    return half

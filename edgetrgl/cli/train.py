@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
                                                     "budget is the whole process; without --budget, the board's memory less its OS reserve")
     a("--budget", help="memory budget, e.g. 2GB (10^9 bytes), 1.5GiB (2^30), 512MB, 800MiB")
     a("--cache", choices=CACHE_MODES, help="where finished modules' outputs go (default auto)")
-    a("--cache-dtype", choices=CACHE_DTYPES, help="storage dtype of the cache (default fp32)")
+    a("--cache-dtype", choices=CACHE_DTYPES, help="storage dtype of the cache (default fp32; auto: fp16 when fp32 would not stay in host memory)")
     a("--cache-views", type=int, help="augmented views cached per training sample (default 1)")
     a("--cache-dir", help="folder for the disk cache (default OUT/cache)")
     a("--keep-cache", action="store_true", default=None, help="keep the disk cache after the run")

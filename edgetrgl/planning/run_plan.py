@@ -136,7 +136,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
                        keep=cfg.keep_cache, needs_cache=regime.traits.needs_cache, net=net,
                        input_shape=input_shape(spec), num_train=spec.num_train, num_test=spec.num_test,
                        folder=folder, scratch=scratch, ram_limit=ram_limit)
-    if cfg.cache == "auto" and regime.traits.needs_cache:
+    if (cfg.cache == "auto" or cfg.cache_dtype == "auto") and regime.traits.needs_cache:
         notes.append(f"cache {cache.mode}: {cache.reason}")
     offload = cfg.offload if cache.mode != "none" else "none"
     if not regime.traits.needs_cache:
