@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgetrgl.bench.methods import bench_sgd, loss_weights
 from edgetrgl.bench.setting import BenchSetting, build_net
 from edgetrgl.bench.variants import parse_method
-from edgetrgl.memory.estimate import _build_fake
+from edgetrgl.memory.estimate import build_fake
 from edgetrgl.step import local_step
 
 
@@ -27,7 +27,7 @@ def flops_per_sample(setting: BenchSetting, method: str) -> float:
     options = {"checkpoint_blocks": spec.checkpoint_blocks}  # precision changes no FLOP count
     counter = FlopCounterMode(display=False)
     with FakeTensorMode() as mode:
-        net = _build_fake(lambda: build_net(setting, method), mode)
+        net = build_fake(lambda: build_net(setting, method), mode)
         weights = loss_weights(method, setting, net.num_modules)
         x = torch.randn(setting.batch_shape)
         y = torch.randint(0, setting.num_classes, (setting.batch_size,))
