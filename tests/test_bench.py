@@ -54,7 +54,8 @@ def test_estimate_plot_writes_a_png(tmp_path):
 def test_measured_bench_runs_each_method_in_a_fresh_process(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "edgetrgl.cli.main", "bench", *TINY, "--threads", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--compare", "e2e,sequential-trgl+ckpt+bf16", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "samples/s" in proc.stdout and "sequential-trgl" in proc.stdout
     report = json.loads(out.read_text())
@@ -67,9 +68,13 @@ def test_measured_bench_runs_each_method_in_a_fresh_process(tmp_path):
     assert results["e2e"]["savings_vs_e2e"] == 0.0 and results["e2e"]["time_vs_e2e"] == 1.0
     assert results["sequential-vangl"]["peak_bytes"] < results["e2e"]["peak_bytes"]
     assert [m["module"] for m in results["sequential-trgl"]["per_module"]] == [1, 2, 3]
+    # a variant with step options runs through the same worker, and its options take effect
+    assert results["sequential-trgl+ckpt+bf16"]["peak_bytes"] < results["sequential-trgl"]["peak_bytes"]
+    assert report["pareto"]["y"] == "time_per_sample_s" and report["pareto"]["front"]
 
 
-@pytest.mark.parametrize("method", ["e2e", "sequential-trgl", "sequential-vangl", "parallel-trgl", "checkpoint"])
+@pytest.mark.parametrize("method", ["e2e", "sequential-trgl", "sequential-vangl", "parallel-trgl", "checkpoint",
+                                    "sequential-trgl+ckpt", "sequential-trgl+bf16", "e2e+bf16"])
 def test_estimate_matches_the_measured_tensor_peak(method):
     """The same plan, MemTracker both ways: fake tensors vs a real step on the CPU, within 10%."""
     setting = BenchSetting(model="resnet20", model_options={"width": 8}, image_size=16, batch_size=32, modules=3,

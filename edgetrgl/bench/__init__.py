@@ -5,8 +5,9 @@
 """
 
 from edgetrgl.bench.compare import add_ratios, run_bench
+from edgetrgl.bench.pareto import mark_front, pareto_front
 from edgetrgl.bench.report import bench_table, write_json, write_plot
 from edgetrgl.bench.setting import BASELINES, OURS, BenchSetting, parse_methods
 
-__all__ = ["BASELINES", "OURS", "BenchSetting", "add_ratios", "bench_table", "parse_methods", "run_bench",
-           "write_json", "write_plot"]
+__all__ = ["BASELINES", "OURS", "BenchSetting", "add_ratios", "bench_table", "mark_front", "pareto_front",
+           "parse_methods", "run_bench", "write_json", "write_plot"]

@@ -8,7 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from edgetrgl.bench.setting import BASELINES, BenchSetting, build_blocknet, resolve_boundaries, versions
+from edgetrgl.bench.pareto import mark_front
+from edgetrgl.bench.setting import BenchSetting, build_blocknet, resolve_boundaries, versions
+from edgetrgl.bench.variants import parse_method
 from edgetrgl.memory.device import device_memory_snapshot
 from edgetrgl.memory.process import run_fresh
 from edgetrgl.modular import split_blocks
@@ -22,16 +24,18 @@ def run_bench(setting: BenchSetting, methods: list[str], estimate: bool = False,
 
     Args:
         setting: the benchmark setting (``device`` already resolved to cpu or cuda).
-        methods: method names, see :data:`BASELINES` and :data:`OURS`.
-        estimate: fake tensors instead of running (memory only, no times).
+        methods: method names, see :data:`BASELINES` and :data:`OURS`, with step options
+            (``sequential-trgl+ckpt``: :mod:`edgetrgl.bench.variants`).
+        estimate: fake tensors instead of running (memory and FLOPs, no times).
         console: where progress lines go (stderr by default).
         timeout_s: per-method limit for a measuring worker.
         threads: torch threads in each worker (default: torch's choice).
 
     Returns:
-        ``{"setting", "mode", "versions", "device_memory", "notes", "results": [...], "date"}``;
-        every result has ``method``, ``peak_bytes``, ``peak_rss_bytes``, ``samples_per_s`` and
-        ``savings_vs_e2e`` (None where it does not apply).
+        ``{"setting", "mode", "versions", "device_memory", "notes", "results": [...], "date", "pareto"}``;
+        every result has ``method``, ``peak_bytes``, ``peak_rss_bytes``, ``samples_per_s``,
+        ``savings_vs_e2e`` (None where it does not apply) and ``on_pareto_front``; estimated results
+        have ``flops_per_sample``. ``pareto`` names the axes and the front (:func:`mark_front`).
 
     Raises:
         UserError: bad setting (unknown model, K above the number of blocks, split unavailable).
@@ -53,27 +57,30 @@ def run_bench(setting: BenchSetting, methods: list[str], estimate: bool = False,
         record["method"] = method
         for key in ("peak_rss_bytes", "samples_per_s", "time_per_sample_s"):
             record.setdefault(key, None)
-        console.print(f"  {method:<17} {'estimated' if estimate else 'measured in a fresh process'} "
+        console.print(f"  {method:<26} {'estimated' if estimate else 'measured in a fresh process'} "
                       f"({time.perf_counter() - started:.1f} s)")
         results.append(record)
     add_ratios(results)
     num_blocks = len(build_blocknet(setting).blocks)
     setting_out = {**setting.to_dict(), "num_blocks": num_blocks,
                    "block_ranges": split_blocks(num_blocks, setting.modules, setting.boundaries)}
-    return {"setting": setting_out, "mode": "estimate" if estimate else "measured",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(setting.device), "device_memory": device_memory_snapshot(),
-            "notes": notes(setting, methods, estimate), "results": results}
+    return mark_front({"setting": setting_out, "mode": "estimate" if estimate else "measured",
+                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                       "versions": versions(setting.device), "device_memory": device_memory_snapshot(),
+                       "notes": notes(setting, methods, estimate), "results": results})
 
 
 def _estimate(setting: BenchSetting, method: str) -> dict[str, Any]:
     from edgetrgl.bench.estimate import estimate_method
+    from edgetrgl.bench.work import flops_per_sample
 
-    if method not in BASELINES or method == "e2e":
-        return estimate_method(setting, method)
-    try:  # checkpoint and offload under fake tensors: n/a rather than no table if torch refuses
-        return estimate_method(setting, method)
+    spec = parse_method(method)
+    try:
+        return {**estimate_method(setting, method), "flops_per_sample": flops_per_sample(setting, method)}
     except Exception as exc:  # noqa: BLE001  the error text goes into the record
+        if not spec.is_baseline or spec.base == "e2e":
+            raise
+        # checkpoint and offload under fake tensors: n/a rather than no table if torch refuses
         return {"peak_bytes": None, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
@@ -97,6 +104,8 @@ def notes(setting: BenchSetting, methods: list[str], estimate: bool) -> list[str
     lines = []
     if estimate:
         lines.append("estimated with fake tensors (FakeTensorMode + MemTracker): nothing was allocated or timed")
+        lines.append("work: FLOPs of one step per sample (FlopCounterMode; recomputation counted, bf16 counts as fp32); "
+                     "the Pareto front is over peak and work")
         if "offload" in methods:
             lines.append("offload: peak resident on the accelerator, saved activations held on the host "
                          "(host_bytes in the JSON)")
@@ -108,6 +117,8 @@ def notes(setting: BenchSetting, methods: list[str], estimate: bool) -> list[str
                          "memory, so it saves nothing here; it helps on a GPU")
         lines.append("sequential: time per sample = sum over modules of the median module step / batch; each "
                      "module's input is a random batch of its input shape, as the activation cache serves it")
+        lines.append("the Pareto front (*) is over tensor peak and time per sample: no other method is both smaller "
+                     "and faster")
     if setting.split == "balanced":
         lines.append(f"memory-balanced split: modules 2..K start at blocks {setting.boundaries}")
     return lines

@@ -17,6 +17,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 
 from edgetrgl.bench.methods import bench_sgd, loss_weights
 from edgetrgl.bench.setting import BenchSetting, build_net
+from edgetrgl.bench.variants import parse_method
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
 from edgetrgl.memory.tensor import CATEGORIES  # MemTracker's category names -> ours
 from edgetrgl.step import local_step
@@ -32,22 +33,24 @@ def estimate_method(setting: BenchSetting, method: str) -> dict[str, Any]:
     torch.manual_seed(setting.seed)
     batch_shape, classes = setting.batch_shape, setting.num_classes
     optimizer = lambda params: bench_sgd(params, setting)  # noqa: E731  the optimizer the measurement uses
-    transport = method.endswith("trgl")
+    spec = parse_method(method)
+    options = spec.step_options()  # checkpoint_blocks and precision, as the measured step takes them
     build = lambda: build_net(setting, method)  # noqa: E731  called inside the fake mode
-    if method == "offload":
-        return _estimate_offload(setting)
-    if method.startswith("sequential"):
-        peaks = estimate_sequential(build, batch_shape, classes, transport=transport, make_optimizer=optimizer)
+    if spec.base == "offload":
+        return _estimate_offload(setting, method)
+    if spec.sequential:
+        peaks = estimate_sequential(build, batch_shape, classes, transport=spec.transport, make_optimizer=optimizer,
+                                    **options)
         worst = max(range(len(peaks)), key=lambda k: peaks[k].peak_bytes)
         return {"peak_bytes": peaks[worst].peak_bytes, "peak_by_category": peaks[worst].by_category,
                 "peak_module": worst + 1,
                 "per_module": [{"module": k + 1, "peak_bytes": p.peak_bytes} for k, p in enumerate(peaks)]}
     # e2e, checkpoint (build_net wraps the blocks) and parallel: one step through every module
-    peak = estimate_parallel(build, batch_shape, classes, transport=transport, make_optimizer=optimizer)
+    peak = estimate_parallel(build, batch_shape, classes, transport=spec.transport, make_optimizer=optimizer, **options)
     return {"peak_bytes": peak.peak_bytes, "peak_by_category": peak.by_category}
 
 
-def _estimate_offload(setting: BenchSetting) -> dict[str, Any]:
+def _estimate_offload(setting: BenchSetting, method: str) -> dict[str, Any]:
     """e2e with every saved activation moved off the device (to ``meta``, which stands for the host)."""
 
     def pack(t: torch.Tensor) -> tuple[torch.device, torch.Tensor]:
@@ -57,7 +60,7 @@ def _estimate_offload(setting: BenchSetting) -> dict[str, Any]:
         return torch.empty_like(packed[1], device=packed[0])  # the copy back to the device in backward
 
     with FakeTensorMode():
-        net = build_net(setting, "offload")
+        net = build_net(setting, method)
         optimizer = bench_sgd(list(net.parameters()), setting)
         x = torch.randn(setting.batch_shape)
         y = torch.randint(0, setting.num_classes, (setting.batch_size,))
@@ -67,7 +70,9 @@ def _estimate_offload(setting: BenchSetting) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             tracker.track_external(net, optimizer, x, y)
             with tracker, torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-                local_step(net.stages[0], net.heads[0], optimizer, x, y, weights(0), 0.0)
+                precision = parse_method(method).precision  # fp16 as bf16: no gradient scaler on fake tensors
+                local_step(net.stages[0], net.heads[0], optimizer, x, y, weights(0), 0.0,
+                           precision="bf16" if precision == "fp16" else precision)
     host_bytes = 0
     by_category: dict[str, int] = {}
     for device, snap in tracker.get_tracker_snapshot("peak").items():

@@ -1,7 +1,8 @@
 """Measure one method in this process: tensor-level peak of one step, and step times.
 
 Every method trains with :func:`edgetrgl.step.local_step` and SGD with momentum 0.9, the
-code the trainer runs. Inputs are random tensors: memory and speed do not depend on the values.
+code the trainer runs, with the method's step options (``+ckpt``, ``+bf16``: :mod:`edgetrgl.bench.variants`).
+Inputs are random tensors: memory and speed do not depend on the values.
 The order is: warm-up steps (never timed), timed steps, the process's peak RSS, then one step under
 MemTracker (never timed, and after the RSS reading: the tracker's own bookkeeping adds to RSS).
 """
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from edgetrgl.bench.setting import BenchSetting
+from edgetrgl.bench.variants import parse_method
 from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import RssBaseline
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
@@ -30,7 +32,7 @@ def bench_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.
 
 def loss_weights(method: str, setting: BenchSetting, num_modules: int) -> Callable[[int], tuple[float, float]]:
     """Per-module (CE, transport) weights: the paper's doubled tau for TRGL, no transport otherwise."""
-    kind = "trgl" if method.endswith("trgl") else "vangl"
+    kind = "trgl" if parse_method(method).transport else "vangl"
     return TauSchedule("double", setting.tau, num_modules, method=kind).weights
 
 
@@ -46,7 +48,8 @@ def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline
         baseline), CUDA peaks on CUDA, and for the sequential regime a ``per_module`` list.
     """
     device = torch.device(setting.device)
-    if method.startswith("sequential"):
+    spec = parse_method(method)
+    if spec.sequential:
         return _measure_sequential(setting, method, net, device, baseline)
     net.to(device).train()
     weights = loss_weights(method, setting, net.num_modules)
@@ -54,13 +57,13 @@ def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline
     x = torch.randn(setting.batch_shape, device=device)
     y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
     # offload: saved activations go to (pinned) host memory; on a CPU device this only adds copies
-    saved = (lambda: torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")) if method == "offload" else nullcontext
+    saved = (lambda: torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")) if spec.base == "offload" else nullcontext
 
     def step() -> None:
         h = x
         with saved():
             for k in range(net.num_modules):  # e2e and its variants: one module; parallel: K
-                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0)
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, **spec.step_options())
 
     _reset_cuda(device)
     result = _times(step, setting, device)
@@ -80,17 +83,18 @@ def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, dev
     peak with MemTracker after at least one warm-up step (as the timed steps precede it elsewhere).
     """
     weights = loss_weights(method, setting, net.num_modules)
+    options = parse_method(method).step_options()
     shapes = input_shapes(net, setting)
     per_module, extra = [], {}
     for k in range(net.num_modules):
-        per_module.append({"module": k + 1, **_module_alone(net, k, shapes[k], weights(k), setting, device, track=False)})
+        per_module.append({"module": k + 1, **_module_alone(net, k, shapes[k], weights(k), setting, device, options, track=False)})
         if device.type == "cuda":
             for key, value in cuda_peaks(device).items():
                 extra[key] = max(extra.get(key, 0), value)
     if baseline is not None:
         extra.update(baseline.to_dict())
     for k in range(net.num_modules):
-        per_module[k].update(_module_alone(net, k, shapes[k], weights(k), setting, device, track=True))
+        per_module[k].update(_module_alone(net, k, shapes[k], weights(k), setting, device, options, track=True))
     worst = max(per_module, key=lambda r: r["peak_bytes"])
     seconds = sum(r["time_per_batch_s"] for r in per_module)  # one batch through every module, in turn
     return {
@@ -101,7 +105,7 @@ def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, dev
 
 
 def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tuple[float, float],
-                  setting: BenchSetting, device: torch.device, track: bool) -> dict[str, Any]:
+                  setting: BenchSetting, device: torch.device, options: dict[str, Any], track: bool) -> dict[str, Any]:
     """Put module k (and its head and optimizer) alone on the device; time it, or track one step.
 
     Everything made here is released on return, before the next module arrives, as in training.
@@ -112,7 +116,7 @@ def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tupl
     y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
 
     def step() -> None:
-        local_step(stage, head, optimizer, x, y, weights, 0.0)
+        local_step(stage, head, optimizer, x, y, weights, 0.0, **options)
 
     # in both passes: the previous module's cached blocks go back to the driver, so the process's
     # device memory (what NVML and nvidia-smi see) holds one module at a time, as in training

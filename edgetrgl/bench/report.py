@@ -1,4 +1,4 @@
-"""Show a comparison: a rich table, a JSON file, a PNG bar chart."""
+"""Show a comparison: a rich table, a JSON file, a PNG memory-time chart with the Pareto front."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from edgetrgl.bench.pareto import mark_front
+from edgetrgl.bench.variants import Method, parse_method
 from edgetrgl.config import format_bytes
 from edgetrgl.errors import UserError
 
@@ -22,6 +24,8 @@ def bench_table(report: dict[str, Any]) -> Table:
     table.add_column("method", no_wrap=True)
     table.add_column("estimated peak" if estimated else "tensor peak", justify="right")
     table.add_column("savings vs e2e", justify="right")
+    if estimated:
+        table.add_column("GFLOP/sample", justify="right")
     cuda = any("cuda_max_allocated_bytes" in r for r in report["results"])
     if not estimated:
         table.add_column("RSS peak Δ", justify="right")
@@ -30,13 +34,18 @@ def bench_table(report: dict[str, Any]) -> Table:
             table.add_column("CUDA max reserved", justify="right")
         table.add_column("samples/s", justify="right")
         table.add_column("time/sample vs e2e", justify="right")
+    table.add_column("Pareto front", justify="center")
     for r in report["results"]:
         row = [r["method"], format_bytes(r.get("peak_bytes")), _percent(r.get("savings_vs_e2e"))]
+        if estimated:
+            flops = r.get("flops_per_sample")
+            row.append("n/a" if flops is None else f"{flops / 1e9:.3g}")
         if not estimated:
             row.append(format_bytes(r.get("peak_rss_bytes")))
             if cuda:
                 row += [format_bytes(r.get("cuda_max_allocated_bytes")), format_bytes(r.get("cuda_max_reserved_bytes"))]
             row += [_number(r.get("samples_per_s")), _overhead(r.get("time_vs_e2e"))]
+        row.append("*" if r.get("on_pareto_front") else "")
         table.add_row(*row)
     return table
 
@@ -52,39 +61,63 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
 
 
 def write_plot(report: dict[str, Any], path: str | Path) -> None:
-    """A PNG bar chart: peak memory per method (and samples/s when measured).
+    """A PNG memory-time chart: every method a point (peak, time per sample), the Pareto front marked.
+
+    The y axis is the measured median time per sample, or for an estimate the FLOPs per sample
+    (``report["pareto"]["y"]``, set by :func:`edgetrgl.bench.pareto.mark_front`).
 
     Raises:
         UserError: matplotlib is not installed, or the file cannot be written.
     """
     from edgetrgl.plots import new_figure
 
-    results = [r for r in report["results"] if r.get("peak_bytes") is not None]
-    names = [r["method"] for r in results]
-    timed = any(r.get("samples_per_s") for r in results)
-    fig = new_figure(figsize=(11 if timed else 6, 4))
-    axes = fig.subplots(1, 2 if timed else 1, squeeze=False)
-    ax = axes[0][0]
-    bars = ax.bar(names, [r["peak_bytes"] / 2**20 for r in results], color=["grey"] + ["tab:blue"] * (len(names) - 1))
-    for bar, r in zip(bars, results):
-        ax.annotate(_percent(r.get("savings_vs_e2e")), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("peak tensor memory (MiB)")
-    ax.set_title("estimated peak" if report["mode"] == "estimate" else "measured peak (MemTracker)")
-    if timed:
-        axes[0][1].bar(names, [r.get("samples_per_s") or 0 for r in results], color="tab:green")
-        axes[0][1].set_ylabel("samples / s (median step)")
-        axes[0][1].set_title(f"device {report['setting']['device']}")
-    for a in axes[0]:
-        a.tick_params(axis="x", labelrotation=45)
+    if "pareto" not in report:
+        mark_front(report)
+    y_key = report["pareto"]["y"]
+    scale, y_label = ((1e3, "time per sample (ms, median step)") if y_key == "time_per_sample_s"
+                      else (1e-9, "work per sample (GFLOP, one step)"))
+    points = [r for r in report["results"] if r.get("peak_bytes") is not None and r.get(y_key) is not None]
+    fig = new_figure(figsize=(8, 5.5))
+    ax = fig.subplots()
+    groups: dict[tuple[float, float], list[dict[str, Any]]] = {}  # equal points share one label
+    for r in points:
+        groups.setdefault((r["peak_bytes"] / 2**20, r[y_key] * scale), []).append(r)
+    for i, ((x, y), group) in enumerate(sorted(groups.items())):
+        on_front = group[0]["on_pareto_front"]  # equal points are on the front together
+        spec = parse_method(group[0]["method"])
+        ax.scatter([x], [y], s=36, marker="s" if spec.is_baseline else "o", color=_colour(spec), zorder=3,
+                   edgecolors="red" if on_front else "none", linewidths=1.5)
+        # neighbours in x alternate above and below their point, so close labels do not overprint
+        ax.annotate(" = ".join(r["method"] for r in group), (x, y), xytext=(4, 5 if i % 2 == 0 else -11),
+                    textcoords="offset points", fontsize=7, color="red" if on_front else "black",
+                    fontweight="bold" if on_front else "normal")
+    front = sorted((r for r in points if r["on_pareto_front"]), key=lambda r: r["peak_bytes"])
+    if front:
+        ax.plot([r["peak_bytes"] / 2**20 for r in front], [r[y_key] * scale for r in front], color="red",
+                drawstyle="steps-post", linewidth=1, zorder=2, label="Pareto front (none both smaller and faster)")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("peak tensor memory (MiB, " + ("estimated" if report["mode"] == "estimate" else "MemTracker") + ")")
+    ax.set_ylabel(y_label)
+    ax.margins(x=0.15, y=0.12)  # room for the labels
+    ax.grid(alpha=0.3)
     s = report["setting"]
-    fig.suptitle(f"{s['model']} {s['image_size']}x{s['image_size']}, batch {s['batch_size']}, K={s['modules']} ({s['split']})")
+    where = "estimate (fake tensors)" if report["mode"] == "estimate" else f"measured on {s['device']}"
+    ax.set_title(f"{s['model']} {s['in_channels']}x{s['image_size']}x{s['image_size']}, batch {s['batch_size']}, "
+                 f"K={s['modules']} ({s['split']}), {where}", fontsize=10)
     fig.tight_layout()
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     except OSError as exc:
         raise UserError(f"cannot write --plot {path}: {exc.strerror}") from None
+
+
+def _colour(spec: Method) -> str:
+    """Baselines grey; ours blue, orange with +ckpt, green with a low precision, purple with both."""
+    if spec.is_baseline:
+        return "dimgrey" if spec.precision == "fp32" else "darkgreen"
+    return {(False, False): "tab:blue", (True, False): "tab:orange", (False, True): "tab:green",
+            (True, True): "tab:purple"}[(spec.checkpoint_blocks, spec.precision != "fp32")]
 
 
 def _percent(value: float | None) -> str:

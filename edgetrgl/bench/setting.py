@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgetrgl.bench.variants import BASELINES, OURS, STEP_OPTIONS, parse_method  # BASELINES, OURS re-exported
 from edgetrgl.config import NetworkConfig
 from edgetrgl.data import DataSpec
 from edgetrgl.errors import UserError
@@ -25,8 +26,6 @@ from edgetrgl.modular import ModularNet, Stage, split_blocks
 from edgetrgl.network import build_blocknet as _build_blocknet
 from edgetrgl.network import build_network
 
-BASELINES = ("e2e", "checkpoint", "offload")
-OURS = ("parallel-vangl", "parallel-trgl", "sequential-vangl", "sequential-trgl")
 SPLITS = ("equal", "balanced")
 
 
@@ -86,16 +85,25 @@ class BenchSetting:
 
 
 def parse_methods(compare: str) -> list[str]:
-    """``--compare e2e,checkpoint`` -> the baselines to run (e2e always first), then ours.
+    """``--compare e2e,checkpoint,sequential-trgl+ckpt`` -> the baselines to run (e2e always first), then
+    ours, then the named variants with step options (see :mod:`edgetrgl.bench.variants`), canonical names.
 
     Raises:
-        UserError: an unknown name.
+        UserError: an unknown name or step option, in one line.
     """
     names = [n.strip() for n in compare.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BASELINES]
+    unknown = [n for n in names if n.split("+")[0].strip() not in BASELINES + OURS]
     if unknown:
-        raise UserError(f"--compare takes {', '.join(BASELINES)} (comma-separated); unknown: {', '.join(unknown)}")
-    return [b for b in BASELINES if b == "e2e" or b in names] + list(OURS)
+        raise UserError(f"--compare takes {', '.join(BASELINES)}, or one of ours ({', '.join(OURS)}) with step "
+                        f"options +{', +'.join(STEP_OPTIONS)} (e.g. sequential-trgl+ckpt); unknown: {', '.join(unknown)}")
+    try:
+        variants = [parse_method(n).name for n in names]
+    except UserError as exc:
+        raise UserError(f"--compare: {exc}") from None
+    extra = [v for i, v in enumerate(variants) if v not in BASELINES + OURS and v not in variants[:i]]
+    baselines = [b for b in BASELINES if b == "e2e" or b in variants]
+    return baselines + [v for v in extra if parse_method(v).is_baseline] + list(OURS) + [
+        v for v in extra if not parse_method(v).is_baseline]
 
 
 def build_blocknet(setting: BenchSetting) -> BlockNet:
@@ -105,11 +113,12 @@ def build_blocknet(setting: BenchSetting) -> BlockNet:
 
 def build_net(setting: BenchSetting, method: str) -> ModularNet:
     """The network for ``method``: one module for the baselines, K modules (the plan's) for ours."""
-    if method in BASELINES:
+    base = parse_method(method).base
+    if base in BASELINES:
         net = build_network(setting.network, setting.spec, num_modules=1)
     else:
         net = build_network(setting.network, setting.spec, boundaries=setting.boundaries)
-    if method == "checkpoint":
+    if base == "checkpoint":
         net.stages[0] = checkpointed(net.stages[0])
     return net
 

@@ -7,11 +7,15 @@ import argparse
 EPILOG = """examples:
   edgetrgl bench                                    # ResNet-20, 3x32x32, batch 64, K=4, on this machine
   edgetrgl bench --compare e2e,checkpoint,offload --json bench.json --plot bench.png
+  edgetrgl bench --compare checkpoint,sequential-trgl+ckpt,sequential-trgl+bf16 --plot front.png
   edgetrgl bench --estimate --model resnet110 --image-size 96 --modules 8   # fake tensors: seconds
   edgetrgl bench --model resnet20 --model-option width=4 --image-size 16 --steps 2
 
 Every method runs in a fresh process: the RSS column is that process's peak above its own
-baseline after imports and model build. Sizes are binary (MiB, GiB).
+baseline after imports and model build. Sizes are binary (MiB, GiB). A method name may carry
+the step options of `edgetrgl train` as suffixes: +ckpt (--checkpoint-blocks, ours only), +bf16
+or +fp16 (--precision). The Pareto front (*) holds the methods no other is both smaller and faster
+than (an estimate counts FLOPs for time).
 """
 
 
@@ -19,7 +23,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="compare peak memory and speed against end-to-end backprop", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--compare", default="e2e", help="baselines beside ours: e2e[,checkpoint,offload] (default e2e)")
+    a("--compare", default="e2e", help="baselines beside ours, e2e[,checkpoint,offload], and variants with step "
+      "options, e.g. sequential-trgl+ckpt,sequential-trgl+bf16 (default e2e)")
     a("--model", default="resnet20", help="model name (see `edgetrgl models`); default resnet20")
     a("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. width=4 (repeatable)")
     a("--image-size", type=int, default=32)
@@ -34,7 +39,7 @@ def add_parser(sub) -> None:
     a("--threads", type=int, help="torch threads in each measuring process (default: torch's choice)")
     a("--estimate", action="store_true", help="estimate peaks with fake tensors instead of running")
     a("--json", metavar="FILE", help="write the results as JSON")
-    a("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib: pip install edgetrgl[plot])")
+    a("--plot", metavar="FILE.png", help="write a memory-time chart with the Pareto front (needs matplotlib: pip install edgetrgl[plot])")
     p.set_defaults(handler=run)
 
 

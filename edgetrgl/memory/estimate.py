@@ -69,7 +69,7 @@ def _fake_module_steps(build, batch_shape, num_classes, transport, make_optimize
     and what is resident while it runs; the next module's input follows, as the cache serves it."""
     options = _step_options(precision, checkpoint_blocks)
     with FakeTensorMode() as mode:
-        net = _build_fake(build, mode)
+        net = build_fake(build, mode)
         x = torch.randn(batch_shape)
         y = torch.randint(0, num_classes, (batch_shape[0],))
         for k in range(net.num_modules):
@@ -94,7 +94,7 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
     """
     options = _step_options(precision, checkpoint_blocks)
     with FakeTensorMode() as mode:
-        net = _build_fake(build, mode)
+        net = build_fake(build, mode)
         x = torch.randn(batch_shape)
         y = torch.randint(0, num_classes, (batch_shape[0],))
         optimizers = [make_optimizer(list(s.parameters()) + list(h.parameters())) for s, h in zip(net.stages, net.heads)]
@@ -112,7 +112,7 @@ def _step_options(precision: str, checkpoint_blocks: bool) -> dict:
     return {"precision": "bf16" if precision == "fp16" else precision, "checkpoint_blocks": checkpoint_blocks}
 
 
-def _build_fake(build: Callable[[], ModularNet], mode: FakeTensorMode) -> ModularNet:
+def build_fake(build: Callable[[], ModularNet], mode: FakeTensorMode) -> ModularNet:
     """Build the network for real (outside the fake mode: some initialisers, such as
     ``trunc_normal_``, cannot run on fake tensors), then swap its tensors for fake ones in place."""
     with unset_fake_temporarily():

@@ -1,0 +1,193 @@
+"""Memory-time charts: every method a point (tensor peak, time per sample), the Pareto front marked.
+
+ResNet-56 (3x32x32), ResNet-110 at 3x96x96, vit_tiny (3x32x32) and torchvision ResNet-18 (3x32x32)
+at K = 4 and 8, measured on this machine (each method in a fresh process, ``edgetrgl bench``'s
+worker, one torch thread) with small batches, and estimated (fake tensors) at the same setting;
+then ResNet-110 at the paper's batch 64, estimated only (a measured step takes minutes on a CPU).
+Issue 11's target, per model and K: does one of edgetrgl's methods have a lower peak than torch's
+per-block checkpointing and take at most its time per sample?
+
+    python benchmarks/pareto.py                     # about 20 minutes on 2 shared CPU cores
+    python benchmarks/pareto.py --models resnet56 --ks 4 --no-paper    # one chart
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, Contention, mib, table, write_results  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from edgetrgl.bench import BenchSetting, run_bench, write_plot  # noqa: E402
+
+# name, image size, measured batch, model options, K -> options where the model needs more blocks
+MODELS = {
+    "resnet56": (32, 32, {}, {}),
+    "resnet110": (96, 8, {}, {}),
+    "vit_tiny": (32, 32, {}, {8: {"depth": 8}}),  # 6 blocks: K = 8 needs depth 8
+    "resnet18": (32, 16, {}, {}),
+}
+METHODS = ["e2e", "checkpoint", "checkpoint+bf16", "parallel-trgl", "sequential-trgl", "sequential-trgl+ckpt",
+           "sequential-trgl+bf16", "sequential-trgl+ckpt+bf16"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--ks", default="4,8")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method (median); default 3")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--no-paper", action="store_true", help="skip ResNet-110 96x96 batch 64 (estimated)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite results/pareto.md from results/pareto.json (verdicts recomputed), no runs")
+    args = parser.parse_args()
+    if args.render_only:
+        return render_only()
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    runs = []
+    for model in args.models.split(","):
+        image_size, batch, options, per_k = MODELS[model]
+        for k in (int(k) for k in args.ks.split(",")):
+            setting = BenchSetting(model=model, image_size=image_size, batch_size=batch, modules=k, steps=args.steps,
+                                   warmup=1, model_options={**options, **per_k.get(k, {})})
+            console.print(f"{model} K={k} batch {batch}: measuring")
+            gauge = Contention()
+            measured = run_bench(setting, METHODS, console=console, threads=args.threads)
+            busy = gauge.busy_cores()
+            estimated = run_bench(setting, METHODS, estimate=True, console=console)
+            png = RESULTS / f"pareto-{model}-k{k}.png"
+            write_plot(measured, png)
+            runs.append({"model": model, "modules": k, "mode": "measured", "setting": measured["setting"],
+                         "other_processes_busy_cores": busy, "png": png.name, "verdict": verdict(measured),
+                         "pareto": measured["pareto"], "results": merge(measured, estimated)})
+    if not args.no_paper:
+        for k in (int(k) for k in args.ks.split(",")):
+            setting = BenchSetting(model="resnet110", image_size=96, batch_size=64, modules=k)
+            console.print(f"resnet110 K={k} batch 64: estimating")
+            estimated = run_bench(setting, METHODS, estimate=True, console=console)
+            png = RESULTS / f"pareto-resnet110-b64-k{k}-estimate.png"
+            write_plot(estimated, png)
+            runs.append({"model": "resnet110", "modules": k, "mode": "estimate", "setting": estimated["setting"],
+                         "png": png.name, "verdict": verdict(estimated), "pareto": estimated["pareto"],
+                         "results": estimated["results"]})
+    payload = {"methods": METHODS, "runs": runs, "elapsed_s": round(time.perf_counter() - started, 1)}
+    json_path, md_path = write_results("pareto", payload, markdown(runs))
+    console.print(f"wrote {json_path} and {md_path} ({payload['elapsed_s']:.0f} s)")
+    return 0
+
+
+def render_only() -> int:
+    """Recompute the verdicts from the stored results and rewrite the markdown (same run, same header)."""
+    import json
+
+    payload = json.loads((RESULTS / "pareto.json").read_text())
+    for run in payload["runs"]:
+        run["verdict"] = verdict(run)
+    (RESULTS / "pareto.json").write_text(json.dumps(payload, indent=2) + "\n")
+    md = (RESULTS / "pareto.md").read_text()
+    header = md[:md.index("## Target")]
+    (RESULTS / "pareto.md").write_text(header + markdown(payload["runs"]).rstrip() + "\n")
+    return 0
+
+
+def merge(measured: dict[str, Any], estimated: dict[str, Any]) -> list[dict[str, Any]]:
+    """Measured records with the estimate's peak and FLOPs beside them."""
+    by_method = {r["method"]: r for r in estimated["results"]}
+    keep = ("method", "peak_bytes", "time_per_sample_s", "samples_per_s", "peak_rss_bytes", "savings_vs_e2e",
+            "time_vs_e2e", "on_pareto_front", "step_times_s", "peak_module")
+    return [{**{key: r.get(key) for key in keep}, "estimated_peak_bytes": by_method[r["method"]].get("peak_bytes"),
+             "flops_per_sample": by_method[r["method"]].get("flops_per_sample")} for r in measured["results"]]
+
+
+def verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """Issue 11's target against ``checkpoint`` (and, beside it, ``checkpoint+bf16``).
+
+    ``met``: one of ours has a strictly lower peak and at most the time (``y``) per sample; ``best``
+    is the fastest such method. Where none is, ``smallest`` is our smallest method and
+    ``fastest_smaller`` our fastest method below checkpoint's peak, each with its time ratio.
+    ``checkpoint (fp32 only)`` compares ours without ``+bf16`` against fp32 checkpointing.
+    """
+    y = report["pareto"]["y"]
+    results = [r for r in report["results"] if r.get("peak_bytes") is not None and r.get(y) is not None]
+    everything = [r for r in results if r["method"] not in ("e2e", "checkpoint", "checkpoint+bf16", "offload")]
+    out: dict[str, Any] = {"y": y}
+    for name in ("checkpoint", "checkpoint (fp32 only)", "checkpoint+bf16"):
+        ours = [r for r in everything if "fp32" not in name or "+bf16" not in r["method"]]
+        ref = next((r for r in results if r["method"] == name.split(" ")[0]), None)
+        if ref is None:
+            continue
+        smaller = [r for r in ours if r["peak_bytes"] < ref["peak_bytes"]]
+        winners = [r for r in smaller if r[y] <= ref[y]]
+        describe = lambda r: None if r is None else {  # noqa: E731
+            "method": r["method"], "peak_vs_ref": r["peak_bytes"] / ref["peak_bytes"], "time_vs_ref": r[y] / ref[y]}
+        out[name] = {
+            "met": bool(winners),
+            "best": describe(min(winners, key=lambda r: r[y]) if winners else None),
+            "smallest": describe(min(ours, key=lambda r: r["peak_bytes"]) if ours else None),
+            "fastest_smaller": describe(min(smaller, key=lambda r: r[y]) if smaller else None),
+        }
+    return out
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    lines = ["## Target: a lower peak than torch checkpointing and at least as fast\n",
+             "Each cell: met or not, then the method that decides it (its peak and time per sample as a "
+             "ratio to the reference): the fastest of ours that is smaller, where one is at least as fast; "
+             "else the fastest that is smaller.\n\n",
+             table(["model", "input, batch", "K", "mode", "vs checkpoint", "vs checkpoint, fp32 only",
+                    "vs checkpoint+bf16"], [_verdict_row(run) for run in runs])]
+    for run in runs:
+        s = run["setting"]
+        timed = run["mode"] == "measured"
+        title = (f"\n## {run['model']} {s['in_channels']}x{s['image_size']}x{s['image_size']}, batch {s['batch_size']}, "
+                 f"K={run['modules']}{_options(s)}, {run['mode']}\n")
+        header = ["method", "tensor peak" if timed else "estimated peak", "estimate", "vs e2e",
+                  "time/sample" if timed else "GFLOP/sample", "GFLOP/sample", "front"]
+        rows = []
+        for r in run["results"]:
+            y = (f"{r['time_per_sample_s'] * 1e3:.1f} ms" if timed and r.get("time_per_sample_s") is not None
+                 else "n/a" if timed else _gflop(r.get("flops_per_sample")))
+            rows.append([r["method"], mib(r.get("peak_bytes")), mib(r.get("estimated_peak_bytes", r.get("peak_bytes"))),
+                         "n/a" if r.get("savings_vs_e2e") is None else f"{1 - r['savings_vs_e2e']:.2f}x",
+                         y, _gflop(r.get("flops_per_sample")), "*" if r.get("on_pareto_front") else ""])
+        if not timed:  # the estimate's own columns already say it
+            header, rows = header[:2] + header[3:5] + header[6:], [row[:2] + row[3:5] + row[6:] for row in rows]
+        busy = f" Other processes kept {run['other_processes_busy_cores']} cores busy." if timed else ""
+        lines += [title, f"Chart: `results/{run['png']}`.{busy}\n\n", table(header, rows)]
+    return "".join(lines)
+
+
+def _verdict_row(run: dict[str, Any]) -> list[str]:
+    s, v = run["setting"], run["verdict"]
+    row = [run["model"] + _options(s), f"{s['image_size']}x{s['image_size']}, {s['batch_size']}", str(run["modules"]),
+           run["mode"] + ("" if run["mode"] == "measured" else " (FLOPs for time)")]
+    for name in ("checkpoint", "checkpoint (fp32 only)", "checkpoint+bf16"):
+        w = v.get(name)
+        if w is None:
+            row.append("n/a")
+            continue
+        pick = w["best"] or w["fastest_smaller"] or w["smallest"]
+        label = "**met**" if w["met"] else "not met"
+        row.append(label + ("" if pick is None else
+                            f": {pick['method']} ({pick['peak_vs_ref']:.2f}x, {pick['time_vs_ref']:.2f}x)"))
+    return row
+
+
+def _options(setting: dict[str, Any]) -> str:
+    opts = setting.get("model_options") or {}
+    return "" if not opts else " (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
+
+
+def _gflop(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 1e9:.3g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
