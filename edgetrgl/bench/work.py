@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from edgetrgl.bench.methods import bench_sgd, loss_weights
 from edgetrgl.bench.setting import BenchSetting, build_net
 from edgetrgl.bench.variants import parse_method
 from edgetrgl.memory.estimate import build_fake
+from edgetrgl.memory.work import count_work
 from edgetrgl.step import local_step
 
 
@@ -25,14 +25,17 @@ def flops_per_sample(setting: BenchSetting, method: str) -> float:
     """
     spec = parse_method(method)
     options = {"checkpoint_blocks": spec.checkpoint_blocks}  # precision changes no FLOP count
-    counter = FlopCounterMode(display=False)
     with FakeTensorMode() as mode:
         net = build_fake(lambda: build_net(setting, method), mode)
         weights = loss_weights(method, setting, net.num_modules)
         x = torch.randn(setting.batch_shape)
         y = torch.randint(0, setting.num_classes, (setting.batch_size,))
         optimizers = [bench_sgd(list(s.parameters()) + list(h.parameters()), setting) for s, h in zip(net.stages, net.heads)]
-        with counter:  # one step through every module (one module for the baselines); outputs are detached
+
+        def step() -> None:  # one step through every module (one module for the baselines); outputs are detached
+            h = x
             for k in range(net.num_modules):
-                x, _ = local_step(net.stages[k], net.heads[k], optimizers[k], x, y, weights(k), 0.0, **options)
-    return counter.get_total_flops() / setting.batch_size
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, **options)
+
+        work = count_work(step)  # the planner's counter (edgetrgl/memory/work.py)
+    return work.flops / setting.batch_size
