@@ -12,7 +12,8 @@ _DONE = object()
 
 
 class Prefetcher:
-    """Iterate ``batches`` on a thread, ``depth`` batches ahead, moving them to ``device``.
+    """Iterate ``batches`` on a thread, ``depth`` batches ahead, moving them to ``device`` (``depth=0``:
+    inline, on the caller's thread).
 
     On CUDA the batch is pinned and copied with ``non_blocking=True`` so the copy overlaps compute.
     Gathering rows from a memory-mapped cache releases the GIL, so the thread really runs ahead.
@@ -29,6 +30,9 @@ class Prefetcher:
         return x.to(self.device), y.to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.depth == 0:  # inline: nothing to overlap (see ``prefetch_depth``)
+            yield from (self._move(x, y) for x, y in self.batches)
+            return
         q: queue.Queue = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
 
@@ -59,3 +63,10 @@ class Prefetcher:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(timeout=0.01)
+
+
+def prefetch_depth(device: torch.device | str, backend: str) -> int:
+    """Batches to prepare ahead: 2 where a thread hides latency (reading a disk cache, host-to-device
+    copies), 0 for a host cache feeding the CPU, where gathering rows takes microseconds and a
+    second thread would only take cycles from the step's own OpenMP threads."""
+    return 0 if torch.device(device).type == "cpu" and backend == "host" else 2
