@@ -90,7 +90,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = measure(args.precision, args.repeats)
     flops_per_s, bytes_per_s, per_op = fit(rows)
     fitted = lambda r: r["flops"] / flops_per_s + r["bytes_written"] / bytes_per_s + r["ops"] * per_op  # noqa: E731
@@ -107,7 +110,7 @@ def main() -> int:
                "ranking_agreement_fitted": ranking_agreement(rows, fitted), "rows": rows}
     lines = [[f"{r['model']} {r['options'] or ''} b{r['batch']}", r["module"], "on" if r["checkpoint_blocks"] else "off",
               r["micro_batch"] or "-", f"{1e3 * r['measured_s']:.1f}", f"{1e3 * r['shipped_s']:.1f}"] for r in rows]
-    markdown = (f"{args.precision}, {len(rows)} module steps. Fitted here: F = {flops_per_s / 1e9:.0f} GFLOP/s, "
+    markdown = (f"{args.precision}, {torch.get_num_threads()} torch thread(s), {len(rows)} module steps. Fitted here: F = {flops_per_s / 1e9:.0f} GFLOP/s, "
                 f"B = {bytes_per_s / 1e9:.1f} GB/s, L = {1e6 * per_op:.1f} us/op. Shipped CPU rates "
                 f"(edgetrgl/planning/speed.py): median error {100 * payload['shipped_median_relative_error']:.0f}%, "
                 f"max {100 * errors[-1]:.0f}%; pairs of options of one module ranked right: "
