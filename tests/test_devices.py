@@ -200,6 +200,30 @@ def test_measured_footprint_grows_with_the_model():
         measure_runtime_footprint("no-such-model", timeout_s=120)
 
 
+_PLAN_THEN_MEASURE = """
+import json, sys
+from edgetrgl.config import TrainConfig
+from edgetrgl.data import load_dataset
+from edgetrgl.devices import current_footprint
+from edgetrgl.planning.run_plan import make_plan
+cfg = TrainConfig(model="resnet20", model_options={"width": 4}, dataset="synthetic", modules=3, batch_size=64,
+                  device="cpu", out="", device_profile="rpi4-2gb", budget="1500MiB")
+plan, net = make_plan(cfg, load_dataset("synthetic", num_train=64, num_test=32, seed=0)[2])
+print(json.dumps({"planned": plan.process["footprint_bytes"], "after": current_footprint().anon_bytes}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RssAnon is Linux's")
+def test_process_footprint_includes_the_planners_own_runtime():
+    # The first fake-tensor estimate imports torch._dynamo, sympy and ~900 modules (~80 MiB that stay for
+    # the run): a footprint measured before it made the default rpi4-2gb plan 80 MiB short. Fresh
+    # interpreter, so nothing was imported by another test.
+    out = subprocess.run([sys.executable, "-c", _PLAN_THEN_MEASURE], capture_output=True, text=True, timeout=180,
+                         check=True)
+    sizes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sizes["after"] - sizes["planned"] < 24 * MiB, sizes
+
+
 # -- startup (issue 9, item 7) ---------------------------------------------------------------------
 
 def test_import_edgetrgl_leaves_heavy_optional_modules_alone():
