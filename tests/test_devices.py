@@ -224,6 +224,20 @@ def test_process_footprint_includes_the_planners_own_runtime():
     assert sizes["after"] - sizes["planned"] < 24 * MiB, sizes
 
 
+def test_a_forced_host_cache_over_the_whole_process_budget_is_refused(synthetic_data):
+    # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
+    from edgetrgl.planning.run_plan import make_plan
+    from tests.conftest import tiny_config
+
+    wide = dict(model_options={"width": 32}, device_profile="rpi4-2gb", cache="host")  # ~24 MiB of cached outputs
+    plan, _ = make_plan(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
+    cache = plan.cache.bytes_needed
+    assert plan.cache.mode == "host" and cache > 16 * MiB
+    over = plan.process["estimated_peak_bytes"] - cache // 2  # room for the module, not for the cache beside it
+    with pytest.raises(UserError, match="--cache disk or auto"):
+        make_plan(tiny_config(budget=str(over), **wide), synthetic_data[2])
+
+
 # -- startup (issue 9, item 7) ---------------------------------------------------------------------
 
 def test_import_edgetrgl_leaves_heavy_optional_modules_alone():

@@ -140,6 +140,12 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
         process["estimated_peak_bytes"] = (process["footprint_bytes"] + process["weights_in_ram_bytes"] + module_peak
                                            + (cache.bytes_needed if cache.mode == "host" else 0))
         notes.append(f"whole process: {process['meaning']}; estimated peak {format_bytes(process['estimated_peak_bytes'])}")
+        if process["estimated_peak_bytes"] > process["budget_bytes"]:  # only a forced --cache host gets here
+            need = process["estimated_peak_bytes"]
+            raise UserError(f"--cache {cfg.cache} keeps {format_bytes(cache.bytes_needed)} in RAM beside the module "
+                            f"being trained: the whole process would need about {format_bytes(need)} "
+                            f"({need / 1e9:.3g} GB), over the budget ({process['meaning']}): use --cache disk or auto, or a "
+                            f"budget of at least {format_bytes(need)}")
     if budget.limited:
         notes.append(f"budget: {budget.describe()}")
     name = model.name if model is not None else cfg.model
