@@ -224,15 +224,20 @@ def test_process_footprint_includes_the_planners_own_runtime():
     assert sizes["after"] - sizes["planned"] < 24 * MiB, sizes
 
 
-def test_a_forced_host_cache_over_the_whole_process_budget_is_refused(synthetic_data):
-    # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
-    from edgetrgl.planning.run_plan import make_plan
+def test_host_cache_in_the_whole_process_estimate(synthetic_data):
+    from edgetrgl.planning.run_plan import _tensors_and_host_cache, make_plan
     from tests.conftest import tiny_config
 
     wide = dict(model_options={"width": 32}, device_profile="rpi4-2gb", cache="host")  # ~24 MiB of cached outputs
-    plan, _ = make_plan(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
+    plan, net = make_plan(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
     cache = plan.cache.bytes_needed
     assert plan.cache.mode == "host" and cache > 16 * MiB
+    # a write pass holds module k-1's outputs (read) and module k's (written): ResNet-20's halve, so 1.5x the largest
+    assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 0) == cache + cache // 2
+    assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 10 * cache) == 11 * cache  # training dominates
+    disk = plan.cache.__class__.from_dict({**plan.cache.to_dict(), "mode": "disk"})
+    assert _tensors_and_host_cache(net, synthetic_data[2], disk, 5) == 5  # a disk cache is page cache, not anon
+    # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
     over = plan.process["estimated_peak_bytes"] - cache // 2  # room for the module, not for the cache beside it
     with pytest.raises(UserError, match="--cache disk or auto"):
         make_plan(tiny_config(budget=str(over), **wide), synthetic_data[2])
