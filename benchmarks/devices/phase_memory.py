@@ -6,7 +6,8 @@ interpreter, wraps a few phase functions (planning, each module's epochs, evalua
 write pass, checkpoints) so that a label names the current phase, and samples this process's
 ``RssAnon`` (/proc/self/status: what a memory cgroup's ``total_rss`` counts for it) every 10 ms
 in a thread. It prints one JSON object: the plan's estimate and, per phase, the anonymous memory
-on entry and exit and the largest sample. A diagnostic, not a proof: no cgroup, no limit.
+on entry and exit, the largest sample and the seconds spent (with ``--disk PATH``, also the MiB read
+and written on the disk holding PATH). A diagnostic, not a proof: run it inside cgroup_proof.py for that.
 
     PYTHONPATH=. python benchmarks/devices/phase_memory.py --json out.jsonl -- \\
         --device-profile rpi4-2gb --budget 650MiB --epochs 1 --out /tmp/run
@@ -18,12 +19,26 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 
 MIB = 2**20
+
+
+def _disk_stat_path(path: str) -> Path:
+    """/sys/block/.../stat of the block device holding ``path`` (sectors read: field 3, written: field 7)."""
+    dev = os.stat(path).st_dev
+    return Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+
+
+def _disk_mib(stat: Path | None) -> tuple[float, float]:
+    if stat is None:
+        return 0.0, 0.0
+    fields = stat.read_text().split()
+    return int(fields[2]) * 512 / MIB, int(fields[6]) * 512 / MIB
 
 
 def _anon() -> int:
@@ -37,8 +52,9 @@ def _anon() -> int:
 class PhaseSampler:
     """A thread sampling RssAnon, charging each sample to the phase named last."""
 
-    def __init__(self, period_s: float = 0.01) -> None:
+    def __init__(self, period_s: float = 0.01, disk: str | None = None) -> None:
         self.period_s, self.phase, self.phases, self.order = period_s, "startup", {}, []
+        self.disk_stat = _disk_stat_path(disk) if disk else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._enter("startup")
@@ -64,11 +80,18 @@ class PhaseSampler:
     def during(self, name: str):
         outer = self.phase
         self._enter(name)
+        started, (read0, written0) = time.perf_counter(), _disk_mib(self.disk_stat)
         try:
             yield
         finally:
             self._charge(_anon())
-            self.phases[name]["exit_mib"] = round(_anon() / MIB, 1)
+            record = self.phases[name]
+            record["exit_mib"] = round(_anon() / MIB, 1)
+            record["seconds"] = round(record.get("seconds", 0.0) + time.perf_counter() - started, 2)
+            if self.disk_stat is not None:
+                read1, written1 = _disk_mib(self.disk_stat)
+                record["disk_read_mib"] = round(record.get("disk_read_mib", 0.0) + read1 - read0, 1)
+                record["disk_written_mib"] = round(record.get("disk_written_mib", 0.0) + written1 - written0, 1)
             self.phase = outer
 
     def wrap(self, owner, attr: str, name) -> None:
@@ -83,17 +106,25 @@ class PhaseSampler:
         setattr(owner, attr, wrapped)
 
     def report(self) -> list[dict]:
-        return [{"phase": n, **{k: round(v, 1) if isinstance(v, float) else v for k, v in self.phases[n].items()}}
+        return [{"phase": n, **{k: round(v, 2) if isinstance(v, float) else v for k, v in self.phases[n].items()}}
                 for n in self.order]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="append the result as one JSON line to this file")
+    parser.add_argument("--disk", help="also count bytes read and written per phase on the disk holding this path")
+    parser.add_argument("--fsync-cache", action="store_true",
+                        help="fsync each disk-cache shard when it is sealed (see sync_cache.py)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then `edgetrgl train` arguments (with --out)")
     args = parser.parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
-    sampler = PhaseSampler()
+    sampler = PhaseSampler(disk=args.disk)
+    if args.fsync_cache:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sync_cache import patch_finish
+
+        patch_finish()
     sampler._thread.start()
 
     import edgetrgl.planning.run_plan as run_plan
