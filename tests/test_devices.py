@@ -225,7 +225,7 @@ def test_process_footprint_includes_the_planners_own_runtime():
 
 
 def test_host_cache_in_the_whole_process_estimate(synthetic_data):
-    from edgetrgl.planning.run_plan import _tensors_and_host_cache, make_plan
+    from edgetrgl.planning.run_plan import _tensors_and_host_cache, _with_prefetched_inputs, make_plan
     from tests.conftest import tiny_config
 
     wide = dict(model_options={"width": 32}, device_profile="rpi4-2gb", cache="host")  # ~24 MiB of cached outputs
@@ -237,6 +237,11 @@ def test_host_cache_in_the_whole_process_estimate(synthetic_data):
     assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 10 * cache) == 11 * cache  # training dominates
     disk = plan.cache.__class__.from_dict({**plan.cache.to_dict(), "mode": "disk"})
     assert _tensors_and_host_cache(net, synthetic_data[2], disk, 5) == 5  # a disk cache is page cache, not anon
+    # modules 2..K read cached batches: the prefetcher holds 3 beyond the step's own (module 1's output: 32x16x16)
+    peaks = [m["estimated_peak_bytes"] for m in plan.estimates["modules"]]
+    in_flight = [0, 3 * 64 * 32 * 16 * 16 * 4, 3 * 64 * 64 * 8 * 8 * 4]
+    assert _with_prefetched_inputs(net, synthetic_data[2], plan.cache, plan.estimates, 64, max(peaks)) == max(
+        p + extra for p, extra in zip(peaks, in_flight))
     # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
     over = plan.process["estimated_peak_bytes"] - cache // 2  # room for the module, not for the cache beside it
     with pytest.raises(UserError, match="--cache disk or auto"):

@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 import torch
 
 _DONE = object()
+DEPTH = 2  # batches ready ahead of the one training (the whole-process estimate counts them)
 
 
 class Prefetcher:
@@ -18,7 +19,7 @@ class Prefetcher:
     Gathering rows from a memory-mapped cache releases the GIL, so the thread really runs ahead.
     """
 
-    def __init__(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, depth: int = 2) -> None:
+    def __init__(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, depth: int = DEPTH) -> None:
         self.batches = batches
         self.device = torch.device(device)
         self.depth = depth
