@@ -200,6 +200,54 @@ def test_measured_footprint_grows_with_the_model():
         measure_runtime_footprint("no-such-model", timeout_s=120)
 
 
+_PLAN_THEN_MEASURE = """
+import json, sys
+from edgetrgl.config import TrainConfig
+from edgetrgl.data import load_dataset
+from edgetrgl.devices import current_footprint
+from edgetrgl.planning.run_plan import make_plan
+cfg = TrainConfig(model="resnet20", model_options={"width": 4}, dataset="synthetic", modules=3, batch_size=64,
+                  device="cpu", out="", device_profile="rpi4-2gb", budget="1500MiB")
+plan, net = make_plan(cfg, load_dataset("synthetic", num_train=64, num_test=32, seed=0)[2])
+print(json.dumps({"planned": plan.process["footprint_bytes"], "after": current_footprint().anon_bytes}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RssAnon is Linux's")
+def test_process_footprint_includes_the_planners_own_runtime():
+    # The first fake-tensor estimate imports torch._dynamo, sympy and ~900 modules (~80 MiB that stay for
+    # the run): a footprint measured before it made the default rpi4-2gb plan 80 MiB short. Fresh
+    # interpreter, so nothing was imported by another test.
+    out = subprocess.run([sys.executable, "-c", _PLAN_THEN_MEASURE], capture_output=True, text=True, timeout=180,
+                         check=True)
+    sizes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sizes["after"] - sizes["planned"] < 24 * MiB, sizes
+
+
+def test_host_cache_in_the_whole_process_estimate(synthetic_data):
+    from edgetrgl.planning.run_plan import _tensors_and_host_cache, _with_prefetched_inputs, make_plan
+    from tests.conftest import tiny_config
+
+    wide = dict(model_options={"width": 32}, device_profile="rpi4-2gb", cache="host")  # ~24 MiB of cached outputs
+    plan, net = make_plan(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
+    cache = plan.cache.bytes_needed
+    assert plan.cache.mode == "host" and cache > 16 * MiB
+    # a write pass holds module k-1's outputs (read) and module k's (written): ResNet-20's halve, so 1.5x the largest
+    assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 0) == cache + cache // 2
+    assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 10 * cache) == 11 * cache  # training dominates
+    disk = plan.cache.__class__.from_dict({**plan.cache.to_dict(), "mode": "disk"})
+    assert _tensors_and_host_cache(net, synthetic_data[2], disk, 5) == 5  # a disk cache is page cache, not anon
+    # modules 2..K read cached batches: the prefetcher holds 3 beyond the step's own (module 1's output: 32x16x16)
+    peaks = [m["estimated_peak_bytes"] for m in plan.estimates["modules"]]
+    in_flight = [0, 3 * 64 * 32 * 16 * 16 * 4, 3 * 64 * 64 * 8 * 8 * 4]
+    assert _with_prefetched_inputs(net, synthetic_data[2], plan.cache, plan.estimates, 64, max(peaks)) == max(
+        p + extra for p, extra in zip(peaks, in_flight))
+    # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
+    over = plan.process["estimated_peak_bytes"] - cache // 2  # room for the module, not for the cache beside it
+    with pytest.raises(UserError, match="--cache disk or auto"):
+        make_plan(tiny_config(budget=str(over), **wide), synthetic_data[2])
+
+
 # -- startup (issue 9, item 7) ---------------------------------------------------------------------
 
 def test_import_edgetrgl_leaves_heavy_optional_modules_alone():

@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 import torch
 
 _DONE = object()
+DEPTH = 2  # batches ready ahead of the one training (the whole-process estimate counts them)
 
 
 class Prefetcher:
@@ -19,7 +20,7 @@ class Prefetcher:
     Gathering rows from a memory-mapped cache releases the GIL, so the thread really runs ahead.
     """
 
-    def __init__(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, depth: int = 2) -> None:
+    def __init__(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, depth: int = DEPTH) -> None:
         self.batches = batches
         self.device = torch.device(device)
         self.depth = depth
@@ -69,4 +70,4 @@ def prefetch_depth(device: torch.device | str, backend: str) -> int:
     """Batches to prepare ahead: 2 where a thread hides latency (reading a disk cache, host-to-device
     copies), 0 for a host cache feeding the CPU, where gathering rows takes microseconds and a
     second thread would only take cycles from the step's own OpenMP threads."""
-    return 0 if torch.device(device).type == "cpu" and backend == "host" else 2
+    return 0 if torch.device(device).type == "cpu" and backend == "host" else DEPTH
