@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from edgetrgl import TrainConfig  # noqa: E402
 from edgetrgl.memory.work import Work, count_work  # noqa: E402
 from edgetrgl.planning.run_plan import make_plan  # noqa: E402
-from edgetrgl.planning.speed import CPU  # noqa: E402
+from edgetrgl.planning.speed import machine_speed  # noqa: E402
 from edgetrgl.step import local_step, make_sgd  # noqa: E402
 from edgetrgl.training.api import load_data  # noqa: E402
 
@@ -97,14 +97,15 @@ def main() -> int:
     rows = measure(args.precision, args.repeats)
     flops_per_s, bytes_per_s, per_op = fit(rows)
     fitted = lambda r: r["flops"] / flops_per_s + r["bytes_written"] / bytes_per_s + r["ops"] * per_op  # noqa: E731
-    shipped = lambda r: CPU.seconds(Work(r["flops"], r["bytes_written"], r["ops"]))  # noqa: E731
+    rates = machine_speed("cpu", args.precision)
+    shipped = lambda r: rates.seconds(Work(r["flops"], r["bytes_written"], r["ops"]))  # noqa: E731
     for r in rows:
         r["fitted_s"], r["shipped_s"] = fitted(r), shipped(r)
     errors = sorted(abs(r["shipped_s"] / r["measured_s"] - 1) for r in rows)
     payload = {"precision": args.precision, "fitted": {"flops_per_s": flops_per_s, "bytes_per_s": bytes_per_s,
                                                         "seconds_per_op": per_op},
-               "shipped": {"flops_per_s": CPU.flops_per_s, "bytes_per_s": CPU.bytes_per_s,
-                           "seconds_per_op": CPU.seconds_per_op},
+               "shipped": {"flops_per_s": rates.flops_per_s, "bytes_per_s": rates.bytes_per_s,
+                           "seconds_per_op": rates.seconds_per_op},
                "shipped_median_relative_error": statistics.median(errors), "shipped_max_relative_error": errors[-1],
                "ranking_agreement_shipped": ranking_agreement(rows, shipped),
                "ranking_agreement_fitted": ranking_agreement(rows, fitted), "rows": rows}

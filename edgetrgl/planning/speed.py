@@ -1,22 +1,28 @@
 """The time model's rates per device: what the planner uses to rank plans that fit.
 
 Only the ranking matters (which plan is faster), not the seconds themselves. The CPU rates are fitted
-to measured step times on this project's 2-core AMD EPYC (``benchmarks/step_time_model.py``: 72
-module steps of ResNet-20 and ResNet-56 with and without micro-batches and checkpointing inside
-modules, median error 9%); bf16 autocast measured no faster there (median 1.09x fp32's time), so it
-gets fp32's rates. The CUDA rates are modelled from an H100-class data sheet, derated: TF32 matrix
-rate for fp32 (PyTorch's default for convolutions), twice that for bf16/fp16, HBM bandwidth, and
-about 10 microseconds of eager dispatch per op.
+to measured step times on this project's 2-core AMD EPYC (``benchmarks/step_time_model.py``: 48
+module steps of ResNet-20 and ResNet-56, with and without micro-batches and checkpointing inside
+modules; 92% of pairs of options ranked right in fp32, 97% in bf16). bf16 doubled the matrix rate
+there (AVX512-BF16); a CPU without native bf16 gets fp32's rates for it, so bf16 is never modelled
+faster there (``--precision auto`` then keeps fp32). The CUDA rates are modelled from an H100-class
+data sheet, derated: TF32 matrix rate for fp32 (PyTorch's default for convolutions), twice that for
+bf16/fp16, HBM bandwidth, and about 10 microseconds of eager dispatch per op.
 """
 
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import torch
 
 from edgetrgl.memory.work import MachineSpeed
 
-CPU = MachineSpeed(flops_per_s=218e9, bytes_per_s=6.7e9, seconds_per_op=16e-6,
-                   source="fitted on a 2-core AMD EPYC, fp32 and bf16 alike (benchmarks/step_time_model.py)")
+CPU = MachineSpeed(flops_per_s=298e9, bytes_per_s=5.8e9, seconds_per_op=16e-6,
+                   source="fitted on a 2-core AMD EPYC, fp32 (benchmarks/step_time_model.py)")
+CPU_BF16 = MachineSpeed(flops_per_s=594e9, bytes_per_s=5.9e9, seconds_per_op=16e-6,
+                        source="fitted on a 2-core AMD EPYC with AVX512-BF16, bf16 autocast")
 CUDA = MachineSpeed(flops_per_s=60e12, bytes_per_s=2.0e12, seconds_per_op=10e-6,
                     source="modelled: H100-class TF32 rate and HBM bandwidth, derated; ~10 us of dispatch per op")
 CUDA_HALF = MachineSpeed(flops_per_s=120e12, bytes_per_s=2.0e12, seconds_per_op=10e-6,
@@ -27,4 +33,20 @@ def machine_speed(device: torch.device | str, precision: str) -> MachineSpeed:
     """The rates of ``device`` running the step at ``precision`` (fp32, bf16, fp16)."""
     if torch.device(device).type == "cuda":
         return CUDA if precision == "fp32" else CUDA_HALF
-    return CPU
+    return CPU_BF16 if precision != "fp32" and cpu_has_native_bf16() else CPU
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """bf16 arithmetic in hardware: x86's AVX512-BF16 or AMX, or Arm's BF16 extension (ARMv8.6; not
+    on a Pi 4's Cortex-A72 or a Pi 5's Cortex-A76)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
