@@ -49,21 +49,25 @@ class CachePlan:
         return cls(**values)
 
 
-def cache_bytes_needed(net: ModularNet, input_shape: tuple[int, ...], num_samples: int, dtype: str) -> int:
-    """Bytes of the largest cache: the outputs of one of modules 1..K-1 for ``num_samples`` samples,
-    stored as ``dtype``."""
-    if net.num_modules < 2:
-        return 0
-    x = torch.zeros(1, *input_shape)
-    largest = 0
+def output_elements(net: ModularNet, input_shape: tuple[int, ...]) -> list[int]:
+    """Elements per sample of the outputs of modules 1..K-1 (what their caches hold), probed on the CPU."""
+    x, elements = torch.zeros(1, *input_shape), []
     with torch.no_grad():
         for stage in net.stages[:-1]:
             was = stage.training
             stage.eval()  # probing must not move BatchNorm running statistics
             x = stage(x)
             stage.train(was)
-            largest = max(largest, math.prod(x.shape[1:]))
-    return largest * num_samples * STORAGE_DTYPES[dtype].itemsize
+            elements.append(math.prod(x.shape[1:]))
+    return elements
+
+
+def cache_bytes_needed(net: ModularNet, input_shape: tuple[int, ...], num_samples: int, dtype: str) -> int:
+    """Bytes of the largest cache: the outputs of one of modules 1..K-1 for ``num_samples`` samples,
+    stored as ``dtype``."""
+    if net.num_modules < 2:
+        return 0
+    return max(output_elements(net, input_shape)) * num_samples * STORAGE_DTYPES[dtype].itemsize
 
 
 def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cache: bool, net: ModularNet,

@@ -25,7 +25,7 @@ from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_blocknet, build_network, input_shape
 from edgetrgl.planning.budget import Budget
 from edgetrgl.precision import autocast_for
-from edgetrgl.cache.placement import CachePlan, plan_cache
+from edgetrgl.cache.placement import CachePlan, output_elements, plan_cache
 from edgetrgl.cache.prefetch import prefetch_depth
 from edgetrgl.planning.device import memory_kind, resolve_device
 from edgetrgl.planning.speed import machine_speed
@@ -226,7 +226,7 @@ def _tensors_and_host_cache(net: ModularNet, spec, cache: CachePlan, module_peak
     default setting with ``--cache host`` peaked 5% over an estimate that counted one cache)."""
     if cache.mode != "host" or net.num_modules < 2:
         return module_peak
-    elements = _output_elements(net, spec)
+    elements = output_elements(net, input_shape(spec))
     sizes = [cache.bytes_needed * e // max(elements) for e in elements]  # bytes_needed is the largest
     write_pass = max(a + b for a, b in zip([0, *sizes], sizes))
     return max(module_peak + cache.bytes_needed, write_pass)
@@ -242,23 +242,10 @@ def _with_prefetched_inputs(net: ModularNet, spec, cache: CachePlan, estimates: 
     per_module = (estimates or {}).get("modules")
     if cache.mode == "none" or net.num_modules < 2 or not per_module:
         return module_peak
-    elements = [0, *_output_elements(net, spec)]  # module 1 reads the data set, not a cache
+    elements = [0, *output_elements(net, input_shape(spec))]  # module 1 reads the data set, not a cache
     depth = prefetch_depth(device, cache.mode)  # 0: served inline, nothing waits beside the step's batch
     in_flight = [(depth + 1 if depth else 0) * batch_size * e * 4 for e in elements]
     return max(m["estimated_peak_bytes"] + extra for m, extra in zip(per_module, in_flight))
-
-
-def _output_elements(net: ModularNet, spec) -> list[int]:
-    """Elements per sample of the outputs of modules 1..K-1 (what their caches hold)."""
-    x, elements = torch.zeros(1, *input_shape(spec)), []
-    with torch.no_grad():
-        for stage in net.stages[:-1]:
-            was = stage.training
-            stage.eval()  # probing must not move BatchNorm running statistics
-            x = stage(x)
-            stage.train(was)
-            elements.append(x[0].numel())
-    return elements
 
 
 @dataclass
