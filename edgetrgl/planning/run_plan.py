@@ -70,9 +70,14 @@ class RunPlan:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunPlan":
+    def from_dict(cls, values: dict[str, Any], config: TrainConfig | None = None) -> "RunPlan":
+        """Read a saved plan; ``config`` fills the step's options of a plan saved before they were
+        part of it (they were read from the config then)."""
         values = dict(values)
         values["cache"] = CachePlan.from_dict(values["cache"])
+        if config is not None and "checkpoint_blocks" not in values:
+            values.update(checkpoint_blocks=config.checkpoint_blocks is True,
+                          precision="fp32" if config.precision == "auto" else config.precision)
         return cls(**values)
 
     def on_device(self, device: str) -> "RunPlan":

@@ -172,7 +172,7 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
         saved = TrainConfig.from_dict(state["config"])
         changed = agreed_changes(saved, changes or {}, "--resume")
         cfg = saved.replace(**{k: v for k, v in changed.items() if k != "out"}, out=str(run_dir))
-        plan = RunPlan.from_dict(state["plan"]).on_device(cfg.device)
+        plan = RunPlan.from_dict(state["plan"], config=saved).on_device(cfg.device)
         data = data or load_data(cfg)
         model = _with_head_factory(model, head_factory, cfg, data[2])
         net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries,
