@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgetrgl.cli.main import main
 from edgetrgl.devices import (current_footprint, detect, get_profile, list_profiles, live_memory, measure_runtime_footprint,
@@ -237,11 +238,14 @@ def test_host_cache_in_the_whole_process_estimate(synthetic_data):
     assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 10 * cache) == 11 * cache  # training dominates
     disk = plan.cache.__class__.from_dict({**plan.cache.to_dict(), "mode": "disk"})
     assert _tensors_and_host_cache(net, synthetic_data[2], disk, 5) == 5  # a disk cache is page cache, not anon
-    # modules 2..K read cached batches: the prefetcher holds 3 beyond the step's own (module 1's output: 32x16x16)
+    # modules 2..K read cached batches: a prefetch thread (CUDA; a disk cache) holds 3 beyond the step's own
+    # (module 1's output: 32x16x16); a host cache on the CPU is served inline, nothing waits beside the step
     peaks = [m["estimated_peak_bytes"] for m in plan.estimates["modules"]]
     in_flight = [0, 3 * 64 * 32 * 16 * 16 * 4, 3 * 64 * 64 * 8 * 8 * 4]
-    assert _with_prefetched_inputs(net, synthetic_data[2], plan.cache, plan.estimates, 64, max(peaks)) == max(
-        p + extra for p, extra in zip(peaks, in_flight))
+    estimate = lambda device: _with_prefetched_inputs(net, synthetic_data[2], plan.cache, plan.estimates,  # noqa: E731
+                                                      64, max(peaks), torch.device(device))
+    assert estimate("cuda") == max(p + extra for p, extra in zip(peaks, in_flight))
+    assert estimate("cpu") == max(peaks)
     # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
     over = plan.process["estimated_peak_bytes"] - cache // 2  # room for the module, not for the cache beside it
     with pytest.raises(UserError, match="--cache disk or auto"):
