@@ -10,15 +10,12 @@ results/precision.{json,md}. fp16 needs a GPU to be worth it and is not run here
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from statistics import mean, pstdev
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command, machine  # noqa: E402
+from _common import table, write_results  # noqa: E402
 
 from edgetrgl import TrainConfig, train  # noqa: E402
 
@@ -27,7 +24,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     rows = []
     for precision in args.precisions:
@@ -39,22 +35,13 @@ def main() -> None:
             print(precision, seed, accs[-1], walls[-1], flush=True)
         rows.append({"precision": precision, "last_module_accuracy": accs, "mean": mean(accs),
                      "std": pstdev(accs), "wall_time_s": walls})
-    meta = {"command": command(), "machine": machine(), "seeds": args.seeds}
-    lines = [f"# precision\n\nCommand: `{meta['command']}`  ",
-             f"Machine: {meta['machine'].get('cpu')}, {meta['machine'].get('nproc')} CPUs (shared), "
-             f"torch {torch.__version__}; {meta['machine'].get('date')}\n",
-             "Default `edgetrgl train` setting (ResNet-20, K=4, sequential TRGL, mnist5k, 2 epochs per module), CPU.\n",
-             "| precision | last-module test accuracy per seed | mean | std | wall time per run (s) |", "|---|---|---|---|---|"]
-    for r in rows:
-        per_seed = " / ".join(f"{100 * a:.1f}" for a in r["last_module_accuracy"])
-        walls = " / ".join(f"{w:.1f}" for w in r["wall_time_s"] if w is not None)
-        lines.append(f"| {r['precision']} | {per_seed} | {100 * r['mean']:.2f}% | {100 * r['std']:.2f} | {walls} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "precision.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "precision.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    lines = [[r["precision"], " / ".join(f"{100 * a:.1f}" for a in r["last_module_accuracy"]), f"{100 * r['mean']:.2f}%",
+              f"{100 * r['std']:.2f}", " / ".join(f"{w:.1f}" for w in r["wall_time_s"])] for r in rows]
+    markdown = ("Default `edgetrgl train` setting (ResNet-20, K=4, sequential TRGL, mnist5k, 2 epochs per module), "
+                "CPU.\n\n" + table(["precision", "last-module test accuracy per seed", "mean", "std",
+                                      "wall time per run (s)"], lines))
+    write_results("precision", {"seeds": args.seeds, "rows": rows}, markdown)
+    print(markdown)
 
 if __name__ == "__main__":
     main()

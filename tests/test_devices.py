@@ -226,6 +226,8 @@ def test_process_footprint_includes_the_planners_own_runtime():
 
 
 def test_host_cache_in_the_whole_process_estimate(synthetic_data):
+    from edgetrgl.cache.placement import output_elements
+    from edgetrgl.network import input_shape
     from edgetrgl.planning.run_plan import _tensors_and_host_cache, _with_prefetched_inputs, make_plan
     from tests.conftest import tiny_config
 
@@ -233,16 +235,17 @@ def test_host_cache_in_the_whole_process_estimate(synthetic_data):
     plan, net = make_plan(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
     cache = plan.cache.bytes_needed
     assert plan.cache.mode == "host" and cache > 16 * MiB
+    elements = output_elements(net, input_shape(synthetic_data[2]))
     # a write pass holds module k-1's outputs (read) and module k's (written): ResNet-20's halve, so 1.5x the largest
-    assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 0) == cache + cache // 2
-    assert _tensors_and_host_cache(net, synthetic_data[2], plan.cache, 10 * cache) == 11 * cache  # training dominates
+    assert _tensors_and_host_cache(elements, plan.cache, 0) == cache + cache // 2
+    assert _tensors_and_host_cache(elements, plan.cache, 10 * cache) == 11 * cache  # training dominates
     disk = plan.cache.__class__.from_dict({**plan.cache.to_dict(), "mode": "disk"})
-    assert _tensors_and_host_cache(net, synthetic_data[2], disk, 5) == 5  # a disk cache is page cache, not anon
+    assert _tensors_and_host_cache(elements, disk, 5) == 5  # a disk cache is page cache, not anon
     # modules 2..K read cached batches: a prefetch thread (CUDA; a disk cache) holds 3 beyond the step's own
     # (module 1's output: 32x16x16); a host cache on the CPU is served inline, nothing waits beside the step
     peaks = [m["estimated_peak_bytes"] for m in plan.estimates["modules"]]
     in_flight = [0, 3 * 64 * 32 * 16 * 16 * 4, 3 * 64 * 64 * 8 * 8 * 4]
-    estimate = lambda device: _with_prefetched_inputs(net, synthetic_data[2], plan.cache, plan.estimates,  # noqa: E731
+    estimate = lambda device: _with_prefetched_inputs(elements, plan.cache, plan.estimates,  # noqa: E731
                                                       64, max(peaks), torch.device(device))
     assert estimate("cuda") == max(p + extra for p, extra in zip(peaks, in_flight))
     assert estimate("cpu") == max(peaks)

@@ -148,9 +148,10 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     if not regime.traits.needs_cache:
         offload = "none"
     if process is not None:
-        step_peak = _with_prefetched_inputs(net, spec, cache, estimates, cfg.batch_size, module_peak, device)
+        elements = output_elements(net, input_shape(spec)) if cache.mode != "none" else []  # probed once
+        step_peak = _with_prefetched_inputs(elements, cache, estimates, cfg.batch_size, module_peak, device)
         process["estimated_peak_bytes"] = (process["footprint_bytes"] + process["weights_in_ram_bytes"]
-                                           + _tensors_and_host_cache(net, spec, cache, step_peak))
+                                           + _tensors_and_host_cache(elements, cache, step_peak))
         notes.append(f"whole process: {process['meaning']}; estimated peak {format_bytes(process['estimated_peak_bytes'])}")
         need = process["estimated_peak_bytes"]
         if need > process["budget_bytes"] and cfg.cache == "host":  # auto would have put it on disk
@@ -224,20 +225,20 @@ def _warm_planner(cfg: TrainConfig, spec, model: BlockNet | None) -> None:
                       checkpoint_blocks=cfg.checkpoint_blocks is True)
 
 
-def _tensors_and_host_cache(net: ModularNet, spec, cache: CachePlan, module_peak: int) -> int:
+def _tensors_and_host_cache(elements: list[int], cache: CachePlan, module_peak: int) -> int:
     """Peak of the module's tensors and the host cache together: the larger of training (the
     largest cache beside the largest module) and a cache write pass, where module k's outputs are
     written while module k-1's, their source, are still held: both caches at once (measured: the
-    default setting with ``--cache host`` peaked 5% over an estimate that counted one cache)."""
-    if cache.mode != "host" or net.num_modules < 2:
+    default setting with ``--cache host`` peaked 5% over an estimate that counted one cache).
+    ``elements``: per-sample output sizes of modules 1..K-1 (``output_elements``)."""
+    if cache.mode != "host" or not elements:
         return module_peak
-    elements = output_elements(net, input_shape(spec))
     sizes = [cache.bytes_needed * e // max(elements) for e in elements]  # bytes_needed is the largest
     write_pass = max(a + b for a, b in zip([0, *sizes], sizes))
     return max(module_peak + cache.bytes_needed, write_pass)
 
 
-def _with_prefetched_inputs(net: ModularNet, spec, cache: CachePlan, estimates: dict | None, batch_size: int,
+def _with_prefetched_inputs(elements: list[int], cache: CachePlan, estimates: dict | None, batch_size: int,
                             module_peak: int, device: torch.device) -> int:
     """The largest module's peak with its cached inputs in flight: the step's estimate counts one input
     batch, the prefetcher holds up to its depth more in its queue and one being gathered (float32;
@@ -245,11 +246,10 @@ def _with_prefetched_inputs(net: ModularNet, spec, cache: CachePlan, estimates: 
     Measured: ResNet-110, 1,024 images, module 2 rose 384 MiB against a planned 320 MiB, three of its
     16 MiB input batches (48 MiB) beyond the one the step holds."""
     per_module = (estimates or {}).get("modules")
-    if cache.mode == "none" or net.num_modules < 2 or not per_module:
+    if cache.mode == "none" or not elements or not per_module:
         return module_peak
-    elements = [0, *output_elements(net, input_shape(spec))]  # module 1 reads the data set, not a cache
     depth = prefetch_depth(device, cache.mode)  # 0: served inline, nothing waits beside the step's batch
-    in_flight = [(depth + 1 if depth else 0) * batch_size * e * 4 for e in elements]
+    in_flight = [(depth + 1 if depth else 0) * batch_size * e * 4 for e in [0, *elements]]  # module 1 reads the data
     return max(m["estimated_peak_bytes"] + extra for m, extra in zip(per_module, in_flight))
 
 
