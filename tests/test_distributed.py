@@ -18,7 +18,7 @@ import torch
 from edgetrgl.cli.main import main
 from edgetrgl.config import TrainConfig, load_toml
 from edgetrgl.distributed.checkpoint import COMMIT, load_distributed, part_name
-from edgetrgl.distributed.layout import rank_layout
+from edgetrgl.planning.layout import rank_layout
 from edgetrgl.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,13 +131,13 @@ def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
     from edgetrgl.data import make_loader
     from edgetrgl.distributed.data_parallel import shard_dataset
     from edgetrgl.metrics import MetricsWriter
-    from edgetrgl.planning.run_plan import make_plan
+    from edgetrgl.training.run import plan_run
     from edgetrgl.step import local_step
-    from edgetrgl.training.api import load_data
+    from edgetrgl.training.loading import load_data
     from edgetrgl.training.trainer import Trainer
 
     train_set, test_set, spec = load_data(cfg)
-    plan, net = make_plan(cfg, spec)
+    plan, net = plan_run(cfg, spec)
     trainer = Trainer(cfg, plan, net, train_set, test_set, MetricsWriter(None, quiet=True))
     shards = [shard_dataset(train_set, r, world) for r in range(world)]
     steps = len(shards[0]) // (cfg.batch_size // world)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {"RunResult": "api", "build_network": "api", "evaluate": "api", "load_run": "api", "resume": "api",
-         "train": "api", "Trainer": "trainer"}
+_LAZY = {"RunResult": "results", "build_network": "api", "evaluate": "api", "load_data": "loading",
+         "load_run": "results", "plan_run": "run", "resume": "api", "train": "api", "Trainer": "trainer"}
 
 __all__ = sorted(_LAZY)
 
