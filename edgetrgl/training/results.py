@@ -79,11 +79,11 @@ def describe_position(position: dict, regime) -> str:
     return f"epoch {position['epoch'] + 1}, batch {position['batch'] + 1}"
 
 
-def describe_mode(regime: str, world_size: int = 1, data_parallel: bool = False) -> str:
-    """``"sequential"``, or ``"pipeline over 2 ranks"``, ``"parallel over 2 ranks, data parallel"``."""
+def over_ranks(world_size: int = 1, data_parallel: bool = False) -> str:
+    """How a run was spread: ``""`` in one process, else ``" over 2 ranks"`` (``", data parallel"``)."""
     if world_size <= 1 and not data_parallel:
-        return regime
-    return f"{regime} over {world_size} ranks" + (", data parallel" if data_parallel else "")
+        return ""
+    return f" over {world_size} rank{'s' if world_size > 1 else ''}" + (", data parallel" if data_parallel else "")
 
 
 def print_result(console: Console, result: RunResult, heading: str = "") -> None:
@@ -92,8 +92,8 @@ def print_result(console: Console, result: RunResult, heading: str = "") -> None
     whether the run was trained now or read back (``--auto-resume`` of a finished run)."""
     plan, modules, spec = result.extra.get("plan") or {}, result.modules, result.spec
     spec_name = spec["name"] if isinstance(spec, dict) else spec.name
-    mode = describe_mode(plan.get("regime", result.config.regime), result.extra.get("world_size", 1),
-                         result.config.data_parallel)
+    mode = plan.get("regime", result.config.regime) + over_ranks(result.extra.get("world_size", 1),
+                                                                 result.config.data_parallel)
     console.print(module_table(modules, f"{plan.get('model', result.config.model)} / {mode} / {spec_name}",
                                plan.get("budget")))
     process = plan.get("process")

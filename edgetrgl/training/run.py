@@ -34,7 +34,7 @@ from edgetrgl.tables import plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.loading import load_data, with_head_factory
 from edgetrgl.training.regimes import get_regime
-from edgetrgl.training.results import RunResult, describe_mode, describe_position, print_result, spec_dict, versions
+from edgetrgl.training.results import RunResult, describe_position, over_ranks, print_result, spec_dict, versions
 from edgetrgl.training.run_dir import agreed_changes, prepare_run_dir, save_weights, truncate_metrics, write_json
 from edgetrgl.training.run_lock import hold_run_dir
 from edgetrgl.training.trainer import Trainer
@@ -146,7 +146,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     method = f" {cfg.method}" if regime.traits.transport else ""
     writer.log({"event": "resume" if state is not None else "start", "device": plan.device, **ranks.run_extra(layout),
                 "modules": net.num_modules, "cache": plan.cache.mode, "position": trainer.position},
-               echo=f"{what} {describe_mode(regime.name, ranks.world_size, cfg.data_parallel)}{method} on {spec.name}, "
+               echo=f"{what} {regime.name}{method}{over_ranks(ranks.world_size, cfg.data_parallel)} on {spec.name}, "
                     f"{plan.model} in {net.num_modules} module(s), device {plan.device}"
                     + (f", from {describe_position(trainer.position, regime)}" if state is not None else ""))
     try:
