@@ -194,7 +194,7 @@ def test_torchrun_fine_tunes_records_phases_and_bounds_every_ranks_allocator(tmp
                     "--device-profile", "rpi4-2gb", "--budget", "1500MiB", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result, source, tuned = summary(out), weights(tmp_path / "source"), weights(out)
-    assert result["init_from"]["loaded"] > 0
+    assert result["init_from"]["loaded_tensors"] > 0
     frozen = [k for k in source if k.startswith(("stages.0.", "heads.0."))]
     assert frozen and all(torch.equal(tuned[k], source[k]) for k in frozen)
     assert any(not torch.equal(tuned[k], source[k]) for k in source if k.startswith("stages.2."))
