@@ -181,7 +181,8 @@ def _describe(hint: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is list:
-        return f"a list of {_describe(args[0]) if args else 'values'}, e.g. 1,2 or [1, 2]"
+        items = {int: "integers", float: "numbers", str: "strings"}.get(args[0] if args else None, "values")
+        return f"a list of {items}, e.g. 1,2 or [1, 2]"
     if origin is dict or hint is dict:
         return "a table, e.g. '{width = 4}' or '{\"width\": 4}'"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
