@@ -218,8 +218,9 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | No
     Args:
         parser: the subcommand's parser.
         only: the fields to add (default: all of them).
-        defaults: argparse defaults (default: None for every flag, so that only the flags a user
-            gives override the config file; the help shows the field's own default either way).
+        defaults: the flags' own defaults, shown in the help (for a command without a config file,
+            like bench). None: every flag defaults to None, so that only the flags a user gives
+            override the config file, and the help shows the field's default.
     """
     groups: dict[str, Any] = {}
     for f in config_fields():
