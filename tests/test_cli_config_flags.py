@@ -155,3 +155,21 @@ def test_bench_shares_the_fields_flags(capsys):
     assert (args.modules, args.split, args.batch_size, args.model, args.device) == (3, "balanced", 64, "resnet20", "auto")
     code, err = exit_code_and_stderr(capsys, "bench", "--estimate", "--modules", "auto")
     assert code == 2 and "--modules must be a positive integer for bench" in err
+
+
+def test_a_new_field_is_one_line_in_config(monkeypatch, capsys):
+    import dataclasses
+
+    from edgetrgl import config as config_module
+    from edgetrgl.config import RunConfig, setting
+
+    @dataclasses.dataclass
+    class RunWithKnob(RunConfig):
+        knob: float = setting(1.5, "a knob added in one line")  # the one line
+
+    # what config.py derives from its sections at import, redone for the new section class
+    monkeypatch.setitem(config_module.SECTIONS, "run", RunWithKnob)
+    monkeypatch.setitem(config_module._OWNER, "knob", "run")
+    text = help_text(capsys)
+    assert "--knob KNOB" in text.split("[run]:")[1].split("\n\n[")[0] and "a knob added in one line (default 1.5)" in text
+    assert config("--knob", "2").knob == 2.0 and config("--set", "run.knob=2.5").to_dict()["knob"] == 2.5
