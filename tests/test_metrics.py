@@ -149,3 +149,17 @@ def test_train_log_tensorboard_killed_and_resumed_draws_each_record_once(tmp_pat
         assert [value for _, value in drawn] == pytest.approx([ce for _, ce in expected], rel=1e-6)
     assert [s for s, _ in points(acc, "module_2/test_accuracy")] == [
         line for line, r in enumerate(records, 1) if r["event"] == "module" and r["module"] == 2]
+
+
+def test_overwrite_clears_tb_and_a_resume_may_add_a_sink(tmp_path):
+    from edgetrgl.training.run_dir import agreed_changes, prepare_run_dir
+
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"old")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    prepare_run_dir(tmp_path, overwrite=True)
+    assert not (tmp_path / "tb").exists()  # a replaced run's charts go with it
+    loggers = ["jsonl", "console", "tensorboard"]
+    assert agreed_changes(TrainConfig(), {"loggers": loggers}, "--resume") == {"loggers": loggers}
+    with pytest.raises(UserError, match="contradicts the saved run"):
+        agreed_changes(TrainConfig(), {"lr": 0.5}, "--resume")
