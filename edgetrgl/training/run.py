@@ -24,7 +24,7 @@ from edgetrgl.devices.process import ProcessFacts, measure_footprint, prepare_pr
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
-from edgetrgl.metrics import MetricsWriter
+from edgetrgl.metrics import MetricsWriter, make_logger
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network
@@ -129,8 +129,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     layout = plan.rank_ranges or [range(a, b) for a, b in extra.get("layout") or [[0, net.num_modules]]]
     if state is not None and run_dir is not None and ranks.is_main:
         truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])  # drop records past the checkpoint
-    writer = MetricsWriter(run_dir / "metrics.jsonl" if (run_dir and ranks.is_main) else None, console,
-                           quiet or not ranks.is_main)
+    writer = make_logger(cfg, run_dir, console, quiet, main=ranks.is_main)  # the sinks cfg.loggers asks for
     if run_dir and state is None and ranks.is_main:
         write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec),
                                              **{k: extra[k] for k in ("torchrun_run_id",) if k in extra}})
