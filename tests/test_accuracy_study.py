@@ -69,21 +69,28 @@ def test_methods_this_checkout_lacks_are_skipped_not_failed():
 
 def test_report_gives_intervals_not_run_yet_and_a_chart(tmp_path):
     results = tmp_path / "results"
-    base = run.cell("small2", 0, fraction=0.02, k="block", method="vangl", epochs=8)
+    small = dict(fraction=0.02, k="block", epochs=5, test_images=run.SMALL_TEST)  # the small2 part's cells
+    base = run.cell("small2", 0, method="vangl", **small)
     rows = []
     for method, accs, peak in (("vangl", (0.60, 0.64, 0.62), 100 * 2**20), ("trgl-tau1", (0.66, 0.68, 0.70), 110 * 2**20),
                                ("e2e", (0.70, 0.71, 0.72), 400 * 2**20)):
         for seed, acc in enumerate(accs):
-            c = run.cell("small2", seed, fraction=0.02, k="block", method=method, epochs=8)
+            c = run.cell("small2", seed, method=method, **small)
             rows.append({**{k: c[k] for k in ("id", "part", "model", "fraction", "regime", "K", "method", "recipe",
-                                              "epochs", "seed")}, "config": c["config"], "train_size": 1200,
+                                              "epochs", "seed", "test_images")}, "config": c["config"],
+                         "train_size": 1200,
                          "test_size": 10000, "test_accuracy": [acc - 0.1, acc], "last": acc, "best": acc,
                          "best_module": 2, "estimated_peak_bytes": peak, "wall_time_s": 10.0})
     assert base["id"] in {r["id"] for r in rows}
     results.mkdir()
     (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut short')
     chart = tmp_path / "chart.png"
-    assert report.main(["--results", str(results), "--chart", str(chart)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nbefore\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
+    assert report.main(["--results", str(results), "--chart", str(chart), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\nbefore\n") and text.endswith("after\n")
+    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in text and "small10" not in text  # only parts that have runs
     tables = (results / "tables.md").read_text()
     # mean 62.0, sd 2.0, t(2) = 4.303: half-width 4.303 * 2 / sqrt(3) = 5.0
     assert "| vangl | 3/5 | 62.0 ± 5.0 |" in tables

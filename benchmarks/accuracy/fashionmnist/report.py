@@ -6,6 +6,7 @@ memory is the planner's fake-tensor estimate of a training step's peak (the wors
 of the grid with no finished run are listed as "not run yet". Works on a partial grid.
 
     python benchmarks/accuracy/fashionmnist/report.py     # -> results/tables.md, results/summary.json, accuracy_memory.png
+    python benchmarks/accuracy/fashionmnist/report.py --readme README.md   # and the README's table
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from run import PARTS, available_methods, cells_of, read_rows, runnable  # noqa:
 from edgetrgl.bench.pareto import pareto_front  # noqa: E402
 from edgetrgl.plots import mean_ci95, new_figure  # noqa: E402
 
-GROUP = ("model", "fraction", "regime", "K", "method", "recipe", "epochs")  # a cell, all seeds together
+GROUP = ("model", "fraction", "regime", "K", "method", "recipe", "epochs", "test_images")  # a cell, all seeds
 SETTING = ("model", "fraction", "recipe")  # one chart panel: points that differ only in method, K, regime
 
 
@@ -42,13 +43,13 @@ def mib(n: int | None) -> str:
 
 
 def key_of(row: dict, fields=GROUP) -> tuple:
-    return tuple(row[f] for f in fields)
+    return tuple(row.get(f) for f in fields)
 
 
 def describe(key: tuple) -> str:
-    model, fraction, regime, k, method, recipe, epochs = key
-    data = "full set" if fraction == 1.0 else f"{100 * fraction:g}%"
-    return f"{model}, {data}, {regime}, K={k}, {recipe} recipe"
+    g = dict(zip(GROUP, key))
+    data = "full set" if g["fraction"] == 1.0 else f"{100 * g['fraction']:g}%"
+    return f"{g['model']}, {data}, {g['regime']}, K={g['K']}, {g['recipe']} recipe"
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -64,7 +65,7 @@ def summarise(key: tuple, runs: list[dict]) -> dict:
             "best_module": [r["best_module"] for r in runs],
             "estimated_peak_bytes": next((r["estimated_peak_bytes"] for r in runs if r.get("estimated_peak_bytes")), None),
             "epochs_run": runs[0]["config"]["epochs"], "wall_time_s": [r["wall_time_s"] for r in runs],
-            "train_size": runs[0]["train_size"]}
+            "train_size": runs[0]["train_size"], "test_size": runs[0].get("test_size")}
 
 
 def part_table(part: str, groups: dict[tuple, list[dict]], methods: set[str]) -> str:
@@ -73,7 +74,9 @@ def part_table(part: str, groups: dict[tuple, list[dict]], methods: set[str]) ->
     planned: dict[tuple, list[dict]] = {}
     for c in cells_of([part], None, None):
         planned.setdefault(key_of(c), []).append(c)
-    lines = [f"### {part}: {what}\n", f"{seeds} seeds planned, {epochs} epoch(s) per module (e2e and parallel: in total).\n",
+    test = planned and next(iter(planned.values()))[0].get("test_images")
+    lines = [f"### {part}: {what}\n", f"{seeds} seeds planned, {epochs} epoch(s) per module (e2e and parallel: in "
+             f"total); test images: {test or 'all 10,000'}.\n",
              "| setting | method | seeds | last module | best module | best module # | est. peak MiB | s / run |",
              "|---|---|---|---|---|---|---|---|"]
     for key, cells in planned.items():
@@ -88,6 +91,21 @@ def part_table(part: str, groups: dict[tuple, list[dict]], methods: set[str]) ->
         wall = sorted(s["wall_time_s"])[len(s["wall_time_s"]) // 2]
         lines.append(f"| {setting} | {method} | {len(runs)}/{len(cells)} | {fmt(s['last'])} | {fmt(s['best'])} | "
                      f"{modules} | {mib(s['estimated_peak_bytes'])} | {wall:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def other_table(groups: dict[tuple, list[dict]], planned: set[tuple]) -> str:
+    """Cells outside the grid of PARTS (an earlier protocol, paper_scale.py's runs), so no run is hidden."""
+    extra = [k for k in groups if k not in planned]
+    if not extra:
+        return ""
+    lines = ["### Other runs (outside the current grid)\n",
+             "| setting | method | epochs | test images | seeds | last module | best module | est. peak MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(extra, key=str):
+        s = summarise(key, groups[key])
+        lines.append(f"| {describe(key)} | {s['method']} | {s['epochs_run']} | {s['test_images'] or 'all'} | "
+                     f"{len(s['seeds'])} | {fmt(s['last'])} | {fmt(s['best'])} | {mib(s['estimated_peak_bytes'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,10 +124,13 @@ def claim_table(groups: dict[tuple, list[dict]]) -> str:
     lines = ["### The small-data claim, paired by seed (points, last module)\n",
              "| setting | TRGL (tau 1) − VanGL | TRGL (tau 10) − VanGL | TRGL (tau 1) − e2e | VanGL − e2e |",
              "|---|---|---|---|---|"]
-    settings = sorted({(k[0], k[1], k[2], k[3], k[5], k[6]) for k in groups if k[4] == "vangl"})
-    for model, fraction, regime, k, recipe, epochs in settings:
-        def at(method, reg=regime, kk=k):
-            return (model, fraction, reg, kk, method, recipe, epochs)
+    settings = sorted({k for k in groups if k[4] == "vangl"}, key=str)
+    for key in settings:
+        def at(method, reg=None, kk=None, key=key):
+            g = {**dict(zip(GROUP, key)), "method": method}
+            if reg:
+                g.update(regime=reg, K=kk)
+            return tuple(g[f] for f in GROUP)
         e2e = at("e2e", "e2e", 1)
         lines.append(f"| {describe(at('vangl'))} | {paired(groups, at('trgl-tau1'), at('vangl'))} | "
                      f"{paired(groups, at('trgl'), at('vangl'))} | {paired(groups, at('trgl-tau1'), e2e)} | "
@@ -159,10 +180,32 @@ def chart(summaries: list[dict], path: Path) -> Path | None:
     return path
 
 
+BEGIN, END = "<!-- fashionmnist-table:begin -->", "<!-- fashionmnist-table:end -->"
+
+
+def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int) -> str:
+    """The README's Fashion-MNIST table: the claim, then every part that has a finished run."""
+    parts = [part_table(p, groups, methods).replace("### ", "#### ", 1) for p in PARTS
+             if any(key_of(c) in groups for c in cells_of([p], None, None))]
+    return "\n".join([BEGIN, f"_Written by `python benchmarks/accuracy/fashionmnist/report.py --readme README.md` "
+                      f"from {n_rows} runs; all tables: benchmarks/accuracy/fashionmnist/results/tables.md._\n",
+                      claim_table(groups).replace("### ", "#### ", 1), *parts, END])
+
+
+def write_readme(path: Path, block: str) -> None:
+    """Replace the text between the markers in ``path`` (they must be there: no silent append)."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(head + block + rest.split(END, 1)[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of runs.jsonl")
     parser.add_argument("--chart", type=Path, default=None, help="PNG path (default: <results>/../accuracy_memory.png)")
+    parser.add_argument("--readme", type=Path, help="also rewrite this file's Fashion-MNIST table (between its markers)")
     args = parser.parse_args(argv)
     rows = read_rows(args.results / "runs.jsonl")
     groups, methods = group_rows(rows), available_methods()
@@ -171,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     machine = sessions[-1]["machine"] if sessions else {}
     out = ["# Fashion-MNIST accuracy study: tables\n",
            "Written by `python benchmarks/accuracy/fashionmnist/report.py` from `results/runs.jsonl` "
-           f"({len(rows)} runs). Accuracies in %, mean ± 95% interval over seeds, on the 10,000 test images.\n",
+           f"({len(rows)} runs). Accuracies in %, mean ± 95% interval over seeds (n seeds: the \"seeds\" column), on "
+           "Fashion-MNIST's test images: all 10,000 for the full-set parts, a fixed balanced 2,000 (200 per class, "
+           "the same for every seed) for the small-data parts. \"est. peak\": the planner's fake-tensor estimate "
+           "of one training step's peak (tensors only, the worst module).\n",
            f"Machine: {json.dumps(machine)}\n", claim_table(groups)]
     out += [part_table(part, groups, methods) for part in PARTS]
+    out.append(other_table(groups, {key_of(c) for c in cells_of(list(PARTS), None, None)}))
     (args.results / "tables.md").write_text("\n".join(out))
     (args.results / "summary.json").write_text(json.dumps(summaries, indent=1))
+    if args.readme:
+        write_readme(args.readme, readme_block(groups, methods, len(rows)))
     png = chart(summaries, args.chart or args.results.parent / "accuracy_memory.png")
     print(f"{len(rows)} runs -> {args.results / 'tables.md'}" + (f", {png}" if png else " (no chart: too few points)"))
     return 0
