@@ -127,3 +127,12 @@ def test_paper_scale_keeps_to_its_budget(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr
     assert len(_rows(results / "runs.jsonl")) == 2
     assert "finished 0 run(s); 1 left" in proc.stderr
+
+
+def test_shards_split_the_grid_between_processes(tmp_path, capsys):
+    listed = []
+    for shard in ("0/2", "1/2"):
+        assert run.main(["--part", "small2", "--dry-run", "--shard", shard, "--results", str(tmp_path)]) == 0
+        listed.append(capsys.readouterr().out.split())
+    whole = [c["id"] for c in run.cells_of(["small2"], None, None)]
+    assert sorted(listed[0] + listed[1]) == sorted(whole) and not set(listed[0]) & set(listed[1])
