@@ -30,22 +30,26 @@ needs_debian = pytest.mark.skipif(not fashion_mnist._complete(DEBIAN),
 
 
 @pytest.fixture
-def no_system_copy(monkeypatch, tmp_path):
-    """Neither Debian's copy nor the user's defaults: only what a test puts in place is found."""
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", (tmp_path / "no-debian",))
-    monkeypatch.delenv("EDGETRGL_DATA", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
+def offline(monkeypatch):
+    """Any attempt to reach the network fails the test."""
     def no_network(*args, **kwargs):
         raise AssertionError("the network must not be touched without --download")
 
     monkeypatch.setattr("urllib.request.urlopen", no_network)
 
 
+@pytest.fixture
+def no_system_copy(monkeypatch, tmp_path, offline):
+    """Neither Debian's copy nor the user's defaults: only what a test puts in place is found."""
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", (tmp_path / "no-debian",))
+    monkeypatch.delenv("EDGETRGL_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
 # --- the real files ---------------------------------------------------------------------------
 
 @needs_debian
-def test_debian_copy_is_found_and_matches_its_idx_headers(monkeypatch):
+def test_debian_copy_is_found_and_matches_its_idx_headers(monkeypatch, offline):
     monkeypatch.delenv("EDGETRGL_DATA", raising=False)
     train, test, spec = load_dataset("fashionmnist")
     for split, ds in (("train", train), ("test", test)):
@@ -69,7 +73,7 @@ def test_debian_copy_is_found_and_matches_its_idx_headers(monkeypatch):
 
 
 @needs_debian
-def test_a_stratified_slice_of_the_real_files_trains(monkeypatch):
+def test_a_stratified_slice_of_the_real_files_trains(monkeypatch, offline):
     monkeypatch.delenv("EDGETRGL_DATA", raising=False)
     train, test, spec = load_dataset("fashionmnist", train_fraction=0.002, seed=3)
     assert torch.bincount(train.labels).tolist() == [12] * 10 and spec.num_train == 120
