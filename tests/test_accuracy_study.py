@@ -39,7 +39,7 @@ def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir
             "--results", str(results), "--set", TINY, "--threads", "1"]
     assert run.main(argv) == 0
     rows = _rows(results / "runs.jsonl")
-    assert [r["method"] for r in rows] == ["e2e", "vangl"]  # the part's order: e2e, vangl, trgl-tau1, trgl
+    assert [r["method"] for r in rows] == ["e2e", "vangl"]  # the part's order: e2e, vangl, trgl-tau1
     e2e, vangl = rows
     assert len(e2e["test_accuracy"]) == 1 and len(vangl["test_accuracy"]) == 9  # block-wise: 9 modules
     assert vangl["config"]["modules"] == 9 and vangl["config"]["model_options"] == {"width": 4}
@@ -47,14 +47,17 @@ def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir
     assert vangl["best"] == max(vangl["test_accuracy"]) and vangl["last"] == vangl["test_accuracy"][-1]
     assert e2e["estimated_peak_bytes"] > 0 and vangl["estimated_peak_bytes"] > 0
     assert vangl["estimated_peak_bytes"] < e2e["estimated_peak_bytes"]  # one block at a time
-    assert run.main(argv) == 0  # resumes: the two rows are kept, the next two runs are added
+    assert run.main(argv) == 0  # resumes: the two rows are kept, the part's last run is added
     again = _rows(results / "runs.jsonl")
-    assert again[:2] == rows and [r["method"] for r in again[2:]] == ["trgl-tau1", "trgl"]
+    assert again[:2] == rows and [r["method"] for r in again[2:]] == ["trgl-tau1"]
+    assert run.main([*argv[:1], "small2_ours", *argv[2:]]) == 0
+    again = _rows(results / "runs.jsonl")
+    assert [r["method"] for r in again[3:]] == ["trgl"]
     assert again[2]["tau"] == 1.0 and again[3]["tau"] == 10.0  # the paper's, ours (the library default)
     capsys.readouterr()
     assert run.main(argv + ["--dry-run"]) == 0
     assert "0 run(s) to do, 4 already" in capsys.readouterr().err
-    assert len(_rows(results / "sessions.jsonl")) == 2  # the dry run starts nothing
+    assert len(_rows(results / "sessions.jsonl")) == 3  # the dry run starts nothing
 
 
 def test_methods_this_checkout_lacks_are_skipped_not_failed():

@@ -300,12 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     log = args.results / "runs.jsonl"
     done, methods = done_ids(log), available_methods()
     if args.list:
+        rows = {r["id"]: r for r in read_rows(log)}
+        print("| part | done / planned | needs a method this checkout lacks | seeds | epochs | median s / run | what |")
+        print("|---|---|---|---|---|---|---|")
         for name, (seeds, epochs, what, _) in PARTS.items():
             cells = with_overrides(cells_of([name], args.seeds, args.epochs), args.set)
-            have = sum(c["id"] in done for c in cells)
+            walls = sorted(rows[c["id"]]["wall_time_s"] for c in cells if c["id"] in rows)
             lacking = sum(not runnable(c, methods) for c in cells)
-            print(f"{name:17s} {have:3d}/{len(cells):3d} done, {lacking:3d} need a method this checkout lacks; "
-                  f"{seeds} seeds, {epochs} epoch(s): {what}")
+            median = f"{walls[len(walls) // 2]:.0f}" if walls else "—"
+            print(f"| {name} | {len(walls)} / {len(cells)} | {lacking} | {seeds} | {epochs} | {median} | {what} |")
         return 0
     shard, shards = (int(v) for v in args.shard.split("/"))
     grid = with_overrides(cells_of(parts, args.seeds, args.epochs), args.set)
