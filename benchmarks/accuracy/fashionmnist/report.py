@@ -173,8 +173,8 @@ def chart(summaries: list[dict], path: Path) -> Path | None:
         ax.set_ylabel("test accuracy, last module (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Fashion-MNIST: accuracy against memory (mean ± 95% interval over seeds)")
-    fig.tight_layout()
+    fig.suptitle("Fashion-MNIST: accuracy against memory (mean ± 95% interval over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
@@ -220,12 +220,13 @@ def main(argv: list[str] | None = None) -> int:
            "of one training step's peak (tensors only, the worst module).\n",
            f"Machine: {json.dumps(machine)}\n", claim_table(groups)]
     out += [part_table(part, groups, methods) for part in PARTS]
-    out.append(other_table(groups, {key_of(c) for c in cells_of(list(PARTS), None, None)}))
+    out.append(other_table(groups, {key_of(c) for c in cells_of(list(PARTS), None, None)}))  # protocol changes
     (args.results / "tables.md").write_text("\n".join(out))
     (args.results / "summary.json").write_text(json.dumps(summaries, indent=1))
     if args.readme:
         write_readme(args.readme, readme_block(groups, methods, len(rows)))
-    png = chart(summaries, args.chart or args.results.parent / "accuracy_memory.png")
+    planned = {key_of(c) for c in cells_of(list(PARTS), None, None)}
+    png = chart([s for s in summaries if key_of(s) in planned], args.chart or args.results.parent / "accuracy_memory.png")
     print(f"{len(rows)} runs -> {args.results / 'tables.md'}" + (f", {png}" if png else " (no chart: too few points)"))
     return 0
 
