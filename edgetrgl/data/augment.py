@@ -60,3 +60,10 @@ def normalise(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     m = torch.tensor(mean, dtype=torch.float32).view(shape)
     s = torch.tensor(std, dtype=torch.float32).view(shape)
     return (x - m) / s
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images to ``size`` x ``size`` (bilinear, antialiased), staying uint8."""
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)

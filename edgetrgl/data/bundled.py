@@ -10,9 +10,9 @@ from importlib import resources
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ._subsets import stratified_subset
+from .augment import resize_images
 from .spec import DataSpec
 from .tensor_dataset import TensorImageDataset
 from ..errors import UserError
@@ -60,13 +60,6 @@ def heldout_test_mask(labels: torch.Tensor, per_class: int = TEST_PER_CLASS) -> 
     return mask
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 (N, C, H, W) images to ``size`` x ``size``, staying uint8."""
-    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
-
-
 def load_mnist5k(
     *, augment: bool, train_fraction: float, seed: int, image_size: int | None
 ) -> tuple[TensorImageDataset, TensorImageDataset, DataSpec]:
@@ -83,7 +76,7 @@ def load_mnist5k(
     """
     images, labels = read_bundled()
     if image_size is not None and image_size != images.shape[-1]:
-        images = _resize(images, image_size)
+        images = resize_images(images, image_size)
     test_mask = heldout_test_mask(labels)
     train_x, train_y = images[~test_mask], labels[~test_mask]
     keep = stratified_subset(train_y, train_fraction, seed)

@@ -1,4 +1,4 @@
-"""Datasets by name: ``load_dataset``, ``list_datasets``, ``dataset_info``."""
+"""Datasets by name: ``load_dataset``, ``list_datasets``, ``dataset_info``, ``dataset_location``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Callable, NamedTuple
 
 from ._subsets import check_fraction
 from .bundled import load_mnist5k
+from .fashion_mnist import describe_location as fashion_mnist_location
+from .fashion_mnist import load_fashion_mnist
 from .file_dataset import FileImageDataset
 from .image_folder import load_image_folder
 from .spec import DataSpec
 from .synthetic import load_synthetic
 from .tensor_dataset import TensorImageDataset
-from .torchvision_sets import load_torchvision
+from .torchvision_sets import describe_torchvision_location, load_torchvision
 from ..errors import UserError
 
 DEFAULT_DATASET = "mnist5k"
@@ -22,27 +24,37 @@ class _Entry(NamedTuple):
     loader: Callable
     description: str
     uses_data_dir: bool  # whether data_dir / download mean anything for this dataset
+    where: Callable  # where(data_dir) -> one line: where the data would be read from, or why not
 
 
 _REGISTRY: dict[str, _Entry] = {
     "mnist5k": _Entry(load_mnist5k, "5,000 MNIST digits bundled with the package (4,000 train / "
-                      "1,000 test, 1x28x28, 10 classes); works offline", False),
+                      "1,000 test, 1x28x28, 10 classes); works offline", False,
+                      lambda data_dir: "bundled in the package"),
     "synthetic": _Entry(load_synthetic, "generated class patterns plus noise (default 1,024 train / "
-                        "256 test, 3x16x16, 10 classes); fast, for tests and benchmarks", False),
+                        "256 test, 3x16x16, 10 classes); fast, for tests and benchmarks", False,
+                        lambda data_dir: "generated on the fly"),
     "mnist": _Entry(partial(load_torchvision, "mnist"),
-                    "MNIST digits (60,000 / 10,000, 1x28x28, 10 classes); needs --download once", True),
-    "fashionmnist": _Entry(partial(load_torchvision, "fashionmnist"), "Fashion-MNIST clothing "
-                           "(60,000 / 10,000, 1x28x28, 10 classes); needs --download once", True),
+                    "MNIST digits (60,000 / 10,000, 1x28x28, 10 classes); needs --download once", True,
+                    partial(describe_torchvision_location, "mnist")),
+    "fashionmnist": _Entry(load_fashion_mnist, "Fashion-MNIST clothing (60,000 / 10,000, 1x28x28, "
+                           "10 classes); offline from Debian's dataset-fashion-mnist, or --download once",
+                           True, fashion_mnist_location),
     "cifar10": _Entry(partial(load_torchvision, "cifar10"),
-                      "CIFAR-10 (50,000 / 10,000, 3x32x32, 10 classes); needs --download once", True),
+                      "CIFAR-10 (50,000 / 10,000, 3x32x32, 10 classes); needs --download once", True,
+                      partial(describe_torchvision_location, "cifar10")),
     "cifar100": _Entry(partial(load_torchvision, "cifar100"),
-                       "CIFAR-100 (50,000 / 10,000, 3x32x32, 100 classes); needs --download once", True),
+                       "CIFAR-100 (50,000 / 10,000, 3x32x32, 100 classes); needs --download once", True,
+                       partial(describe_torchvision_location, "cifar100")),
     "svhn": _Entry(partial(load_torchvision, "svhn"), "SVHN house numbers "
-                   "(73,257 / 26,032, 3x32x32, 10 classes); needs --download once", True),
+                   "(73,257 / 26,032, 3x32x32, 10 classes); needs --download once", True,
+                   partial(describe_torchvision_location, "svhn")),
     "stl10": _Entry(partial(load_torchvision, "stl10"), "STL-10 labelled split "
-                    "(5,000 / 8,000, 3x96x96, 10 classes); needs --download once (2.6 GB)", True),
+                    "(5,000 / 8,000, 3x96x96, 10 classes); needs --download once (2.6 GB)", True,
+                    partial(describe_torchvision_location, "stl10")),
     "imagefolder": _Entry(load_image_folder, "your images: --data-dir with train/ and test/ (or "
-                          "val/) folders of class folders; resized to 32 px by default", True),
+                          "val/) folders of class folders; resized to 32 px by default", True,
+                          lambda data_dir: str(data_dir) if data_dir else "your --data-dir"),
 }
 
 
@@ -67,6 +79,15 @@ def dataset_info(name: str) -> str:
     return _entry(name)[1].description
 
 
+def dataset_location(name: str, data_dir=None) -> str:
+    """Where dataset ``name`` would be read from (with ``data_dir``, or the defaults), in one line.
+
+    Raises:
+        UserError: unknown name.
+    """
+    return _entry(name)[1].where(data_dir)
+
+
 def load_dataset(
     name: str = DEFAULT_DATASET,
     *,
@@ -83,7 +104,8 @@ def load_dataset(
     Args:
         name: one of ``list_datasets()``; default ``"mnist5k"``, bundled and offline.
         data_dir: root folder for torchvision datasets (default ``$EDGETRGL_DATA`` or
-            ``~/.cache/edgetrgl/data``), or the ImageFolder root.
+            ``~/.cache/edgetrgl/data``; for ``fashionmnist`` also Debian's
+            ``/usr/share/datasets/fashion-mnist``), or the ImageFolder root.
         download: let torchvision fetch missing files.
         augment: whether ``make_loader`` augments the training split by default (the test
             split never is); an explicit ``make_loader(augment=...)`` overrides it.
@@ -97,7 +119,7 @@ def load_dataset(
 
     Returns:
         ``(train, test, spec)``: ``TensorImageDataset`` for in-memory sets (``mnist5k``,
-        ``synthetic``), ``FileImageDataset`` for the others; both work with ``make_loader`` and
+        ``synthetic``, ``fashionmnist``), ``FileImageDataset`` for the others; both work with ``make_loader`` and
         with ``torch.utils.data.DataLoader``.
 
     Raises:

@@ -26,22 +26,25 @@ class TorchvisionSet:
     mean: tuple
     std: tuple
     split_arg: bool  # True: ``split="train"/"test"``; False: ``train=True/False``
+    probe: str  # a path under the data root that exists once the set is downloaded (for `edgetrgl datasets`)
     subdir: str = ""  # SVHN drops its files straight into root, so give it its own folder
 
 
 # Mean/std are the commonly published training-set statistics (0..1 pixel scale).
 TORCHVISION_SETS: dict[str, TorchvisionSet] = {
-    "mnist": TorchvisionSet("MNIST", 10, 1, 28, False, (0.1307,), (0.3081,), False),
-    "fashionmnist": TorchvisionSet("FashionMNIST", 10, 1, 28, True, (0.2860,), (0.3530,), False),
+    "mnist": TorchvisionSet("MNIST", 10, 1, 28, False, (0.1307,), (0.3081,), False, "MNIST/raw"),
+    # Clothes may be mirrored: flips are a valid augmentation. Read by fashion_mnist.py, not torchvision.
+    "fashionmnist": TorchvisionSet("FashionMNIST", 10, 1, 28, True, (0.2860,), (0.3530,), False,
+                                   "FashionMNIST/raw"),
     "cifar10": TorchvisionSet("CIFAR10", 10, 3, 32, True,
-                              (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), False),
+                              (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), False, "cifar-10-batches-py"),
     "cifar100": TorchvisionSet("CIFAR100", 100, 3, 32, True,
-                               (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), False),
+                               (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), False, "cifar-100-python"),
     # Digits: a flipped 2 is not a 2.
     "svhn": TorchvisionSet("SVHN", 10, 3, 32, False,
-                           (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True, "svhn"),
+                           (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True, "svhn/train_32x32.mat", "svhn"),
     "stl10": TorchvisionSet("STL10", 10, 3, 96, True,
-                            (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), True),
+                            (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), True, "stl10_binary"),
 }
 
 
@@ -50,7 +53,7 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("EDGETRGL_DATA", "~/.cache/edgetrgl/data")).expanduser()
 
 
-def _build(name: str, entry: TorchvisionSet, root: Path, train: bool, download: bool):
+def build_torchvision(name: str, entry: TorchvisionSet, root: Path, train: bool, download: bool):
     """Instantiate the torchvision dataset for one split, turning "not there" into a UserError."""
     # Imported here, not at the top: torchvision costs ~100 MiB of RSS (it pulls in torch._dynamo),
     # which every ``import edgetrgl`` would otherwise pay, even with the bundled or synthetic data.
@@ -98,8 +101,8 @@ def load_torchvision(
             raise UserError(f"data folder {root} does not exist; pass --download to fetch {name}, "
                             "or --data-dir to point at a copy")
         root.mkdir(parents=True, exist_ok=True)
-    train_base = _build(name, entry, root, True, download)
-    test_base = _build(name, entry, root, False, download)
+    train_base = build_torchvision(name, entry, root, True, download)
+    test_base = build_torchvision(name, entry, root, False, download)
     keep = stratified_subset(base_targets(train_base), train_fraction, seed)
     spec = DataSpec(name=name, num_classes=entry.num_classes, in_channels=entry.channels,
                     image_size=image_size or entry.size, hflip=entry.hflip, mean=entry.mean,
@@ -108,3 +111,12 @@ def load_torchvision(
     train = FileImageDataset(train_base, keep, spec, mode=mode, augment=augment)
     test = FileImageDataset(test_base, torch.arange(len(test_base)), spec, mode=mode, augment=False)
     return train, test, spec
+
+
+def describe_torchvision_location(name: str, data_dir=None) -> str:
+    """Where torchvision set ``name`` was downloaded, or that it is not, in one line (no checksums)."""
+    entry = TORCHVISION_SETS[name]
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if (root / entry.probe).exists():
+        return f"{root / entry.probe}"
+    return f"not in {root}; pass --download to fetch it"

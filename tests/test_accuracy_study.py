@@ -1,0 +1,141 @@
+"""benchmarks/accuracy/fashionmnist: the runner appends a row per run and skips rows it has, the
+report turns rows into intervals, "not run yet" and a chart, and paper_scale.py keeps to its budget.
+
+Everything runs on tiny IDX files of our own (tests/_idx_files.py) and a width-4 ResNet-20: seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _idx_files import fake_fashion_mnist
+
+STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy" / "fashionmnist"
+sys.path.insert(0, str(STUDY))
+
+import report  # noqa: E402
+import run  # noqa: E402
+
+TINY = '{"model_options": {"width": 4}}'
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=500, n_test=100, fill=None)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir, capsys):
+    results = tmp_path / "results"
+    argv = ["--part", "small2", "--seeds", "1", "--epochs", "1", "--max-runs", "2", "--data-dir", str(data_dir),
+            "--results", str(results), "--set", TINY, "--threads", "1"]
+    assert run.main(argv) == 0
+    rows = _rows(results / "runs.jsonl")
+    assert [r["method"] for r in rows] == ["e2e", "vangl"]  # the part's order: e2e, vangl, trgl-tau1
+    e2e, vangl = rows
+    assert len(e2e["test_accuracy"]) == 1 and len(vangl["test_accuracy"]) == 9  # block-wise: 9 modules
+    assert vangl["config"]["modules"] == 9 and vangl["config"]["model_options"] == {"width": 4}
+    assert (e2e["train_size"], e2e["test_size"]) == (10, 100)  # 2% of 500, stratified: one image per class
+    assert vangl["best"] == max(vangl["test_accuracy"]) and vangl["last"] == vangl["test_accuracy"][-1]
+    assert e2e["estimated_peak_bytes"] > 0 and vangl["estimated_peak_bytes"] > 0
+    assert vangl["estimated_peak_bytes"] < e2e["estimated_peak_bytes"]  # one block at a time
+    assert run.main(argv) == 0  # resumes: the two rows are kept, the part's last run is added
+    again = _rows(results / "runs.jsonl")
+    assert again[:2] == rows and [r["method"] for r in again[2:]] == ["trgl-tau1"]
+    assert run.main([*argv[:1], "small2_ours", *argv[2:]]) == 0
+    again = _rows(results / "runs.jsonl")
+    assert [r["method"] for r in again[3:]] == ["trgl"]
+    assert again[2]["tau"] == 1.0 and again[3]["tau"] == 10.0  # the paper's, ours (the library default)
+    capsys.readouterr()
+    assert run.main(argv + ["--dry-run"]) == 0
+    assert "0 run(s) to do, 4 already" in capsys.readouterr().err
+    assert len(_rows(results / "sessions.jsonl")) == 3  # the dry run starts nothing
+
+
+def test_methods_this_checkout_lacks_are_skipped_not_failed():
+    methods = run.available_methods()
+    assert {"vangl", "trgl"} <= methods
+    cells = run.cells_of(["small10"], 1, 1)
+    listed = {c["method"] for c in cells}
+    assert set(run.LOCAL_OBJECTIVES) <= listed  # the grid names them whether or not they exist yet
+    for c in cells:
+        assert run.runnable(c, methods) == (c["config"]["method"] in methods)
+
+
+def test_report_gives_intervals_not_run_yet_and_a_chart(tmp_path):
+    results = tmp_path / "results"
+    small = dict(fraction=0.02, k="block", epochs=5, test_images=run.SMALL_TEST)  # the small2 part's cells
+    base = run.cell("small2", 0, method="vangl", **small)
+    rows = []
+    for method, accs, peak in (("vangl", (0.60, 0.64, 0.62), 100 * 2**20), ("trgl-tau1", (0.66, 0.68, 0.70), 110 * 2**20),
+                               ("e2e", (0.70, 0.71, 0.72), 400 * 2**20)):
+        for seed, acc in enumerate(accs):
+            c = run.cell("small2", seed, method=method, **small)
+            rows.append({**{k: c[k] for k in ("id", "part", "model", "fraction", "regime", "K", "method", "recipe",
+                                              "epochs", "seed", "test_images")}, "config": c["config"],
+                         "train_size": 1200,
+                         "test_size": 10000, "test_accuracy": [acc - 0.1, acc], "last": acc, "best": acc,
+                         "best_module": 2, "estimated_peak_bytes": peak, "wall_time_s": 10.0})
+    assert base["id"] in {r["id"] for r in rows}
+    results.mkdir()
+    (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut short')
+    chart = tmp_path / "chart.png"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nbefore\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
+    assert report.main(["--results", str(results), "--chart", str(chart), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\nbefore\n") and text.endswith("after\n")
+    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in text and "small10" not in text  # only parts that have runs
+    tables = (results / "tables.md").read_text()
+    # mean 62.0, sd 2.0, t(2) = 4.303: half-width 4.303 * 2 / sqrt(3) = 5.0
+    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in tables
+    assert "| trgl | 0/5 | not run yet |" in tables
+    # paired by seed: trgl-tau1 - vangl = 6, 4, 8 points: mean 6.0, half-width 4.303 * 2 / sqrt(3) = 5.0
+    assert "6.0 ± 5.0 (3 seeds)" in tables
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((results / "summary.json").read_text())
+    assert {s["method"] for s in summary} == {"vangl", "trgl-tau1", "e2e"}
+
+
+def test_report_front_is_the_best_accuracy_for_each_memory():
+    points = [(100, -62.0), (110, -68.0), (400, -71.0), (420, -65.0)]  # (MiB, -accuracy)
+    assert report.pareto_front(points) == [0, 1, 2]  # 420 MiB at 65% is beaten by 110 MiB at 68%
+
+
+def test_paper_scale_keeps_to_its_budget(tmp_path, data_dir):
+    results = tmp_path / "ps"
+    script = STUDY / "paper_scale.py"
+    common = [sys.executable, str(script), "--model", "resnet20", "--ks", "2", "--epochs", "1",
+              "--fraction", "0.05", "--set", TINY, "--device", "cpu", "--data-dir", str(data_dir),
+              "--results", str(results)]
+    env = {"PYTHONPATH": ":".join(sys.path), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(common + ["--budget-s", "120", "--methods", "e2e,trgl-tau1"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(results / "runs.jsonl")
+    assert [(r["method"], r["K"], r["regime"]) for r in rows] == [("e2e", 1, "e2e"), ("trgl-tau1", 2, "parallel")]
+    assert rows[1]["config"]["lr"] == 0.003 and rows[1]["config"]["label_smoothing"] == 0.1  # configs/paper.toml
+    assert rows[0]["config"]["lr"] == 0.1  # the paper's e2e learning rate
+    # a budget too short for any run: it stops cleanly, writes no row, and says what is left
+    proc = subprocess.run(common + ["--budget-s", "0.01", "--methods", "vangl", "--seeds", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(_rows(results / "runs.jsonl")) == 2
+    assert "finished 0 run(s); 1 left" in proc.stderr
+
+
+def test_shards_split_the_grid_between_processes(tmp_path, capsys):
+    listed = []
+    for shard in ("0/2", "1/2"):
+        assert run.main(["--part", "small2", "--dry-run", "--shard", shard, "--results", str(tmp_path)]) == 0
+        listed.append(capsys.readouterr().out.split())
+    whole = [c["id"] for c in run.cells_of(["small2"], None, None)]
+    assert sorted(listed[0] + listed[1]) == sorted(whole) and not set(listed[0]) & set(listed[1])
