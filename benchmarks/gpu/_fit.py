@@ -6,10 +6,10 @@ The script writes ``step_time_model_<device>.json/.md`` into the results folder 
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from typing import Any
+
+from _runs import child_json
 
 
 def run_fit(run) -> None:
@@ -24,23 +24,12 @@ def run_fit(run) -> None:
            "--rates-out", str(rates), *p.fit_args]
     section: dict[str, Any] = {"command": " ".join(cmd[1:]).replace(str(run.root) + "/", "")}
     run.results["fit"] = section
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run.root,
-                              timeout=max(60.0, run.deadline - time.monotonic() + 30.0))
-    except subprocess.TimeoutExpired:
-        proc = None
-    section["wall_s"] = round(time.perf_counter() - started, 1)
-    result_path = out / f"{name}.json"
-    if proc is None or proc.returncode != 0 or not result_path.exists():
-        tail = "timed out" if proc is None else "\n".join(proc.stderr.strip().splitlines()[-6:])
-        section.update(status="failed", error=tail)
-        run.failures.append(f"fit: step_time_model.py failed ({tail.splitlines()[-1] if tail else 'no output'})")
+    result = child_json(run, cmd, section, "fit: step_time_model.py", out / f"{name}.json")
+    if result is None:
         return
-    result = json.loads(result_path.read_text())
     keys = ("fitted", "shipped", "ranking_agreement_fitted", "ranking_agreement_shipped", "plans_ranked_right_fitted",
             "plans_ranked_right_shipped", "shipped_median_relative_error", "stopped_at_deadline", "gpu", "rates_file")
-    section.update({k: result.get(k) for k in keys}, rows=len(result["rows"]), results_file=result_path.name,
+    section.update({k: result.get(k) for k in keys}, rows=len(result["rows"]), results_file=f"{name}.json",
                    rates_file_written=rates.name, status="done")
     run.log(f"fit: {len(result['rows'])} module steps; pairs of options ranked right: fitted "
             f"{_pct(result['ranking_agreement_fitted'])} (shipped {_pct(result['ranking_agreement_shipped'])}); whole plans: "

@@ -145,7 +145,7 @@ def _tests(t: dict[str, Any] | None) -> str:
     if t.get("status") == "skipped":
         return f"## 7. CUDA tests\n\nSkipped: {t['reason']}.\n"
     if "status" not in t:
-        return "## 7. CUDA tests\n\nRunning (beside the accuracy step).\n"
+        return "## 7. CUDA tests\n\nRunning (beside the budget, wall-time and accuracy steps).\n"
     counts = ", ".join(f"{t.get(k, 0)} {k}" for k in ("passed", "failed", "errors", "skipped"))
     return (f"## 7. CUDA tests\n\n`python {t['command']}`: **{t['status']}**: {counts} "
             f"({t.get('wall_s', 0):.0f} s; tests skip themselves without a GPU).\n")

@@ -32,6 +32,24 @@ def _child(run, cmd: list[str], what: str, cap_s: float,
     return proc, reading
 
 
+def child_json(run, cmd: list[str], section: dict[str, Any], what: str, result_path: Path) -> dict[str, Any] | None:
+    """Run a script that writes ``result_path`` (JSON); its contents, or None with ``section`` marked failed
+    (its stderr tail) and the failure recorded. Its wall time goes into ``section``."""
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run.root,
+                              timeout=max(60.0, run.deadline - time.monotonic() + 30.0))
+    except subprocess.TimeoutExpired:
+        proc = None
+    section["wall_s"] = round(time.perf_counter() - started, 1)
+    if proc is None or proc.returncode != 0 or not result_path.exists():
+        tail = "timed out" if proc is None else "\n".join(proc.stderr.strip().splitlines()[-8:])
+        section.update(status="failed", error=tail)
+        run.failures.append(f"{what} failed ({tail.splitlines()[-1] if tail else 'no output'})")
+        return None
+    return json.loads(result_path.read_text())
+
+
 def run_tests(run) -> None:
     """pytest on every test marked ``cuda`` (they skip without a GPU), waited for at once."""
     start_tests(run)()

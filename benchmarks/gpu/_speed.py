@@ -9,10 +9,11 @@ run in the background from the start (the same ones the memory step measures wit
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from _runs import child_json
 
 from edgetrgl.bench.setting import BenchSetting, resolve_boundaries
 
@@ -42,20 +43,9 @@ def run_speed(run) -> None:
     folder.mkdir(exist_ok=True)
     (folder / "payload.json").write_text(json.dumps(payload))
     cmd = [run.python, str(WORKER), "--payload", str(folder / "payload.json"), "--out", str(folder / "result.json")]
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run.root,
-                              timeout=max(60.0, run.deadline - time.monotonic() + 30.0))
-    except subprocess.TimeoutExpired:
-        proc = None
-    section["wall_s"] = round(time.perf_counter() - started, 1)
-    result_path = folder / "result.json"
-    if proc is None or proc.returncode != 0 or not result_path.exists():
-        tail = "timed out" if proc is None else "\n".join(proc.stderr.strip().splitlines()[-8:])
-        section.update(status="failed", error=tail)
-        run.failures.append(f"speed: the worker failed ({tail.splitlines()[-1] if tail else 'no output'})")
+    result = child_json(run, cmd, section, "speed: feed_worker.py", folder / "result.json")
+    if result is None:
         return
-    result = json.loads(result_path.read_text())
     section.update(result)
     section["ratios"] = ratios(result)
     section["status"] = "stopped at its time share" if result.get("stopped") else "done"

@@ -159,7 +159,7 @@ def _profile(net, caches: list[ActivationCache], setting: BenchSetting, batches:
 
     k = 1 if net.num_modules > 1 else 0
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     out: dict[str, Any] = {"module": k + 1, "modules": setting.modules, "split": setting.split, "sort": sort}
     for feed in ("plain", "stream"):
         with profile(activities=activities) as prof:
