@@ -56,18 +56,38 @@ def baseline_pair(profile) -> tuple[int, str]:
     return next(((k, s) for _, k, s in profile.memory_items if k), profile.speed_pairs[0])
 
 
+# the memory-balanced split alone, in a process of its own: the speed and memory steps need it long before
+# the estimates of every method (a minute of fake tensors for ResNet-110 at 96x96) are done
+_BOUNDARIES = ("import json, sys\n"
+               "from edgetrgl.bench.setting import BenchSetting, resolve_boundaries\n"
+               "setting = resolve_boundaries(BenchSetting.from_dict(json.loads(sys.argv[1])))\n"
+               "open(sys.argv[2], 'w').write(json.dumps(setting.boundaries))\n")
+
+
 class Estimates:
-    """Background ``edgetrgl bench --estimate`` processes, one per (K, split); their JSON reports."""
+    """Background processes on the CPU: the balanced boundaries of every (K, balanced), and
+    ``edgetrgl bench --estimate`` of every (K, split); their results."""
 
     def __init__(self, run) -> None:
         self.run = run
         self.procs: dict[tuple[int, str], tuple[subprocess.Popen, Path, Any]] = {}
         self.reports: dict[tuple[int, str], dict | None] = {}
+        self.splits: dict[tuple[int, str], tuple[subprocess.Popen, Path, BenchSetting]] = {}
 
     def start(self) -> None:
         p = self.run.profile
         folder = self.run.workdir / "estimates"
         folder.mkdir(parents=True, exist_ok=True)
+        # fake tensors compute nothing: one thread each, so the GPU worker's launch thread keeps a core
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        for k, split in estimate_pairs(p):
+            if split == "balanced":
+                setting = BenchSetting(model=p.model, image_size=p.image_size, batch_size=p.batch_size, modules=k,
+                                       split=split, model_options=dict(p.model_options))
+                path = folder / f"K{k}-{split}-boundaries.json"
+                cmd = [self.run.python, "-c", _BOUNDARIES, json.dumps(setting.to_dict()), str(path)]
+                self.splits[(k, split)] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                            env=env), path, setting)
         # balanced first: their boundaries are needed before those items can be measured
         baselines = [m for m, k, _ in p.memory_items if k is None and m != "e2e"]
         for k, split in estimate_pairs(p):
@@ -79,8 +99,6 @@ class Estimates:
                    "--image-size", str(p.image_size), "--batch-size", str(p.batch_size), "--modules", str(k),
                    "--split", split, "--compare", compare, "--json", str(path)]
             log = open(folder / f"K{k}-{split}.log", "w")
-            # fake tensors compute nothing: one thread each, so the GPU worker's launch thread keeps a core
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             self.procs[(k, split)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), path, log)
 
     def report(self, k: int, split: str, wait_until: float | None = None) -> dict | None:
@@ -101,8 +119,29 @@ class Estimates:
             self.run.log(f"estimate K={k} {split} failed (exit {proc.returncode}); see {path.with_suffix('.log')}")
         return self.reports[key]
 
+    def boundaries(self, k: int, split: str, wait_until: float | None = None) -> list[int] | None:
+        """The module boundaries of (K, split): None for an equal split; for a balanced one from its own
+        process (waited for until ``wait_until``), else computed here."""
+        if split != "balanced":
+            return None
+        if self.reports.get((k, split)):
+            return self.reports[(k, split)]["setting"]["boundaries"]
+        proc, path, setting = self.splits.get((k, split), (None, None, None))
+        while proc is not None and proc.poll() is None and wait_until is not None and time.monotonic() < wait_until:
+            time.sleep(0.2)
+        if proc is not None and proc.poll() == 0 and path.exists():
+            return json.loads(path.read_text())
+        self.run.log(f"boundaries K={k} {split}: computing them here (their process had not finished)")
+        return resolve_boundaries(setting or BenchSetting(model=self.run.profile.model, image_size=self.run.profile.image_size,
+                                                          batch_size=self.run.profile.batch_size, modules=k, split=split,
+                                                          model_options=dict(self.run.profile.model_options))).boundaries
+
     def stop(self) -> list[str]:
         """End the estimate processes still running (the deadline passed); return what they were."""
+        for proc, _, _ in self.splits.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         unfinished = []
         for (k, split), (proc, _, log) in self.procs.items():
             if proc.poll() is None:
@@ -173,9 +212,7 @@ def _measure(run, estimates: Estimates, item: Item) -> dict[str, Any]:
     record: dict[str, Any] = {"method": item.method, "modules": item.modules, "split": item.split, "label": item.label}
     started = time.perf_counter()
     try:
-        if split == "balanced":
-            report = estimates.report(k, split, wait_until=run.part_deadline)
-            setting.boundaries = (report["setting"]["boundaries"] if report else resolve_boundaries(setting).boundaries)
+        setting.boundaries = estimates.boundaries(k, split, wait_until=run.part_deadline)
         record["boundaries"] = setting.boundaries
         payload: dict[str, Any] = {"setting": setting.to_dict(), "method": item.method}
         if run.device == "cpu":

@@ -15,7 +15,7 @@ from typing import Any
 
 from _runs import child_json
 
-from edgetrgl.bench.setting import BenchSetting, resolve_boundaries
+from edgetrgl.bench.setting import BenchSetting
 
 WORKER = Path(__file__).resolve().parent / "feed_worker.py"
 TARGET = 1.10  # issue 21: sequential TRGL per sample <= 1.10x e2e's at K = 8 balanced (ResNet-110 96x96, batch 64)
@@ -30,9 +30,7 @@ def run_speed(run) -> None:
     for k, split in p.speed_pairs:
         setting = BenchSetting(model=p.model, image_size=p.image_size, batch_size=p.batch_size, modules=k, split=split,
                                device=run.device, model_options=dict(p.model_options))
-        if split == "balanced":
-            report = run.estimates.report(k, split, wait_until=run.part_deadline)
-            setting.boundaries = report["setting"]["boundaries"] if report else resolve_boundaries(setting).boundaries
+        setting.boundaries = run.estimates.boundaries(k, split, wait_until=run.part_deadline)
         settings.append(setting.to_dict())
     profile_at = next((i for i, pair in enumerate(p.speed_pairs) if pair == p.profile_pair), None)
     payload: dict[str, Any] = {"settings": settings, "batches": p.speed_batches, "warmup": p.speed_warmup,
