@@ -126,11 +126,14 @@ def _load(name: str):
     folder = str(ROOT / "benchmarks" / "gpu")
     spec = importlib.util.spec_from_file_location(f"gpu_bench_{name}", f"{folder}/{name}.py")
     module = importlib.util.module_from_spec(spec)
+    saved_path = list(sys.path)
     sys.path.insert(0, folder)  # its own imports of its siblings (``from _runs import ...``)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(folder)
+        sys.path[:] = saved_path  # run.py adds its folders too
+        del sys.modules[spec.name]
     return module
 
 
@@ -228,3 +231,25 @@ def test_accuracy_step_passes_the_flags_the_script_takes(tmp_path):
     assert section["args"][0] == "--time-budget-s" and 80 <= float(section["args"][1]) <= 85
     assert "--device" not in section["args"] and section["outputs"] == ["runs.jsonl"]
     assert section["stdout_tail"][-1].startswith("budget 8")
+
+
+def test_balanced_boundaries_come_from_their_own_process(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from edgetrgl.bench.setting import BenchSetting, resolve_boundaries
+
+    profile = _load("run").QUICK
+    run = SimpleNamespace(profile=profile, workdir=tmp_path, python=sys.executable, log=lambda message: None)
+    estimates = _load("_memory").Estimates(run)
+    estimates.start()
+    try:
+        got = estimates.boundaries(4, "balanced", wait_until=time.monotonic() + 600)
+        assert estimates.splits[(4, "balanced")][0].poll() == 0  # from the process, not computed in the test
+    finally:
+        estimates.stop()
+    want = resolve_boundaries(BenchSetting(model=profile.model, model_options=dict(profile.model_options),
+                                           image_size=profile.image_size, batch_size=profile.batch_size, modules=4,
+                                           split="balanced")).boundaries
+    assert got == want and len(got) == 3
+    assert estimates.boundaries(2, "equal") is None
