@@ -66,11 +66,12 @@ def wait_for_quiet(max_wait_s: float = 600.0, threshold: float = 0.3) -> float:
         print(f"  waiting for a quiet machine: other processes use {level:.1f} cores", file=sys.stderr)
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` (with command, machine and versions)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Path | None = None) -> tuple[Path, Path]:
+    """Write ``<folder>/<name>.json`` and ``.md`` (with command, machine and versions); ``folder``: results/."""
+    folder = Path(folder) if folder is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"command": command(), "machine": machine(), **payload}
-    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     header = (f"Command: `{payload['command']}`  \n"

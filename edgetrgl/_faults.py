@@ -7,6 +7,8 @@
 running, for the tests of the run-folder lock. Unset, this costs two dictionary lookups.
 Under torchrun, ``EDGETRGL_CRASH_RANK=1`` limits the crash to rank 1, and only the first attempt
 crashes (torchrun counts restarts in ``TORCHELASTIC_RESTART_COUNT``), so a restarted run goes on.
+``EDGETRGL_OOM_AT="step:2"`` runs out of memory there: on a GPU a real allocation the caching allocator
+cannot satisfy (a petabyte), elsewhere a raised ``torch.OutOfMemoryError`` (benchmarks/gpu's OOM check).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ _counts: dict[str, int] = {}
 
 def crash_point(name: str) -> None:
     crash, stall = os.environ.get("EDGETRGL_CRASH_AT"), os.environ.get("EDGETRGL_STALL_AT")
-    if not crash and not stall:
+    oom = os.environ.get("EDGETRGL_OOM_AT")
+    if not crash and not stall and not oom:
         return
     rank = os.environ.get("EDGETRGL_CRASH_RANK")
     if rank is not None and (os.environ.get("RANK", "0") != rank or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"):
@@ -29,6 +32,8 @@ def crash_point(name: str) -> None:
     _counts[name] = _counts.get(name, 0) + 1
     if _reached(crash, name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if _reached(oom, name):
+        _run_out_of_memory()
     if _reached(stall, name):
         print(f"edgetrgl fault: stalled at {stall}", file=sys.stderr, flush=True)
         while True:
@@ -40,3 +45,11 @@ def _reached(spec: str | None, name: str) -> bool:
         return False
     point, _, nth = spec.partition(":")
     return point == name and _counts[name] == int(nth or 1)
+
+
+def _run_out_of_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.empty(1 << 50, dtype=torch.uint8, device="cuda")  # raises torch.OutOfMemoryError
+    raise torch.OutOfMemoryError("out of memory (injected by EDGETRGL_OOM_AT)")

@@ -14,10 +14,111 @@ READINGS = (  # (JSON key, column title)
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The whole page: header, tests, memory (vs the estimate, vs e2e, vs the paper), budget, wall time."""
-    parts = [_header(results), _tests(results.get("tests")), _memory(results), _budget(results.get("budget")),
-             _walltime(results.get("walltime")), _notes(results)]
+    """The whole page: header, speed, fitted rates, memory (vs the estimate, vs e2e, vs the paper) and the
+    Pareto front, budget, wall time, accuracy, tests."""
+    parts = [_header(results), _speed(results.get("speed")), _fit(results.get("fit")), _memory(results),
+             _pareto(results.get("pareto")), _budget(results.get("budget")), _walltime(results.get("walltime")),
+             _accuracy(results.get("accuracy")), _tests(results.get("tests")), _notes(results)]
     return "\n".join(p for p in parts if p).rstrip() + "\n"
+
+
+def _skipped(title: str, section: dict[str, Any]) -> str | None:
+    if section.get("status") == "skipped":
+        return f"{title}\n\nSkipped: {section['reason']}.\n"
+    if section.get("status") == "failed" and section.get("error"):
+        return f"{title}\n\n**Failed**:\n\n```\n{section['error']}\n```\n"
+    return None
+
+
+def _speed(sp: dict[str, Any] | None) -> str:
+    if not sp:
+        return ""
+    title = "## 1. Speed: sequential against e2e, as the trainer feeds them"
+    if (done := _skipped(title, sp)) is not None:
+        return done
+    s = sp["setting"]
+    size = "x".join(str(n) for n in s["input"])
+    feeds = sp.get("feeds", [])
+    e2e = sp.get("e2e", {})
+    out = [f"{title}: {s['model']} {size}, batch {s['batch_size']}, device {s['device']}", "",
+           f"One epoch of {sp['batches']} batches per figure after {sp['warmup']} warm-up steps, one host sync per step "
+           "(the trainer's). Feeds: `device` the batches already on the device (the floor); `plain` the prefetch "
+           "thread's copies (before the CUDA feed); `stream` the CUDA feed (pinned staging, side stream, one batch "
+           "ahead); `stream-nosync` the same without the per-step host sync.", "",
+           f"**{sp.get('target_verdict', 'target: n/a')}**", ""]
+    head = ["K", "split"] + [f"sequential / e2e ({f})" for f in feeds] + ["parallel / e2e (stream)", "parallel / e2e (device)"]
+    rows = []
+    for r in sp.get("ratios", []):
+        rows.append([r["modules"], r["split"]] + [_x(r.get(f"sequential_{f.replace('-', '_')}")) for f in feeds]
+                    + [_x(r.get("parallel_stream")), _x(r.get("parallel_device"))])
+    out.append(_table(head, rows))
+    head = ["what"] + [f"ms / sample ({f})" for f in feeds]
+    rows = [["e2e"] + [_ms(e2e.get(f)) for f in feeds]]
+    for r in sp.get("rows", []):
+        rows.append([f"sequential K={r['modules']} {r['split']}"] + [_ms((r.get("sequential") or {}).get(f)) for f in feeds])
+        rows.append([f"parallel K={r['modules']} {r['split']}"] + [_ms((r.get("parallel") or {}).get(f)) for f in feeds])
+    out.append(_table(head, rows))
+    if sp.get("stopped"):
+        out.append("Stopped at its time share: the figures missing above were not measured.\n")
+    prof = sp.get("profile")
+    if prof:
+        out.append(f"### torch.profiler: one epoch of sequential module {prof['module']} (K={prof['modules']} "
+                   f"{prof['split']}), sorted by {prof['sort']}\n")
+        for feed in ("plain", "stream"):
+            if feed in prof:
+                out += [f"{feed} feed: epoch {prof[feed]['epoch_s'] * 1e3:.1f} ms (under the profiler)", "", "```",
+                        prof[feed]["table"].rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def _fit(f: dict[str, Any] | None) -> str:
+    if not f:
+        return ""
+    title = "## 2. Fitted rates of the time model (benchmarks/step_time_model.py)"
+    if (done := _skipped(title, f)) is not None:
+        return done
+    rows = [[precision, _rate(r["flops_per_s"], 1e12, "TFLOP/s"), _rate(r["bytes_per_s"], 1e9, "GB/s"),
+             f"{1e6 * r['seconds_per_op']:.2f} us"] for precision, r in (f.get("fitted") or {}).items()]
+    out = [title, "", f"`python {f['command']}`: {f.get('rows', 0)} module steps"
+           + (" (stopped at its time share)" if f.get("stopped_at_deadline") else "") + f", [{f.get('results_file')}]"
+           f"({f.get('results_file')}).", "", _table(["precision", "F (matrix rate)", "B (bytes written)", "L (per op)"], rows),
+           f"Pairs of one module's options ranked right: fitted {_pct(f.get('ranking_agreement_fitted'))}, shipped "
+           f"{_pct(f.get('ranking_agreement_shipped'))}; pairs of whole plans (options summed over the network): fitted "
+           f"{_pct(f.get('plans_ranked_right_fitted'))}, shipped {_pct(f.get('plans_ranked_right_shipped'))}.", ""]
+    if f.get("rates_file"):
+        out += [f"To ship the fit: `{f['rates_file']['install']}` (the file is `{f.get('rates_file_written')}` "
+                "beside these results; edgetrgl/planning/speed.py reads it by GPU name).", ""]
+    return "\n".join(out)
+
+
+def _pareto(pa: dict[str, Any] | None) -> str:
+    if not pa:
+        return ""
+    title = f"### Pareto front at K={pa['modules']} ({pa['split']}): tensor peak against time per sample"
+    if (done := _skipped(title, pa)) is not None:
+        return done
+    rows = [[x["method"], _mib(x.get("peak_bytes")), _mib(x.get("cuda_max_reserved_bytes")), _ms(x.get("time_per_sample_s")),
+             "*" if x.get("on_pareto_front") else ""] for x in pa.get("points", [])]
+    chart = f"![Pareto chart]({pa['png']})" if pa.get("png") else f"No chart: {pa.get('png_error')}."
+    return "\n".join([title, "", _table(["method", "tensor peak", "CUDA max reserved", "ms / sample", "front"], rows),
+                      chart, ""])
+
+
+def _accuracy(a: dict[str, Any] | None) -> str:
+    if not a:
+        return ""
+    title = "## 6. Accuracy: ResNet-110 on Fashion-MNIST at paper scale (issue 19)"
+    if (done := _skipped(title, a)) is not None:
+        return done
+    if "exit_code" not in a:
+        return f"{title}\n\n**{a.get('status')}**: {a.get('reason', '')}\n"
+    lines = [title, "", f"`python {a['script']} {' '.join(a.get('args', []))}`: exit {a['exit_code']}, "
+             f"{a.get('wall_s', 0):.0f} s of a {a.get('budget_s')} s budget"
+             + (f", beside {a['concurrent_with']}" if a.get("concurrent_with") else "") + ".", "",
+             "Its last lines:", "", "```", *a.get("stdout_tail", []), "```", ""]
+    if a.get("outputs"):
+        lines += ["Its files: " + ", ".join(f"`{o}`" for o in a["outputs"]), ""]
+    return "\n".join(lines)
 
 
 def _header(r: dict[str, Any]) -> str:
@@ -42,9 +143,11 @@ def _tests(t: dict[str, Any] | None) -> str:
     if not t:
         return ""
     if t.get("status") == "skipped":
-        return f"## 1. CUDA tests\n\nSkipped: {t['reason']}.\n"
+        return f"## 7. CUDA tests\n\nSkipped: {t['reason']}.\n"
+    if "status" not in t:
+        return "## 7. CUDA tests\n\nRunning (beside the budget, wall-time and accuracy steps).\n"
     counts = ", ".join(f"{t.get(k, 0)} {k}" for k in ("passed", "failed", "errors", "skipped"))
-    return (f"## 1. CUDA tests\n\n`python {t['command']}`: **{t['status']}**: {counts} "
+    return (f"## 7. CUDA tests\n\n`python {t['command']}`: **{t['status']}**: {counts} "
             f"({t.get('wall_s', 0):.0f} s; tests skip themselves without a GPU).\n")
 
 
@@ -53,12 +156,12 @@ def _memory(r: dict[str, Any]) -> str:
     if not section:
         return ""
     if section.get("status") == "skipped":
-        return f"## 2. Memory and time\n\nSkipped: {section['reason']}.\n"
+        return f"## 3. Memory and time\n\nSkipped: {section['reason']}.\n"
     s = section["setting"]
     records = section["records"]
     e2e = next((x for x in records if x["method"] == "e2e" and "error" not in x), {})
     size = "x".join(str(n) for n in s["input"])
-    out = [f"## 2. Memory and time: {s['model']} {size}, batch {s['batch_size']}, {s['data']}, device {s['device']}", "",
+    out = [f"## 3. Memory and time: {s['model']} {size}, batch {s['batch_size']}, {s['data']}, device {s['device']}", "",
            f"Each method in a fresh process (`edgetrgl bench`'s worker), {s['warmup']} warm-up and {s['steps']} timed "
            "steps (median); the estimate is `edgetrgl bench --estimate` (fake tensors) on the same plan.", "",
            "### Measured vs the estimate (ratio measured / estimated)", ""]
@@ -124,9 +227,9 @@ def _budget(b: dict[str, Any] | None) -> str:
     if not b:
         return ""
     if b.get("status") == "skipped":
-        return f"## 3. Budget held\n\nSkipped: {b['reason']}.\n"
+        return f"## 4. Budget held\n\nSkipped: {b['reason']}.\n"
     seq, e2e = b.get("sequential", {}), b.get("e2e", {})
-    lines = [f"## 3. Budget held: `--budget {b['budget']}` ({_mib(b['budget_bytes'])}): **{b.get('status', 'incomplete')}**", "",
+    lines = [f"## 4. Budget held: `--budget {b['budget']}` ({_mib(b['budget_bytes'])}): **{b.get('status', 'incomplete')}**", "",
              "Synthetic data of the measured shape, one epoch per module; config:", "", "```toml", b["setting"].rstrip(), "```", ""]
     if seq:
         per = ", ".join(_mib(v) for v in seq.get("per_module_bytes") or [])
@@ -140,6 +243,12 @@ def _budget(b: dict[str, Any] | None) -> str:
         said = e2e["stderr_lines"][0] if len(e2e.get("stderr_lines", [])) == 1 else f"{len(e2e.get('stderr_lines', []))} lines"
         lines += [f"- e2e under the same budget: exit {e2e['exit_code']}, "
                   f"{'refused in one line' if e2e.get('refused_in_one_line') else 'NOT refused in one line'}: `{said}`"]
+    oom = b.get("oom")
+    if oom:
+        said = oom["stderr_lines"][0] if len(oom.get("stderr_lines", [])) == 1 else f"{len(oom.get('stderr_lines', []))} lines"
+        lines += [f"- out of memory at the second step (`{oom['env']}`: on a GPU the caching allocator asked for a "
+                  f"petabyte), no budget: exit {oom['exit_code']}, "
+                  f"{'one line' if oom.get('one_line') else 'NOT one line'}: `{said}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -147,7 +256,7 @@ def _walltime(w: dict[str, Any] | None) -> str:
     if not w:
         return ""
     if w.get("status") == "skipped":
-        return f"## 4. Wall time\n\nSkipped: {w['reason']}.\n"
+        return f"## 5. Wall time\n\nSkipped: {w['reason']}.\n"
     runs = w.get("runs", [])
     cpu = {r["label"].split(" ", 1)[1]: r.get("wall_time_s") for r in runs if r["device"] == "cpu"}
     rows = []
@@ -157,7 +266,7 @@ def _walltime(w: dict[str, Any] | None) -> str:
                      _ratio(x.get("wall_time_s"), cpu.get(variant)) if x["device"] != "cpu" else "1.00x",
                      _percent(x.get("last_module_accuracy")), x.get("cache") or "n/a",
                      _mib(x.get("cuda_max_reserved_bytes"))])
-    out = ["## 4. Wall time: `edgetrgl train` on the bundled data (summary.json's `wall_time_s`)", "",
+    out = ["## 5. Wall time: `edgetrgl train` on the bundled data (summary.json's `wall_time_s`)", "",
            _table(["command", "device", "wall time", "vs CPU", "last module test acc.", "cache", "CUDA max reserved"], rows)]
     if w.get("train_toml"):
         out += ["`train.toml`:", "", "```toml", w["train_toml"].rstrip(), "```", ""]
@@ -203,3 +312,19 @@ def _seconds(t: float | None) -> str:
 
 def _percent(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _ms(t: float | None) -> str:
+    return "n/a" if t is None else f"{1e3 * t:.3f}"
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
+def _rate(v: float | None, scale: float, unit: str) -> str:
+    return "free (fitted 0 s per unit)" if v is None else f"{v / scale:.3g} {unit}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -31,38 +32,83 @@ def _child(run, cmd: list[str], what: str, cap_s: float,
     return proc, reading
 
 
+def child_json(run, cmd: list[str], section: dict[str, Any], what: str, result_path: Path) -> dict[str, Any] | None:
+    """Run a script that writes ``result_path`` (JSON); its contents, or None with ``section`` marked failed
+    (its stderr tail) and the failure recorded. Its wall time goes into ``section``."""
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run.root,
+                              timeout=max(60.0, run.deadline - time.monotonic() + 30.0))
+    except subprocess.TimeoutExpired:
+        proc = None
+    section["wall_s"] = round(time.perf_counter() - started, 1)
+    if proc is None or proc.returncode != 0 or not result_path.exists():
+        tail = "timed out" if proc is None else "\n".join(proc.stderr.strip().splitlines()[-8:])
+        section.update(status="failed", error=tail)
+        run.failures.append(f"{what} failed ({tail.splitlines()[-1] if tail else 'no output'})")
+        return None
+    return json.loads(result_path.read_text())
+
+
 def run_tests(run) -> None:
-    """pytest on every test marked ``cuda`` (all of tests/test_gpu.py); they skip without a GPU."""
+    """pytest on every test marked ``cuda`` (they skip without a GPU), waited for at once."""
+    start_tests(run)()
+
+
+def start_tests(run):
+    """Start pytest on every test marked ``cuda`` in the background; returns the function that waits for it
+    and records the counts (the tests use tiny models: they run beside the accuracy step)."""
     section: dict[str, Any] = {"command": None}
     run.results["tests"] = section
     if importlib.util.find_spec("pytest") is None:
         section.update(status="skipped", reason=f"pytest is not installed for {run.python}")
         run.log("tests: skipped (pytest is not installed)")
-        return
+        return lambda: None
     junit = run.workdir / "pytest.xml"
     # only the files that use the marker: collecting the whole suite imports every test module
     files = sorted(str(f.relative_to(run.root)) for f in (run.root / "tests").glob("test_*.py")
                    if "mark.cuda" in f.read_text())
     if not files:
         section.update(status="skipped", reason="no test file uses the cuda marker")
-        return
+        return lambda: None
     cmd = [run.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", f"--junitxml={junit}", *files]
     section["command"] = " ".join(cmd[1:]).replace(str(junit), "JUNIT.xml")
     started = time.perf_counter()
-    proc, _ = _child(run, cmd, "tests", cap_s=300)
-    section["wall_s"] = round(time.perf_counter() - started, 1)
-    if proc is None:
-        section["status"] = "timed out"
-        return
+    log = open(run.workdir / "pytest.log", "w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=run.root)
+    run.tests_running = True
+
+    def finish() -> None:
+        timeout = max(60.0, min(300.0, run.deadline - time.monotonic() + 30.0))
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        run.tests_running = False
+        log.seek(0)
+        output = log.read()
+        log.close()
+        section["wall_s"] = round(time.perf_counter() - started, 1)
+        if proc.returncode < 0:
+            section["status"] = "timed out"
+            run.failures.append(f"tests: timed out after {timeout:.0f} s")
+            return
+        _record_tests(run, section, junit, proc.returncode, output)
+
+    return finish
+
+
+def _record_tests(run, section: dict[str, Any], junit: Path, returncode: int, output: str) -> None:
     counts = _junit_counts(junit)
-    section.update(counts, exit_code=proc.returncode, output_tail=proc.stdout.strip().splitlines()[-15:])
+    section.update(counts, exit_code=returncode, output_tail=output.strip().splitlines()[-15:])
     # pytest exits 5 when every test was deselected or none collected: not a failure of a test
-    if proc.returncode not in (0, 5) or counts.get("failed") or counts.get("errors") or not counts:
+    if returncode not in (0, 5) or counts.get("failed") or counts.get("errors") or not counts:
         section["status"] = "failed"
     else:  # without a GPU every test skips itself: say so rather than "passed"
         section["status"] = "passed" if counts["passed"] else "all skipped"
     if section["status"] == "failed":
-        run.failures.append(f"tests: {counts} (exit {proc.returncode})")
+        run.failures.append(f"tests: {counts} (exit {returncode})")
     run.log(f"tests: {counts.get('passed', 0)} passed, {counts.get('failed', 0)} failed, "
             f"{counts.get('errors', 0)} errors, {counts.get('skipped', 0)} skipped [{section['wall_s']:.1f} s]")
 
@@ -142,11 +188,36 @@ def run_budget(run) -> None:
            "traceback": proc is not None and "Traceback" in proc.stderr}
     e2e["refused_in_one_line"] = e2e["exit_code"] == 2 and len(lines) == 1 and not e2e["traceback"]
     section["e2e"] = e2e
-    section["status"] = "passed" if seq["held"] and e2e["refused_in_one_line"] else "failed"
     if not e2e["refused_in_one_line"]:
         run.failures.append(f"budget: e2e under {p.budget} was not refused in one line (exit {e2e['exit_code']})")
     run.log(f"budget: e2e under {p.budget}: exit {e2e['exit_code']}, "
             f"{lines[0] if len(lines) == 1 else f'{len(lines)} stderr lines'} [{e2e['wall_s']:.1f} s]")
+    section["oom"] = run_oom(run, common, seq_args)
+    section["status"] = "passed" if seq["held"] and e2e["refused_in_one_line"] and section["oom"]["one_line"] else "failed"
+
+
+def run_oom(run, common: list[str], seq_args: list[str]) -> dict[str, Any]:
+    """An allocator out-of-memory error in the middle of training ends in one line, exit 2: on a GPU the
+    fault point allocates a petabyte at the second step (a real CUDA OOM), on the CPU it raises one."""
+    out = run.workdir / "budget-oom"
+    started = time.perf_counter()
+    env = {**os.environ, "EDGETRGL_OOM_AT": "step:2"}
+    cmd = _train_cmd(run, *[a for a in common if a != "--budget" and a != run.profile.budget], *seq_args, "--out", str(out))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=run.root, env=env)
+    except subprocess.TimeoutExpired:
+        proc = None
+    lines = [] if proc is None else [line for line in proc.stderr.splitlines() if line.strip()]
+    record = {"env": "EDGETRGL_OOM_AT=step:2", "exit_code": None if proc is None else proc.returncode,
+              "stderr_lines": lines, "wall_s": round(time.perf_counter() - started, 1),
+              "traceback": proc is not None and "Traceback" in proc.stderr}
+    record["one_line"] = (record["exit_code"] == 2 and len(lines) == 1 and not record["traceback"]
+                          and "out of memory" in lines[0])
+    if not record["one_line"]:
+        run.failures.append(f"budget: an out-of-memory error was not turned into one line (exit {record['exit_code']})")
+    run.log(f"budget: out of memory at step 2: exit {record['exit_code']}, "
+            f"{lines[0] if len(lines) == 1 else f'{len(lines)} stderr lines'} [{record['wall_s']:.1f} s]")
+    return record
 
 
 def run_walltime(run) -> None:
@@ -154,15 +225,17 @@ def run_walltime(run) -> None:
     p = run.profile
     section: dict[str, Any] = {"runs": [], "skipped": []}
     run.results["walltime"] = section
-    devices = [run.device] + (["cpu"] if run.device != "cpu" else [])
+    devices = [run.device] + (["cpu"] if run.device != "cpu" and p.walltime_vs_cpu else [])
     if run.device == "cpu":
         section["note"] = "the device is the CPU: no second, CPU-only run to compare with"
+    elif not p.walltime_vs_cpu:
+        section["note"] = "no CPU runs this time (this profile's time goes to the GPU); earlier results have them"
     if p.train_toml:
         section["train_toml"] = p.train_toml
     for cache_args in ([], ["--cache", "disk"]):
         for device in devices:
             label = f"{device} {' '.join(cache_args) or 'default'}"
-            if time.monotonic() > run.deadline:
+            if time.monotonic() > run.part_deadline:
                 section["skipped"].append(label)
                 run.log(f"walltime: {label} skipped (deadline)")
                 continue

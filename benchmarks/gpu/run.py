@@ -1,19 +1,32 @@
-"""GPU validation: run every CUDA path on a real GPU and measure the paper's setting with the allocator and NVML.
+"""GPU validation: every CUDA path on a real GPU, the paper's setting measured, in one call of at most 8 minutes.
 
-    bash benchmarks/gpu/run.sh                         # a CUDA GPU: about 5 minutes on an H100
+    bash benchmarks/gpu/run.sh                         # a CUDA GPU: 440 s (--budget-s), on an H100/H200
     bash benchmarks/gpu/run.sh --device cpu --quick    # the same steps at a tiny size, on the CPU (CI)
 
-1. pytest on every test marked ``cuda`` (tests/test_gpu.py; they skip without a GPU);
-2. ResNet-110, 3x96x96, batch 64, synthetic data: e2e, checkpointing, offloading, and parallel and
-   sequential TRGL at K = 4, 8, 16 (equal and balanced split), each in a fresh process: MemTracker's
-   tensor peak, ``max_memory_allocated``, ``max_memory_reserved``, NVML's process and device memory,
-   time per sample, and the fake-tensor estimate beside each;
-3. the budget held: sequential training under ``--budget 2GiB`` stays under it (``max_memory_reserved``
-   from the run's summary.json); e2e under the same budget is refused in one line, exit 2;
-4. ``edgetrgl train`` (bundled data) and ``--cache disk``: wall time on the GPU vs the CPU;
-5. ``results/gpu-<name>.json`` and ``.md`` (or ``cpu-quick``), rewritten after every item, so a run cut
-   short still leaves what it measured. ``--budget-s`` is a deadline: items left when it passes are
-   recorded as skipped.
+Steps, in order, each with its share of the time (``Profile.shares``; a step that ends early leaves
+its time to the next ones, a step out of time stops cleanly and keeps what it measured):
+
+1. fit: benchmarks/step_time_model.py on the device (fp32, bf16): the time model's fitted rates,
+   pairs of options and of whole plans ranked right, and ``cuda_rates.json`` for edgetrgl/planning/
+   (_fit.py); meanwhile the fake-tensor estimates run on the CPU in the background;
+2. speed: time per sample of e2e, sequential and parallel TRGL at K = 4, 8, 16 (balanced) as the
+   trainer feeds them (ResNet-110, 3x96x96, batch 64), with the plain feed and the CUDA feed
+   (edgetrgl/cache/device_feed.py), and a torch.profiler summary of one module's epoch with each
+   (_speed.py, feed_worker.py); the issue's target is sequential <= 1.10x e2e at K = 8;
+3. memory: e2e, the baselines and ours with their step options (+ckpt, +bf16), each in a fresh process:
+   MemTracker's tensor peak, ``max_memory_allocated``, ``max_memory_reserved``, NVML's process and device
+   memory (the CUDA context said apart), time per sample, the fake-tensor estimate beside each; then the
+   Pareto chart at one K (_memory.py);
+4. budget: sequential under ``--budget 2GiB`` stays under it; e2e under it is refused in one line; an
+   out-of-memory error mid-training ends in one line (_runs.py);
+5. walltime: ``edgetrgl train`` (bundled data) and ``--cache disk`` on the device;
+6. accuracy: issue 19's paper-scale Fashion-MNIST run in the time left (_accuracy.py);
+7. tests: pytest on every test marked ``cuda`` (tiny models), beside steps 4 to 6 (their figures are
+   memory, pass/fail and accuracy, not GPU timings: only 5's wall times may read a little high).
+
+Results: ``results/gpu-<name>.json`` and ``.md`` (or ``cpu-quick``), rewritten after every item, so a run
+cut short still leaves what it measured, and beside them ``<stem>-pareto.png``, ``<stem>-cuda_rates.json``,
+``step_time_model_cuda-<name>.json/.md`` and ``<stem>-accuracy/``.
 
 ``--device cpu`` without ``--quick`` is refused: ResNet-110 at 96x96 takes minutes per step there.
 Exit code: 0 when every check passed, 1 when one failed (listed in the JSON's ``failures``), 2 for
@@ -40,34 +53,46 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # _common.py
 
-from _memory import run_memory  # noqa: E402
+from _accuracy import run_accuracy  # noqa: E402
+from _fit import run_fit  # noqa: E402
+from _memory import Estimates, run_memory  # noqa: E402
 from _nvml import Nvml  # noqa: E402
 from _report import markdown  # noqa: E402
-from _runs import run_budget, run_tests, run_walltime  # noqa: E402
+from _runs import run_budget, run_walltime, start_tests  # noqa: E402
+from _schedule import step_deadlines  # noqa: E402
+from _speed import run_speed  # noqa: E402
+
+STEPS = ("fit", "speed", "memory", "budget", "walltime", "accuracy", "tests")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """What one run measures. ``FULL`` is the paper's setting; ``QUICK`` the same steps in seconds."""
+    """What one run measures. ``FULL`` is the paper's setting; ``QUICK`` the same steps in about a minute."""
 
     name: str
     model: str
     image_size: int
     batch_size: int
-    pairs: tuple[tuple[int, str], ...]  # (K, split) of our methods; the first also gives the baselines' estimate
-    baselines: tuple[str, ...]  # besides e2e
-    steps: int
+    memory_items: tuple[tuple[str, int | None, str | None], ...]  # (method, K, split); K None: a baseline
+    speed_pairs: tuple[tuple[int, str], ...]  # (K, split) of the speed step
+    speed_batches: int  # batches per timed epoch
+    speed_warmup: int
+    profile_pair: tuple[int, str]  # the (K, split) whose module 2 is profiled
+    pareto_pair: tuple[int, str]
+    steps: int  # memory: timed steps per method (median)
     warmup: int
-    budget: str  # step 3
+    budget: str
     budget_modules: int
     budget_num_train: int
-    train_args: tuple[str, ...]  # step 4, added to the default `edgetrgl train`
+    train_args: tuple[str, ...]  # walltime: added to the default `edgetrgl train`
+    fit_args: tuple[str, ...]  # added to step_time_model.py's command
+    accuracy_min_s: float  # accuracy: skipped with less time than this left
     deadline_s: float  # default --budget-s
-    reserve_s: float  # kept for steps 3 and 4 when step 2 runs long
+    shares: dict[str, float]  # seconds per step (scaled to --budget-s); tests run beside accuracy
     model_options: dict[str, Any] = field(default_factory=dict)
     budget_cpu_only: bool = False
-    train_toml: str = ""  # step 4: a config file for `edgetrgl train`, if any (quick: a narrower model)
-    only: tuple[str, ...] = ()  # step 2: measure only these items (labels), if given; all are estimated
+    walltime_vs_cpu: bool = True  # walltime: also run on the CPU, to compare
+    train_toml: str = ""  # walltime: a config file for `edgetrgl train`, if any (quick: a narrower model)
 
     def setting_dict(self, device: str) -> dict[str, Any]:
         return {"model": self.model, "model_options": self.model_options, "input": [3, self.image_size, self.image_size],
@@ -83,19 +108,29 @@ class Profile:
         return "\n".join(lines) + "\n"
 
 
+B8 = (8, "balanced")
 FULL = Profile(
     name="full", model="resnet110", image_size=96, batch_size=64,
-    pairs=((4, "equal"), (8, "equal"), (16, "equal"), (4, "balanced"), (8, "balanced"), (16, "balanced")),
-    baselines=("checkpoint", "offload"), steps=3, warmup=1,
-    budget="2GiB", budget_modules=8, budget_num_train=640, train_args=(), deadline_s=420, reserve_s=110)
+    memory_items=(("e2e", None, None), ("sequential-trgl", *B8), ("parallel-trgl", *B8), ("checkpoint", None, None),
+                  ("sequential-trgl+ckpt", *B8), ("sequential-trgl+bf16", *B8), ("e2e+bf16", None, None),
+                  ("checkpoint+bf16", None, None), ("sequential-trgl+ckpt+bf16", *B8), ("offload", None, None),
+                  ("sequential-trgl", 4, "balanced"), ("parallel-trgl", 4, "balanced"),
+                  ("sequential-trgl", 16, "balanced"), ("parallel-trgl", 16, "balanced"),
+                  ("sequential-trgl", 8, "equal"), ("parallel-trgl", 8, "equal")),
+    speed_pairs=(B8, (4, "balanced"), (16, "balanced")), speed_batches=16, speed_warmup=2, profile_pair=B8,
+    pareto_pair=B8, steps=3, warmup=1, budget="2GiB", budget_modules=8, budget_num_train=640, train_args=(),
+    fit_args=(), accuracy_min_s=60, deadline_s=440, walltime_vs_cpu=False,
+    shares={"fit": 55, "speed": 85, "memory": 140, "budget": 50, "walltime": 35, "accuracy": 75})
 
 QUICK = Profile(
     name="quick", model="resnet20", model_options={"width": 4}, image_size=16, batch_size=16,
-    pairs=((2, "equal"), (4, "balanced")), baselines=("checkpoint",), steps=2, warmup=1,
-    only=("e2e", "checkpoint", "parallel-trgl K=2 equal", "sequential-trgl K=4 balanced"),  # each code path once
-    budget="1.3MiB", budget_modules=4, budget_num_train=64, budget_cpu_only=True,
-    train_args=("--train-fraction", "0.05", "--epochs", "1"), train_toml="[model_options]\nwidth = 4\n",
-    deadline_s=300, reserve_s=30)
+    memory_items=(("e2e", None, None), ("sequential-trgl", 4, "balanced"), ("checkpoint+bf16", None, None),
+                  ("sequential-trgl+ckpt+bf16", 4, "balanced")),  # each code path once (parallel: the speed step)
+    speed_pairs=((4, "balanced"),), speed_batches=3, speed_warmup=1, profile_pair=(4, "balanced"),
+    pareto_pair=(4, "balanced"), steps=2, warmup=1, budget="1.3MiB", budget_modules=4, budget_num_train=64,
+    budget_cpu_only=True, train_args=("--train-fraction", "0.05", "--epochs", "1"),
+    train_toml="[model_options]\nwidth = 4\n", fit_args=("--quick", "--threads", "1"), accuracy_min_s=20,
+    deadline_s=400, shares={"fit": 60, "speed": 60, "memory": 120, "budget": 60, "walltime": 60, "accuracy": 40})
 
 PAPER = {4: 0.76, 8: 0.52, 16: 0.40}  # parallel TRGL / e2e, nvidia-smi on a V100 (16: "about 60% saved")
 
@@ -110,6 +145,9 @@ class Run:
         self.deadline = self.started + (args.budget_s if args.budget_s is not None else profile.deadline_s)
         self.nvml = Nvml()
         self.failures: list[str] = []
+        self.part_deadline = self.deadline  # the running step's deadline (main sets it per step)
+        self.tests_running = False
+        self.estimates = Estimates(self)
         name = "cpu-quick" if args.device == "cpu" else f"gpu-{_slug(self.nvml.info().get('gpu') or 'unknown')}"
         if args.device == "cuda" and args.quick:
             name += "-quick"
@@ -139,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="default cuda")
     parser.add_argument("--quick", action="store_true", help="tiny model and matrix: the CI run (about a minute)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and markdown")
-    parser.add_argument("--budget-s", type=float, help="overall deadline in seconds (default 420; --quick 300)")
-    parser.add_argument("--only", help="comma-separated steps to run (tests,memory,budget,walltime; default all): "
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the results")
+    parser.add_argument("--budget-s", type=float, help="overall deadline in seconds (default 440; --quick 400)")
+    parser.add_argument("--only", help=f"comma-separated steps to run ({','.join(STEPS)}; default all): "
                                        "a re-run of some steps writes its own results file (suffix -only-...)")
     parser.add_argument("--keep-runs", action="store_true", help="keep the training runs' folders (printed at the end)")
     args = parser.parse_args(argv)
@@ -158,40 +196,63 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.device == "cpu":  # every child: one torch thread (2 threads on a busy 2-core CI machine spin-wait)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-    every = {"tests": run_tests, "memory": run_memory, "budget": run_budget, "walltime": run_walltime}
-    names = [n.strip() for n in (args.only or ",".join(every)).split(",") if n.strip()]
-    unknown = [n for n in names if n not in every]
+    names = [n.strip() for n in (args.only or ",".join(STEPS)).split(",") if n.strip()]
+    unknown = [n for n in names if n not in STEPS]
     if unknown or not names:
-        print(f"run.py: error: --only takes {','.join(every)}; got {args.only!r}", file=sys.stderr)
+        print(f"run.py: error: --only takes {','.join(STEPS)}; got {args.only!r}", file=sys.stderr)
         return 2
-    steps = [(n, every[n]) for n in every if n in names]
+    names = [n for n in STEPS if n in names]
     workdir = Path(tempfile.mkdtemp(prefix="edgetrgl-gpu-bench-"))
+    run = None
     try:
         run = Run(args, QUICK if args.quick else FULL, workdir)
         if args.only:  # a partial re-run must not overwrite the full results
-            suffix = "-only-" + "-".join(n for n in every if n in names)
+            suffix = "-only-" + "-".join(names)
             run.json_path = run.json_path.with_name(run.json_path.stem + suffix + ".json")
             run.md_path = run.md_path.with_name(run.md_path.stem + suffix + ".md")
+        budget_s = args.budget_s if args.budget_s is not None else run.profile.deadline_s
+        deadlines = step_deadlines(run.started, names, run.profile.shares, budget_s)
+        run.results["shares_s"] = {n: round(deadlines[n] - run.started) for n in names}
         run.log(f"GPU validation, {run.profile.name} profile, device {run.device}; results: {run.json_path}")
         run.save()
-        for name, step in steps:
-            if time.monotonic() > run.deadline:
+        if "speed" in names or "memory" in names:  # fake-tensor estimates on the CPU, in the background
+            run.estimates.start()
+        finish_tests = None
+        for name in names:
+            run.part_deadline = deadlines[name]
+            if name == "tests":
+                continue  # started beside accuracy (below), or alone at the end
+            if name in ("budget", "walltime", "accuracy") and "tests" in names and finish_tests is None:
+                finish_tests = start_tests(run)  # beside the steps whose figures are not timings of the GPU's
+            if time.monotonic() > run.part_deadline:
                 run.results[name] = {"status": "skipped", "reason": "deadline (--budget-s) passed"}
                 run.log(f"{name}: skipped (deadline)")
                 continue
             run.log(f"{name}: starting")
-            step(run)
+            STEP_FUNCTIONS[name](run)
             run.save()
+        if "tests" in names:
+            (finish_tests or start_tests(run))()
+        unfinished = run.estimates.stop()
+        if unfinished:
+            run.results["estimates_unfinished"] = unfinished
+        run.save()
         run.log(f"done in {time.monotonic() - run.started:.0f} s: {run.json_path} and {run.md_path.name}"
                 + (f"; {len(run.failures)} check(s) failed" if run.failures else "; every check passed"))
         for failure in run.failures:
             run.log(f"FAILED: {failure}")
         return 1 if run.failures else 0
     finally:
+        if run is not None:
+            run.estimates.stop()
         if args.keep_runs:
             print(f"training runs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+STEP_FUNCTIONS = {"speed": run_speed, "fit": run_fit, "memory": run_memory, "budget": run_budget,
+                  "walltime": run_walltime, "accuracy": run_accuracy}
 
 
 def _machine(nvml: Nvml, device: str) -> dict[str, Any]:

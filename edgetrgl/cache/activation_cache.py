@@ -180,23 +180,29 @@ class ActivationCache:
         return flat.view(shape)
 
     # ---- reading -------------------------------------------------------------------------
-    def gather(self, view: int, indices: torch.Tensor) -> torch.Tensor:
-        """Rows ``indices`` of ``view`` as a float32 CPU tensor."""
+    def gather(self, view: int, indices: torch.Tensor, *, pin: bool = False, as_float: bool = True) -> torch.Tensor:
+        """Rows ``indices`` of ``view`` as a CPU tensor: float32, or with ``as_float=False`` in the storage
+        dtype (a CUDA feed converts on the device: half the bytes to copy). ``pin``: gathered straight
+        into page-locked memory (needs a CUDA driver), the staging buffer of a non-blocking copy."""
         shard_ids = torch.div(indices, self.shard_size, rounding_mode="floor")
-        out = torch.empty((indices.numel(), *self.feature_shape), dtype=self.storage_dtype)
+        out = torch.empty((indices.numel(), *self.feature_shape), dtype=self.storage_dtype, pin_memory=pin)
         for shard in shard_ids.unique().tolist():
             where = (shard_ids == shard).nonzero(as_tuple=True)[0]
             out[where] = self._shards[view][shard][indices[where] - shard * self.shard_size]
-        return out.float()
+        return out.float() if as_float else out
 
-    def batches(self, batch_size: int, *, view: int = 0, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(features float32, labels)`` CPU batches in ``order`` (default: dataset order)."""
+    def batches(self, batch_size: int, *, view: int = 0, order: torch.Tensor | None = None, pin: bool = False,
+                as_float: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(features, labels)`` CPU batches in ``order`` (default: dataset order); features are
+        float32 unless ``as_float=False``, both in pinned memory with ``pin`` (see :meth:`gather`)."""
         if not self.complete:
             raise RuntimeError("cache read before it was completely written")
         order = torch.arange(self.num_samples) if order is None else order
         for start in range(0, order.numel(), batch_size):
             idx = order[start:start + batch_size]
-            yield self.gather(view, idx), self.labels[idx]
+            labels = torch.empty(idx.numel(), dtype=self.labels.dtype, pin_memory=pin)
+            torch.index_select(self.labels, 0, idx, out=labels)
+            yield self.gather(view, idx, pin=pin, as_float=as_float), labels
 
     def close(self, keep: bool = False) -> None:
         """Drop the cached features; a disk cache's files are deleted unless ``keep``."""

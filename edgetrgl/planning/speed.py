@@ -5,7 +5,9 @@ to measured step times on this project's 2-core AMD EPYC (``benchmarks/step_time
 module steps of ResNet-20 and ResNet-56, with and without micro-batches and checkpointing inside
 modules; 92% of pairs of options ranked right in fp32, 97% in bf16). bf16 doubled the matrix rate
 there (AVX512-BF16); a CPU without native bf16 gets fp32's rates for it, so bf16 is never modelled
-faster there (``--precision auto`` then keeps fp32). The CUDA rates are modelled from an H100-class
+faster there (``--precision auto`` then keeps fp32). A GPU named in ``cuda_rates.json`` (next to this
+file) gets the rates fitted on it by ``benchmarks/step_time_model.py --device cuda`` (benchmarks/gpu/run.sh
+writes the file's new version with its results); any other GPU gets rates modelled from an H100-class
 data sheet, derated: TF32 matrix rate for fp32 (PyTorch's default for convolutions), twice that for
 bf16/fp16, HBM bandwidth, and about 10 microseconds of eager dispatch per op.
 """
@@ -13,6 +15,7 @@ bf16/fp16, HBM bandwidth, and about 10 microseconds of eager dispatch per op.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import torch
@@ -29,11 +32,42 @@ CUDA_HALF = MachineSpeed(flops_per_s=120e12, bytes_per_s=2.0e12, seconds_per_op=
                          source="modelled: H100-class bf16/fp16 tensor-core rate, derated")
 
 
-def machine_speed(device: torch.device | str, precision: str) -> MachineSpeed:
-    """The rates of ``device`` running the step at ``precision`` (fp32, bf16, fp16)."""
-    if torch.device(device).type == "cuda":
+RATES_FILE = Path(__file__).with_name("cuda_rates.json")
+
+
+def machine_speed(device: torch.device | str, precision: str, gpu_name: str | None = None) -> MachineSpeed:
+    """The rates of ``device`` running the step at ``precision`` (fp32, bf16, fp16).
+
+    On CUDA, the rates fitted on this GPU model if ``cuda_rates.json`` has them (``gpu_name``: the
+    name to look up, default the device's own, ``torch.cuda.get_device_name``), else the modelled ones.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = gpu_name if gpu_name is not None else _device_name(device)
+        fitted = fitted_cuda_rates(RATES_FILE).get(name, {})
+        entry = fitted.get("fp32" if precision == "fp32" else "bf16")  # fp16 runs at bf16's rates
+        if entry is not None:
+            free = float("inf")  # a rate written as null: that term cost nothing measurable on this GPU
+            return MachineSpeed(entry["flops_per_s"] or free, entry["bytes_per_s"] or free, entry["seconds_per_op"],
+                                source=f"fitted on {name}, {'fp32' if precision == 'fp32' else 'bf16'} "
+                                       f"({fitted.get('source', RATES_FILE.name)})")
         return CUDA if precision == "fp32" else CUDA_HALF
     return CPU_BF16 if precision != "fp32" and cpu_has_native_bf16() else CPU
+
+
+@functools.cache
+def fitted_cuda_rates(path: Path) -> dict[str, dict]:
+    """``{gpu name: {"fp32": rates, "bf16": rates, "source": ...}}`` from ``path`` ({} if it is missing)."""
+    try:
+        return json.loads(Path(path).read_text()).get("gpus", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _device_name(device: torch.device) -> str | None:
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(device.index if device.index is not None else torch.cuda.current_device())
 
 
 @functools.cache

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from edgetrgl.cache import ActivationCache, Prefetcher
-from edgetrgl.cache.prefetch import prefetch_depth
+from edgetrgl.cache import ActivationCache
+from edgetrgl.cache.device_feed import feed
 from edgetrgl.cache.activation_cache import CacheCorrupt
 from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
@@ -87,7 +87,7 @@ class ModuleInputs:
             return self._through_prefix(k, loader)
         self._check_cached(k)
         order = epoch_order(len(self.train_set), self.seed, epoch)
-        return iter(self._prefetch(self._train_cache.batches(self.batch_size, view=epoch % self.views, order=order)))
+        return iter(self._prefetch(self._train_cache, view=epoch % self.views, order=order))
 
     def test_batches(self, k: int) -> Batches:
         """Test-set inputs of module k (outputs of module k-1), in dataset order."""
@@ -95,7 +95,7 @@ class ModuleInputs:
             loader = make_loader(self.test_set, self.batch_size, shuffle=False, augment=False, seed=self.seed)
             return self._through_prefix(k, loader)
         self._check_cached(k)
-        return iter(self._prefetch(self._test_cache.batches(self.batch_size)))
+        return iter(self._prefetch(self._test_cache))
 
     def fills_cache(self, k: int) -> bool:
         """Will :meth:`module_done` cache module k's outputs (and so can score its head in passing)?"""
@@ -194,10 +194,10 @@ class ModuleInputs:
                                  seed=self.seed + _VIEW_SEED * (view + 1), epoch=0)
             return ((x.to(self.device), y.to(self.device)) for x, y in loader)
         self._check_cached(k)
-        return iter(self._prefetch(self._train_cache.batches(self.batch_size, view=view)))
+        return iter(self._prefetch(self._train_cache, view=view))
 
-    def _prefetch(self, batches) -> Prefetcher:
-        return Prefetcher(batches, self.device, depth=prefetch_depth(self.device, self.mode))
+    def _prefetch(self, cache: ActivationCache, **which):
+        return feed(cache, self.batch_size, self.device, **which)  # on CUDA: pinned, side stream, one ahead
 
     def _through_prefix(self, k: int, loader) -> Batches:
         for x, y in loader:
