@@ -4,31 +4,43 @@
 ``cache_write``, ``checkpoint_write`` (half a checkpoint file written) and ``checkpoint_rename``
 (file complete, not yet renamed into place). ``EDGETRGL_STALL_AT="step:6"`` instead prints
 ``edgetrgl fault: stalled at step:6`` on stderr and sleeps until killed: a run that is reliably still
-running, for the tests of the run-folder lock. Unset, this costs two dictionary lookups.
+running, for the tests of the run-folder lock. ``EDGETRGL_TERM_AT="evaluate:2"`` sends the process a
+SIGTERM there (as ``systemctl stop`` would, at that instant); ``evaluate`` is reached once per test
+batch scored. ``EDGETRGL_FAULT_COUNTS=FILE`` writes how often each point was reached to FILE (JSON) when
+the process exits: benchmarks/chaos.py draws its faults from those counts. Unset, this costs four
+dictionary lookups.
 Under torchrun, ``EDGETRGL_CRASH_RANK=1`` limits the crash to rank 1, and only the first attempt
 crashes (torchrun counts restarts in ``TORCHELASTIC_RESTART_COUNT``), so a restarted run goes on.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import signal
 import sys
 import time
 
 _counts: dict[str, int] = {}
+_counting = False
 
 
 def crash_point(name: str) -> None:
     crash, stall = os.environ.get("EDGETRGL_CRASH_AT"), os.environ.get("EDGETRGL_STALL_AT")
-    if not crash and not stall:
+    term, counts = os.environ.get("EDGETRGL_TERM_AT"), os.environ.get("EDGETRGL_FAULT_COUNTS")
+    if not crash and not stall and not term and not counts:
         return
+    if counts:
+        _write_counts_at_exit(counts)
     rank = os.environ.get("EDGETRGL_CRASH_RANK")
     if rank is not None and (os.environ.get("RANK", "0") != rank or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"):
         return
     _counts[name] = _counts.get(name, 0) + 1
     if _reached(crash, name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if _reached(term, name):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag: the loop stops at its next step
     if _reached(stall, name):
         print(f"edgetrgl fault: stalled at {stall}", file=sys.stderr, flush=True)
         while True:
@@ -40,3 +52,12 @@ def _reached(spec: str | None, name: str) -> bool:
         return False
     point, _, nth = spec.partition(":")
     return point == name and _counts[name] == int(nth or 1)
+
+
+def _write_counts_at_exit(path: str) -> None:
+    global _counting
+    if not _counting:
+        _counting = True
+        if "RANK" in os.environ:  # torchrun: one file per rank
+            path = f"{path}.rank{os.environ['RANK']}"
+        atexit.register(lambda: open(path, "w").write(json.dumps(_counts)))
