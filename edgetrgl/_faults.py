@@ -1,8 +1,9 @@
 """Fault injection for the crash tests: die with SIGKILL, or stall, at a named point the Nth time it is reached.
 
 ``EDGETRGL_CRASH_AT="step:7"`` kills the process at the 7th training step; other points are
-``cache_write``, ``checkpoint_write`` (half a checkpoint file written) and ``checkpoint_rename``
-(file complete, not yet renamed into place). ``EDGETRGL_STALL_AT="step:6"`` instead prints
+``cache_write``, ``checkpoint_write`` (half a checkpoint file written), ``checkpoint_rename``
+(file complete, not yet renamed into place) and ``results`` (a torchrun run's summary.json written, the
+group not yet ended). ``EDGETRGL_STALL_AT="step:6"`` instead prints
 ``edgetrgl fault: stalled at step:6`` on stderr and sleeps until killed: a run that is reliably still
 running, for the tests of the run-folder lock. ``EDGETRGL_TERM_AT="evaluate:2"`` sends the process a
 SIGTERM there (as ``systemctl stop`` would, at that instant); ``evaluate`` is reached once per test

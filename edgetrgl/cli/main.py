@@ -18,7 +18,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but its errors are our one-line errors too (argparse already exits 2)."""
 
     def error(self, message: str) -> None:  # noqa: D102
-        self.exit(EXIT_USER_ERROR, f"edgetrgl: error: {message}\n")
+        self.exit(EXIT_USER_ERROR, f"edgetrgl: error: {one_line(message)}\n")
+
+
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
+
+
+def one_line(message: str) -> str:
+    """A message as one line: a user's value holding a line break (a TOML key, an argument) is escaped."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
-        print(f"edgetrgl: error: {exc}", file=sys.stderr)
+        print(f"edgetrgl: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Interrupted as exc:
         print(f"edgetrgl: {exc}", file=sys.stderr)

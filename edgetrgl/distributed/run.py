@@ -23,6 +23,7 @@ from typing import Any
 import torch.distributed as dist
 from rich.console import Console
 
+from edgetrgl._faults import crash_point
 from edgetrgl.config import TrainConfig
 from edgetrgl.distributed.checkpoint import load_distributed, prune, read_commit, remove_all
 from edgetrgl.distributed.data_parallel import average_gradients, convert_sync_batchnorm, per_rank_batch, shard_dataset
@@ -56,6 +57,10 @@ def train(cfg: TrainConfig, *, model=None, data: tuple | None = None, out: str |
             start = agree(lambda: _start(lock, run_dir, overwrite, os.environ.get("TORCHELASTIC_RUN_ID", "")))
             if start == "resume":  # a restart after a lost rank: go on from the last checkpoint
                 return _resume(env, run_dir, {}, model, data, quiet, console)
+            if start == "finished":  # a rank lost after rank 0 wrote the results: nothing left to do
+                from edgetrgl.training.api import load_run
+
+                return load_run(run_dir, model)
             extra = {"requested_modules": cfg.modules, "torchrun_run_id": os.environ.get("TORCHELASTIC_RUN_ID", "")}
             return _run(env, cfg, None, data or load_data(cfg), model, run_dir, extra, None, quiet,
                         console or Console(stderr=True))
@@ -78,11 +83,14 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model=
 
 
 def _start(lock: contextlib.ExitStack, run_dir: Path | None, overwrite: bool, run_id: str) -> str:
-    """Rank 0: take the folder's lock, then decide: a fresh run (``new``) or a restart (``resume``)."""
+    """Rank 0: take the folder's lock, then decide: a fresh run (``new``), a restart (``resume``), or a
+    restart of a run this torchrun run has already finished (``finished``)."""
     if run_dir is None:
         return "new"
     lock.enter_context(hold_run_dir(run_dir))  # taken first: an --overwrite of a folder in use deletes nothing
     if restart_count() > 0 and _same_torchrun(run_dir, run_id):
+        if (run_dir / "summary.json").exists():  # found by benchmarks/chaos.py: resuming it failed every restart
+            return "finished"
         if read_commit(run_dir) is not None:
             return "resume"
         overwrite = True  # this torchrun run's own first attempt, lost before its first checkpoint
@@ -175,6 +183,7 @@ def _run(env: DistEnv, cfg: TrainConfig, plan: RunPlan | None, data: tuple, mode
         net.to("cpu")
         save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})
         write_json(run_dir / "summary.json", result.summary())
+        crash_point("results")  # the tests kill rank 0 here: its results are on disk, the group not yet done
     if main and not quiet:
         console.print(module_table(modules, f"{plan.model} / {mode} / {spec.name}", plan.budget))
     dist.barrier()  # every rank leaves with the run folder complete
