@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -369,11 +367,3 @@ def _records(run_dir: Path) -> list[dict]:
         except ValueError:
             pass
     return out
-
-
-def python() -> str:
-    return sys.executable
-
-
-def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

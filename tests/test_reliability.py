@@ -235,3 +235,17 @@ def test_sigterm_during_evaluation_checkpoints_and_resumes_bit_identical(referen
     resumed = edgetrgl("train", "--resume", str(out), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(reference["sequential"], out)
+
+
+def test_a_disk_with_no_space_at_all_is_one_line(small_disk):
+    """A disk full before the checkpoint (the lock file, config.json, metrics.jsonl): one line, not a traceback."""
+    filler = small_disk / "filler"
+    with filler.open("wb", buffering=0) as fh:  # as much as fits
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    proc = edgetrgl("train", *tiny_args(small_disk.parent), "--out", str(small_disk / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no space left on the device" in proc.stderr

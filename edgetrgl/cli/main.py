@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from edgetrgl.errors import UserError
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"edgetrgl: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every run file is written atomically, so what is on disk is the last complete version of each
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"edgetrgl: error: no space left on the device{one_line(where)}: free some space, then continue "
+              f"with --resume or --auto-resume (the last checkpoint is intact)", file=sys.stderr)
         return EXIT_USER_ERROR
     except Interrupted as exc:
         print(f"edgetrgl: {exc}", file=sys.stderr)
