@@ -375,6 +375,8 @@ def markdown(result: dict) -> str:
              f"{result['launch_seconds'] / 60:.0f} min of launches. Disk-full faults: {result['disk_full_faults']}.\n"]
     rows = [[name, g.get("runs", 0), g.get("faults", 0), g.get("restarts", 0), g.get("identical", 0),
              g.get("differing", 0), g.get("lost", 0), g.get("unexpected", 0)] for name, g in result["regimes"].items()]
+    if result.get("campaigns"):
+        lines.append(f"The runs were written by: {result['campaigns']}.\n")
     lines.append(table(["regime", "runs", "faults", "restarts", "identical", "differing", "lost", "unexpected"], rows))
     lines.append(table(["fault", "injected"], sorted(([k, n] for k, n in result["kinds"].items()), key=lambda r: -r[1])))
     for title, items in (("Unexpected outcomes", result["unexpected_outcomes"]), ("Differences", result["differences"])):
@@ -397,11 +399,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for chaos.json/.md (default benchmarks/results)")
     parser.add_argument("--json", help="write the figures here only (the short mode's test)")
     parser.add_argument("--report", action="store_true", help="only rebuild chaos.json/.md from chaos-runs.jsonl")
+    parser.add_argument("--campaigns", default="", help="with --report: the commands (and commits) that wrote the runs")
     args = parser.parse_args(argv)
     rows_path = Path(args.results) / "chaos-runs.jsonl"
     if args.report:
         rows = _rows(rows_path)
         result = figures(rows, 0.0, disk_faults=True)
+        result["campaigns"] = args.campaigns
     elif args.short:
         result = campaign([SHORT], 1, args.seed, short=True, rows_path=None)
     else:
