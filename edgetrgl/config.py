@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ def parse_size(text: str | int | float) -> int:
         UserError: for malformed, unknown-unit, zero or negative sizes.
     """
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text):  # TOML has inf and nan
+            raise UserError(f"size {text!r} must be a finite number of bytes")
         value, unit = float(text), ""
     else:
         match = _SIZE_RE.match(str(text))
@@ -79,7 +82,10 @@ def parse_size(text: str | int | float) -> int:
         value, unit = float(match.group(1)), match.group(2).lower()
         if unit not in _UNITS:
             raise UserError(f"unknown size unit {match.group(2)!r} in {text!r}: use B, KB, MB, GB, KiB, MiB or GiB")
-    size = int(value * _UNITS[unit])
+    scaled = value * _UNITS[unit]
+    if not math.isfinite(scaled):  # "1e999GB", or 400 digits: beyond any float
+        raise UserError(f"size {text!r} is too large")
+    size = int(scaled)
     if size <= 0:
         raise UserError(f"size {text!r} must be greater than zero")
     return size
@@ -143,6 +149,7 @@ class NetworkConfig:
             raise UserError(f"--freeze-modules must be a non-negative integer, got {self.freeze_modules!r}")
         _choice("head", self.head, HEADS)
         _choice("init", self.init, INITS)
+        _finite_number(self, "init_gain", above=0.0)
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
             raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
         if self.boundaries is not None and not all(isinstance(b, int) for b in self.boundaries):
@@ -190,8 +197,8 @@ class TrainingConfig:
         for name in ("epochs", "epochs_step"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise UserError(f"{_flag(name)} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not self.tau > 0:
-            raise UserError(f"--tau must be greater than zero, got {self.tau!r}")
+        _finite_number(self, "tau", above=0.0)
+        _finite_number(self, "multiplier_step", at_least=0.0)
 
 
 @dataclass
@@ -208,8 +215,9 @@ class OptimConfig:
     def validate(self) -> None:
         _positive_ints(self, "batch_size")
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        if not self.lr > 0:
-            raise UserError(f"--lr must be greater than zero, got {self.lr!r}")
+        _finite_number(self, "lr", above=0.0)
+        _finite_number(self, "momentum", at_least=0.0)  # torch's SGD refuses negative ones, with a traceback
+        _finite_number(self, "weight_decay", at_least=0.0)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -289,8 +297,7 @@ class DistributedConfig:
                 raise UserError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
         if self.sync_bn and not self.data_parallel:
             raise UserError("--sync-bn needs --data-parallel")
-        if isinstance(self.dist_timeout, bool) or not isinstance(self.dist_timeout, (int, float)) or not self.dist_timeout > 0:
-            raise UserError(f"--dist-timeout must be greater than zero, got {self.dist_timeout!r}")
+        _finite_number(self, "dist_timeout", above=0.0)
 
 
 SECTIONS: dict[str, type] = {"network": NetworkConfig, "data": DataConfig, "training": TrainingConfig,
@@ -419,12 +426,23 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"malformed TOML in {path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: a binary or Latin-1 file
+        raise UserError(f"{path} is not a TOML file: not UTF-8 text (byte {exc.start})") from None
     return flatten_sections({key.replace("-", "_"): value for key, value in data.items()})
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UserError(f"{_flag(name)} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _finite_number(section: Any, name: str, above: float | None = None, at_least: float | None = None) -> None:
+    """A real, finite number (TOML has inf and nan), above or at least a bound."""
+    value = getattr(section, name)
+    bound = f" greater than {above:g}" if above is not None else f" at least {at_least:g}" if at_least is not None else ""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (above is not None and not value > above) or (at_least is not None and not value >= at_least)):
+        raise UserError(f"{_flag(name)} must be a finite number{bound}, got {value!r}")
 
 
 def _positive_ints(section: Any, *names: str) -> None:

@@ -6,3 +6,10 @@ class UserError(Exception):
 
     Programming errors must not use this class, so they keep their traceback.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message for a one-line error (its type's name if it has none,
+    as an ``EOFError`` from an empty file)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,7 +10,7 @@ import copy
 
 import torch
 
-from edgetrgl.errors import UserError
+from edgetrgl.errors import UserError, first_line
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
 
@@ -59,7 +59,7 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
         net = build_modular(blocknet, k, spec.num_classes, sample, boundaries=boundaries, head_style=network.head)
     except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
         raise UserError(f"{spec.describe_inputs()} ({spec.name}) do not fit the model {blocknet.name}: "
-                        f"{str(exc).splitlines()[0]}") from None
+                        f"{first_line(exc)}") from None
     if network.init == "orthogonal":
         orthogonal_init(net, network.init_gain)
     return net

@@ -90,6 +90,19 @@ def test_pipeline_two_ranks_killed_rank_restarts_and_equals_single_process(paral
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [part_name(2, 0), part_name(2, 1)]
 
 
+def test_pipeline_rank_lost_after_the_results_were_written_ends_with_the_finished_run(parallel_reference, tmp_path):
+    """Found by benchmarks/chaos.py: rank 0 killed just after writing summary.json; torchrun restarted the
+    group, every restart tried to resume the finished run and exited 2, and torchrun failed (exit 1)."""
+    (tmp_path / "tiny.toml").write_text(RESNET)
+    out = tmp_path / "run"
+    proc = torchrun(2, "-m", "edgetrgl", "train", *COMMON, "--config", str(tmp_path / "tiny.toml"),
+                    "--regime", "pipeline", "--out", str(out), max_restarts=1,
+                    env={"EDGETRGL_CRASH_AT": "results:1", "EDGETRGL_CRASH_RANK": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "failed (exitcode: -9)" in proc.stderr, "the crash did not happen"
+    assert_identical(out, parallel_reference)
+
+
 def test_pipeline_three_ranks_equals_single_process(parallel_reference, tmp_path):
     (tmp_path / "tiny.toml").write_text(RESNET)
     out = tmp_path / "run"

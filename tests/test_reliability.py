@@ -197,3 +197,55 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(small_disk)
 def test_finished_run_cannot_be_resumed_or_overwritten_silently(reference):
     proc = edgetrgl("train", "--resume", str(reference["sequential"]))
     assert proc.returncode == 2 and "already finished" in proc.stderr
+
+
+def test_a_flipped_bit_anywhere_in_the_checkpoint_is_refused(tmp_path):
+    """torch's own format loads most single-bit flips without a word (benchmarks/chaos.py found 87% of them,
+    resumed into a run that then differed); the seal refuses every one, and plain torch.load still reads the file."""
+    import random
+
+    from edgetrgl.errors import UserError
+    from edgetrgl.training.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path, {"position": {"epoch": 1}, "blob": torch.arange(1000.0)})
+    path = tmp_path / "checkpoint.pt"
+    raw = path.read_bytes()
+    assert torch.load(path, weights_only=True)["position"] == {"epoch": 1}
+    rng = random.Random(0)
+    for at in rng.sample(range(len(raw)), 64):
+        damaged = bytearray(raw)
+        damaged[at] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(UserError, match="is corrupt"):
+            load_checkpoint(tmp_path)
+    path.write_bytes(raw[:-32])  # the seal cut off: a complete zip, but not the file that was written
+    with pytest.raises(UserError, match="checksum is missing"):
+        load_checkpoint(tmp_path)
+    torch.save({"format": "edgetrgl-checkpoint/1", "position": {"epoch": 3}}, path)  # written before the seal
+    assert load_checkpoint(tmp_path)["position"] == {"epoch": 3}
+
+
+def test_sigterm_during_evaluation_checkpoints_and_resumes_bit_identical(reference, tmp_path):
+    """EDGETRGL_TERM_AT: the SIGTERM arrives while module 1's test outputs are scored (the cache fill)."""
+    out = tmp_path / "run"
+    stopped = edgetrgl("train", *tiny_args(tmp_path), "--out", str(out), env={"EDGETRGL_TERM_AT": "evaluate:1"})
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "SIGTERM received" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert load_checkpoint(out)["position"]["module"] == 1  # module 1 finished, scored and cached first
+    resumed = edgetrgl("train", "--resume", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(reference["sequential"], out)
+
+
+def test_a_disk_with_no_space_at_all_is_one_line(small_disk):
+    """A disk full before the checkpoint (the lock file, config.json, metrics.jsonl): one line, not a traceback."""
+    filler = small_disk / "filler"
+    with filler.open("wb", buffering=0) as fh:  # as much as fits
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    proc = edgetrgl("train", *tiny_args(small_disk.parent), "--out", str(small_disk / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no space left on the device" in proc.stderr

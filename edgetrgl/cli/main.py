@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from edgetrgl.errors import UserError
@@ -18,7 +19,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but its errors are our one-line errors too (argparse already exits 2)."""
 
     def error(self, message: str) -> None:  # noqa: D102
-        self.exit(EXIT_USER_ERROR, f"edgetrgl: error: {message}\n")
+        self.exit(EXIT_USER_ERROR, f"edgetrgl: error: {one_line(message)}\n")
+
+
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
+
+
+def one_line(message: str) -> str:
+    """A message as one line: a user's value holding a line break (a TOML key, an argument) is escaped."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
-        print(f"edgetrgl: error: {exc}", file=sys.stderr)
+        print(f"edgetrgl: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every run file is written atomically, so what is on disk is the last complete version of each
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"edgetrgl: error: no space left on the device{one_line(where)}: free some space, then continue "
+              f"with --resume or --auto-resume (the last checkpoint is intact)", file=sys.stderr)
         return EXIT_USER_ERROR
     except Interrupted as exc:
         print(f"edgetrgl: {exc}", file=sys.stderr)

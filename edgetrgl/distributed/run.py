@@ -39,7 +39,7 @@ from edgetrgl.memory.process import peak_rss_bytes
 from edgetrgl.metrics import MetricsWriter
 from edgetrgl.modular import ModularNet
 from edgetrgl.planning.run_plan import RunPlan
-from edgetrgl.training.results import RunResult
+from edgetrgl.training.results import RunResult, load_run
 from edgetrgl.training.run import OneProcess, run
 from edgetrgl.training.run_dir import agreed_changes, prepare_run_dir, read_json
 from edgetrgl.training.run_lock import hold_run_dir
@@ -62,6 +62,8 @@ def train(cfg: TrainConfig, *, model=None, data: tuple | None = None, out: str |
             start, overwrite = agree(lambda: _start(lock, run_dir, overwrite, run_id))
             if start == "resume":  # a restart after a lost rank: go on from the last checkpoint
                 return _resume(env, run_dir, {}, **options)
+            if start == "finished":  # a rank lost after rank 0 wrote the results: nothing left to do
+                return load_run(run_dir, model, head_factory)
             return run(cfg, TorchrunRanks(env, run_id), run_dir=run_dir, overwrite=overwrite, **options)
         finally:
             shutdown()
@@ -83,12 +85,15 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model=
 
 
 def _start(lock: contextlib.ExitStack, run_dir: Path | None, overwrite: bool, run_id: str) -> tuple[str, bool]:
-    """Rank 0: take the folder's lock, then decide: a fresh run (``new``) or a restart (``resume``);
-    and whether a fresh run replaces what the folder holds."""
+    """Rank 0: take the folder's lock, then decide: a fresh run (``new``), a restart (``resume``), or a
+    restart of a run this torchrun run has already finished (``finished``); and whether a fresh run
+    replaces what the folder holds."""
     if run_dir is None:
         return "new", overwrite
     lock.enter_context(hold_run_dir(run_dir))  # taken first: an --overwrite of a folder in use deletes nothing
     if restart_count() > 0 and _same_torchrun(run_dir, run_id):
+        if (run_dir / "summary.json").exists():  # found by benchmarks/chaos.py: resuming it failed every restart
+            return "finished", False
         if read_commit(run_dir) is not None:
             return "resume", False
         overwrite = True  # this torchrun run's own first attempt, lost before its first checkpoint

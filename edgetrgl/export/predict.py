@@ -13,6 +13,9 @@ from edgetrgl.errors import UserError
 from edgetrgl.export.early_exit import build_early_exit, resolve_exit
 from edgetrgl.export.formats import Runner, load_exported
 
+# a camera's largest photos are ~50 MP; PIL warns (on stderr) from 89 MP and refuses from 179 MP
+MAX_PIXELS = 50_000_000
+
 
 @dataclass
 class Prediction:
@@ -67,7 +70,7 @@ def load_images(paths: list[str | Path], channels: int, image_size: int) -> torc
     ``image_size``, centre crop).
 
     Raises:
-        UserError: a missing file or one that is not an image.
+        UserError: a missing file, one that is not an image, or one over MAX_PIXELS.
     """
     from edgetrgl.data.file_dataset import fit_image
 
@@ -76,13 +79,16 @@ def load_images(paths: list[str | Path], channels: int, image_size: int) -> torc
     for path in paths:
         try:
             with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:  # before decoding: a header may claim any size
+                    raise UserError(f"{path} is {image.width}x{image.height} pixels: larger than the "
+                                    f"{MAX_PIXELS // 10**6} megapixels predict reads (resize it first)")
                 image.load()
                 images.append(fit_image(image, mode, image_size))
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
         except IsADirectoryError:
             raise UserError(f"{path} is a folder, not an image") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             raise UserError(f"{path} is not an image (PNG, JPEG or another format PIL reads)") from None
     return torch.stack(images).float().div_(255.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from edgetrgl.errors import UserError
+from edgetrgl.errors import UserError, first_line
 
 _TORCHVISION_BLOCK = re.compile(r"^layer[1-4]\.\d+\.")
 
@@ -48,9 +49,11 @@ def read_source(where: str | Path) -> InitSource:
     elif not path.is_file():
         raise UserError(f"--init-from {where}: no such file or run folder")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the one error line says it all
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise UserError(f"--init-from {path} is not a readable PyTorch weights file: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"--init-from {path} is not a readable PyTorch weights file: {first_line(exc)}") from None
     config: dict[str, Any] = {}
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):  # edgetrgl's model.pt, or a training checkpoint
         config = (data.get("meta") or {}).get("config", {}) if isinstance(data.get("meta"), dict) else {}

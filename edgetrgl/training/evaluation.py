@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from edgetrgl._faults import crash_point
 from edgetrgl.data import make_loader
 from edgetrgl.step import count_correct
 
@@ -19,4 +20,5 @@ def evaluate_heads(net, dataset, batch_size: int, device: torch.device | str) ->
             x = net.stages[k](x)
             correct[k] += count_correct(net.heads[k](x), y)
         total += y.numel()
+        crash_point("evaluate")
     return [c / max(total, 1) for c in correct]

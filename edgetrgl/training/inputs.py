@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from edgetrgl._faults import crash_point
 from edgetrgl.cache import ActivationCache
 from edgetrgl.cache.device_feed import feed
 from edgetrgl.cache.activation_cache import CacheCorrupt
@@ -243,6 +244,7 @@ class _HeadScore:
         if self.head is not None:
             self.correct += count_correct(self.head(features), labels)
             self.total += labels.numel()
+            crash_point("evaluate")
 
     @property
     def accuracy(self) -> float | None:

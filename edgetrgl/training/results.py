@@ -14,7 +14,7 @@ from rich.console import Console
 
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.data import DataSpec
-from edgetrgl.errors import UserError
+from edgetrgl.errors import UserError, first_line
 from edgetrgl.heads import HeadFactory
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
@@ -141,7 +141,7 @@ def load_run(path: str | Path, model: BlockNet | None = None, head_factory: Head
     except FileNotFoundError:
         raise UserError(f"{path / 'model.pt'} not found: the run did not finish") from None
     except (RuntimeError, KeyError, EOFError) as exc:
-        raise UserError(f"{path / 'model.pt'} is corrupt or does not match the run's model: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{path / 'model.pt'} is corrupt or does not match the run's model: {first_line(exc)}") from None
     net.eval()
     extra = {k: v for k, v in summary.items() if k not in ("config", "dataset", "modules", "wall_time_s")}
     return RunResult(cfg, net, spec, summary["modules"], summary["wall_time_s"], path, extra)

@@ -34,6 +34,7 @@ from edgetrgl.tables import plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.loading import load_data, with_head_factory
 from edgetrgl.training.regimes import get_regime
+from edgetrgl._faults import crash_point
 from edgetrgl.training.results import RunResult, describe_position, over_ranks, print_result, spec_dict, versions
 from edgetrgl.training.run_dir import agreed_changes, prepare_run_dir, save_weights, truncate_metrics, write_json
 from edgetrgl.training.run_lock import hold_run_dir
@@ -167,6 +168,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
         net.to("cpu")
         save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})
         write_json(run_dir / "summary.json", result.summary())
+        crash_point("results")  # the tests kill rank 0 here: its results are on disk, a torchrun group not yet done
     if ranks.is_main and not quiet:
         print_result(console, result)
     ranks.finish(run_dir, trainer)

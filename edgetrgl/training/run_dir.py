@@ -108,7 +108,9 @@ def save_weights(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None
 def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file given where a run folder belongs
         raise UserError(f"{path} not found: is this an edgetrgl run folder?") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is corrupt (not valid JSON)") from None

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from edgetrgl._faults import crash_point
 from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
@@ -236,6 +237,7 @@ class Trainer:
             for x, y in batches:
                 correct += count_correct(head(stage(x)), y)
                 total += y.numel()
+                crash_point("evaluate")
         return correct / max(total, 1)
 
     def log_epoch(self, k: int, epoch: int, lap: int, tally, started: float) -> None:

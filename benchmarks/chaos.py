@@ -1,0 +1,436 @@
+"""Chaos run: random faults injected into tiny training runs, restarted as a service would; nothing lost.
+
+Each run is trained by the systemd unit's one command line (``edgetrgl train ... --auto-resume``,
+devices/edgetrgl-train.service) on a small tmpfs the harness can fill. At instants drawn from
+``--seed`` it injects, one per launch: SIGKILL at a step, a cache write, a checkpoint write or
+rename (the ``edgetrgl._faults`` points) or at a random instant; SIGTERM at a random instant or
+while the test set is scored; the disk filling up (0 to 600 KB left) at a random instant; a
+second process started on the same folder; a cache shard or the checkpoint cut short or with one
+bit flipped after a kill (what a power cut or a failing SD card leaves). After each fault it
+starts the same command again, as ``Restart=on-failure`` would; after a refusal with exit 2
+(which the unit does not restart) it does what the one-line error says, then starts it again.
+
+The pipeline regime runs under torchrun (2 ranks, ``--max-restarts``): a rank is SIGKILLed at a
+fault point, then again at random instants, and torchrun restarts the group.
+
+Every finished run is compared with an uninterrupted run of the same command: test accuracies,
+every tensor of model.pt (``torch.equal``) and the epoch and module records of metrics.jsonl (none
+missing, none twice). Figures: faults by kind, restarts, identical runs, differing runs, runs lost
+(never finished), unexpected outcomes (a traceback, two error lines, a torn checkpoint, a hang).
+
+    python benchmarks/chaos.py --faults 200            # every regime; ~1 h on 2 shared cores
+    python benchmarks/chaos.py --short                 # the suite's check (tests/test_chaos.py)
+    python benchmarks/chaos.py --faults 40 --regimes sequential-disk,e2e --seed 3
+
+Needs root for the tmpfs (mount/umount); without it the disk-full faults are skipped and said so.
+Results: benchmarks/results/chaos.json and chaos.md (each finished run is appended to
+chaos-runs.jsonl as it ends; ``--continue`` skips the runs already there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks._chaos_faults import Fault, Injector, pipeline_launch, start  # noqa: E402
+
+TINY_TOML = 'model_options = { width = 4 }\ndataset_options = { num_train = 256, num_test = 128 }\n'
+SINGLE = ["sigkill at a point", "sigkill timed", "sigterm timed", "sigterm in evaluation", "second writer",
+          "disk full", "corrupt shard", "corrupt checkpoint"]
+MAX_FAULTS_PER_RUN = 6
+MAX_CLEAN_LAUNCHES = 3  # after its faults a run must finish within this many plain launches, else it is lost
+
+
+@dataclass
+class Scenario:
+    """One regime's command line and the faults that apply to it."""
+
+    name: str
+    args: list[str]
+    kinds: list[str]
+    weight: float = 1.0  # its share of --faults
+    torchrun: bool = False
+
+
+SCENARIOS = [
+    Scenario("sequential-disk", ["--regime", "sequential", "--epochs", "2", "--cache", "disk"], SINGLE),
+    Scenario("sequential-host", ["--regime", "sequential", "--epochs", "2", "--cache", "host"],
+             [k for k in SINGLE if k != "corrupt shard"]),
+    Scenario("multilap", ["--regime", "multilap", "--laps", "2", "--epochs", "1", "--cache", "disk"], SINGLE),
+    Scenario("parallel", ["--regime", "parallel", "--epochs", "3"], [k for k in SINGLE if k != "corrupt shard"]),
+    Scenario("e2e", ["--regime", "e2e", "--epochs", "3"], [k for k in SINGLE if k != "corrupt shard"]),
+    Scenario("pipeline", ["--regime", "pipeline", "--epochs", "2", "--dist-timeout", "60"], ["rank sigkill"],
+             weight=0.5, torchrun=True),
+]
+# the suite's short mode: one run, one fault of each kind that can be set up in seconds
+SHORT = Scenario("sequential-disk", SCENARIOS[0].args, ["corrupt checkpoint", "sigterm in evaluation", "corrupt shard",
+                                                        "sigkill at a point", "second writer", "disk full"])
+
+
+def train_command(scn: Scenario, toml: Path, out: Path, seed: int, restarts: int = 0) -> list[str]:
+    common = ["train", "--dataset", "synthetic", "--config", str(toml), "--modules", "3", "--batch-size", "64",
+              "--device", "cpu", "--quiet", "--no-augment", "--seed", str(seed), *scn.args, "--out", str(out)]
+    if scn.torchrun:  # torchrun restarts the ranks itself; --auto-resume is for one process
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "--max-restarts", str(restarts), "--monitor-interval", "0.2", "-m", "edgetrgl", *common]
+    return [sys.executable, "-m", "edgetrgl.cli.main", *common, "--auto-resume"]
+
+
+# ---- references -------------------------------------------------------------------------------
+def reference(scn: Scenario, work: Path, toml: Path, seed: int) -> dict:
+    """An uninterrupted run of the scenario: its folder, wall time and how often each fault point is reached."""
+    out = work / "reference" / scn.name
+    counts = work / f"counts-{scn.name}.json"
+    launch = start(train_command(scn, toml, out, seed), work / "logs", {"EDGETRGL_FAULT_COUNTS": str(counts)})
+    rc = launch.wait()
+    if rc != 0:
+        raise SystemExit(f"chaos: the uninterrupted {scn.name} run failed (exit {rc}): {launch.stderr[-2000:]}")
+    points: Counter = Counter()
+    for path in work.glob(f"counts-{scn.name}.json*"):
+        for name, n in json.loads(path.read_text()).items():
+            points[name] = max(points[name], n)  # per rank under torchrun: the busiest rank
+    return {"dir": out, "seconds": launch.seconds, "points": dict(points)}
+
+
+def compare(ref: Path, run: Path, ordered: bool = True) -> str:
+    """"" if ``run`` equals ``ref`` bit for bit (accuracies, weights, metrics records), else the difference."""
+    if not (run / "summary.json").exists() or not (run / "model.pt").exists():
+        return "the run has no summary.json or model.pt"
+    acc = lambda p: [m["test_accuracy"] for m in json.loads((p / "summary.json").read_text())["modules"]]  # noqa: E731
+    if acc(ref) != acc(run):
+        return f"test accuracies differ: {acc(run)} vs {acc(ref)}"
+    wa = torch.load(ref / "model.pt", weights_only=True)["state_dict"]
+    wb = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+    if wa.keys() != wb.keys():
+        return "model.pt holds other tensors"
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    if differ:
+        return f"{len(differ)} tensor(s) of model.pt differ, e.g. {differ[0]}"
+    ra, rb = records(ref), records(run)
+    keys = [r[:4] for r in rb]
+    if len(keys) != len(set(keys)):
+        return "metrics.jsonl holds a record twice"
+    if (ra if ordered else sorted(ra)) != (rb if ordered else sorted(rb)):
+        missing = sorted(set(map(str, ra)) - set(map(str, rb)))
+        return f"metrics.jsonl records differ ({len(rb)} vs {len(ra)}); missing e.g. {missing[:1]}"
+    return ""
+
+
+EPOCH_KEYS = ("ce", "transport", "train_accuracy", "tau", "lr")
+
+
+def records(run: Path) -> list[tuple]:
+    """The epoch and module records of metrics.jsonl, on their deterministic fields."""
+    out = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["event"] == "epoch":
+            out.append(("epoch", r["lap"], r["module"], r["epoch"], *(r[k] for k in EPOCH_KEYS)))
+        elif r["event"] == "module":
+            out.append(("module", r["lap"], r["module"], None, r["test_accuracy"], r["epochs"], tuple(r["blocks"])))
+    return out
+
+
+# ---- one run under faults ---------------------------------------------------------------------------
+def progress(run: Path, ref: Path) -> float:
+    """How far the run has got (epoch records written / the reference's), 0..1."""
+    try:
+        done = sum(1 for r in records(run) if r[0] == "epoch")
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    return min(done / max(sum(1 for r in records(ref) if r[0] == "epoch"), 1), 1.0)
+
+
+def chaos_run(scn: Scenario, index: int, seed: int, work: Path, disk: Path | None, toml: Path, ref: dict,
+              kinds: list[str] | None = None) -> dict:
+    """Train one run to its end through faults; compare it with the reference."""
+    rng = random.Random(f"{seed}/{scn.name}/{index}")
+    run_dir = (disk or work / "runs") / f"{scn.name}-{index}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log_dir = work / "logs" / f"{scn.name}-{index}"
+    faults: list[Fault] = []
+    launches = 0
+    planned = kinds or [rng.choice(scn.kinds) for _ in range(rng.randint(2, MAX_FAULTS_PER_RUN))]
+    for i, kind in enumerate(planned):
+        if (run_dir / "summary.json").exists():
+            break
+        left = 1.0 - progress(run_dir, ref["dir"])
+        if kinds:  # a fixed list (the short mode): leave room for the faults still to come
+            left /= len(planned) - i
+        points = {p: max(1, round(n * left)) for p, n in ref["points"].items()}
+        window = ref["seconds"] * max(left, 0.3)  # the startup, then what is left of the training
+        if scn.torchrun:
+            command = train_command(scn, toml, run_dir, seed, restarts=3)
+            got = pipeline_launch(command, run_dir, log_dir, rng, window, points, kills=rng.randint(1, 3))
+            launches += 1
+        else:
+            inj = Injector(train_command(scn, toml, run_dir, seed), run_dir, log_dir, rng, window, points,
+                           disk if kind == "disk full" else None)
+            if kind == "disk full" and disk is None:
+                continue  # no tmpfs to fill (not root): said in the report
+            got = inject(inj, kind)
+            launches += 1 + (kind in ("second writer", "corrupt checkpoint"))
+        faults += got
+    clean = 0
+    while not (run_dir / "summary.json").exists() and clean < MAX_CLEAN_LAUNCHES:
+        if scn.torchrun:
+            got = pipeline_finish(scn, toml, run_dir, seed, log_dir)
+        else:
+            got = Injector(train_command(scn, toml, run_dir, seed), run_dir, log_dir, rng, 0, {}, None).clean()
+        faults.append(got)
+        clean += 1
+        launches += 1
+    finished = (run_dir / "summary.json").exists()
+    difference = compare(ref["dir"], run_dir, ordered=not scn.torchrun) if finished else ""
+    fired = [f for f in faults if f.fired]
+    row = {"regime": scn.name, "index": index, "seed": seed, "finished": finished, "identical": finished and not difference,
+           "difference": difference, "faults": len(fired), "kinds": dict(Counter(f.kind for f in fired)),
+           "launches": launches, "restarts": launches - 1 + sum(f.restarts for f in faults),
+           "unexpected": [f"{f.kind}: {f.unexpected}" for f in faults if f.unexpected],
+           "not_fired": sum(1 for f in faults if not f.fired and f.kind != "none"),
+           "log": [f.row() for f in faults]}
+    if finished and not difference and not row["unexpected"]:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(log_dir, ignore_errors=True)
+    elif disk is not None:  # keep the evidence off the tmpfs
+        shutil.copytree(run_dir, work / "failed" / run_dir.name, dirs_exist_ok=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return row
+
+
+def inject(inj: Injector, kind: str) -> list[Fault]:
+    """One fault of ``kind`` (with a second where it takes one: a damaged file is left by a SIGKILL)."""
+    got = _inject(inj, kind)
+    return got if isinstance(got, list) else [got]
+
+
+def _inject(inj: Injector, kind: str):
+    if kind == "sigkill at a point":
+        return inj.kill_at_point()
+    if kind == "sigkill timed":
+        return inj.kill_timed(signal.SIGKILL)
+    if kind == "sigterm timed":
+        return inj.kill_timed(signal.SIGTERM)
+    if kind == "sigterm in evaluation":
+        return inj.sigterm_in_evaluation()
+    if kind == "second writer":
+        return inj.second_writer()
+    if kind == "disk full":
+        return inj.disk_full()
+    if kind == "corrupt shard":
+        return inj.corrupt_file("shard")
+    if kind == "corrupt checkpoint":
+        return inj.corrupt_file("checkpoint")
+    raise ValueError(kind)
+
+
+def pipeline_finish(scn: Scenario, toml: Path, run_dir: Path, seed: int, log_dir: Path) -> Fault:
+    """torchrun gave up (or was never started): the user runs it again, resuming the committed checkpoint."""
+    from benchmarks._chaos_faults import check_exit
+
+    command = train_command(scn, toml, run_dir, seed, restarts=1)
+    if (run_dir / "checkpoint.commit.json").exists():
+        command = command[:command.index("--out")] + ["--resume", str(run_dir)]
+    launch = start(command, log_dir)
+    rc = launch.wait()
+    return Fault("none", False, rc, launch.seconds, unexpected=check_exit(rc, launch.stderr, (0,)))
+
+
+# ---- the small disk -------------------------------------------------------------------------------
+class SmallDisk:
+    """A tmpfs the harness fills and frees (root only); unmounted however the harness ends."""
+
+    def __init__(self, where: Path, size: str = "64m") -> None:
+        self.path = where
+        where.mkdir(parents=True, exist_ok=True)
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                            capture_output=True).returncode == 0
+        self.mounted = ok
+
+    def close(self) -> None:
+        if self.mounted:
+            if subprocess.run(["umount", str(self.path)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+            self.mounted = False
+
+
+# ---- the whole campaign ---------------------------------------------------------------------------
+def campaign(scenarios: list[Scenario], faults: int, seed: int, short: bool, rows_path: Path | None,
+             keep: bool = False) -> dict:
+    """Run every scenario until its share of ``faults`` has fired; return the figures."""
+    work = Path(tempfile.mkdtemp(prefix="edgetrgl-chaos-"))
+    toml = work / "tiny.toml"
+    toml.write_text(TINY_TOML)
+    disk = SmallDisk(work / "disk")
+    disk_faults = disk.mounted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped campaign still unmounts its tmpfs
+    done = _rows(rows_path)
+    rows: list[dict] = []
+    started = time.perf_counter()
+    lock = threading.Lock()
+    total_weight = sum(s.weight for s in scenarios)
+
+    errors: list[str] = []
+
+    def run_scenario(scn: Scenario) -> None:
+        try:
+            _run_scenario(scn)
+        except BaseException as exc:  # a thread's failure must reach the report
+            errors.append(f"{scn.name}: {type(exc).__name__}: {exc}")
+            raise
+
+    def _run_scenario(scn: Scenario) -> None:
+        share = max(1, round(faults * scn.weight / total_weight))
+        ref = reference(scn, work, toml, seed)
+        mine = [r for r in done if r["regime"] == scn.name and r["seed"] == seed]
+        fired, index = sum(r["faults"] for r in mine), max((r["index"] + 1 for r in mine), default=0)
+        rows.extend(mine)
+        while fired < share:
+            on_disk = disk.path if disk.mounted and not scn.torchrun else None  # no disk-full faults under torchrun
+            row = chaos_run(scn, index, seed, work, on_disk, toml, ref, kinds=scn.kinds if short else None)
+            with lock:
+                rows.append(row)
+                if rows_path is not None:
+                    with rows_path.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+            fired += row["faults"]
+            index += 1
+            verdict = ("identical" if row["identical"] else "DIFFERENT: " + row["difference"]) if row["finished"] else "LOST"
+            print(f"chaos: {scn.name} run {row['index']}: {row['faults']} fault(s) {row['kinds']}, {verdict}"
+                  + (f", UNEXPECTED: {row['unexpected']}" if row["unexpected"] else ""), file=sys.stderr, flush=True)
+            if short:
+                break
+
+    try:
+        # the torchrun scenario runs beside the others (its runs are off the tmpfs the others fill)
+        side = [threading.Thread(target=run_scenario, args=(s,)) for s in scenarios if s.torchrun]
+        for thread in side:
+            thread.start()
+        for scn in scenarios:
+            if not scn.torchrun:
+                run_scenario(scn)
+        for thread in side:
+            thread.join()
+    finally:
+        disk.close()
+        if not keep and not any(r["unexpected"] or not r["identical"] for r in rows):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"chaos: evidence kept in {work}", file=sys.stderr)
+    if errors:
+        raise SystemExit("chaos: " + "; ".join(errors))
+    return figures(rows, time.perf_counter() - started, disk_faults=disk_faults)
+
+
+def _rows(path: Path | None) -> list[dict]:
+    if path is None or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def figures(rows: list[dict], seconds: float, disk_faults: bool | None) -> dict:
+    kinds: Counter = Counter()
+    per_regime = {}
+    for r in rows:
+        kinds.update(r["kinds"])
+        g = per_regime.setdefault(r["regime"], Counter())
+        g.update(runs=1, faults=r["faults"], restarts=r["restarts"], identical=int(r["identical"]),
+                 differing=int(r["finished"] and not r["identical"]), lost=int(not r["finished"]),
+                 unexpected=len(r["unexpected"]), not_fired=r["not_fired"])
+    total = Counter()
+    for g in per_regime.values():
+        total.update(g)
+    return {"faults": total["faults"], "kinds": dict(kinds), "runs": total["runs"], "restarts": total["restarts"],
+            "identical": total["identical"], "differing": total["differing"], "lost": total["lost"],
+            "unexpected": total["unexpected"], "not_fired": total["not_fired"],
+            "regimes": {k: dict(v) for k, v in per_regime.items()},
+            "unexpected_outcomes": [u for r in rows for u in r["unexpected"]],
+            "differences": [f"{r['regime']} run {r['index']}: {r['difference']}" for r in rows if r["difference"]],
+            "disk_full_faults": "on a 64 MiB tmpfs" if disk_faults else "skipped (no tmpfs: not root)",
+            "seconds": round(seconds, 1), "launch_seconds": round(sum(f.get("seconds", 0.0) for r in rows for f in r["log"]), 1),
+            "runs_detail": rows}
+
+
+def markdown(result: dict) -> str:
+    from benchmarks._common import table
+
+    lines = [f"**{result['faults']} faults injected over {result['runs']} runs, {result['restarts']} restarts: "
+             f"{result['identical']} runs bit-identical to the uninterrupted run, {result['differing']} differing, "
+             f"{result['lost']} lost, {result['unexpected']} unexpected outcomes.** "
+             f"{result['launch_seconds'] / 60:.0f} min of launches. Disk-full faults: {result['disk_full_faults']}.\n"]
+    rows = [[name, g.get("runs", 0), g.get("faults", 0), g.get("restarts", 0), g.get("identical", 0),
+             g.get("differing", 0), g.get("lost", 0), g.get("unexpected", 0)] for name, g in result["regimes"].items()]
+    if result.get("campaigns"):
+        lines.append(f"The runs were written by: {result['campaigns']}.\n")
+    lines.append(table(["regime", "runs", "faults", "restarts", "identical", "differing", "lost", "unexpected"], rows))
+    lines.append(table(["fault", "injected"], sorted(([k, n] for k, n in result["kinds"].items()), key=lambda r: -r[1])))
+    for title, items in (("Unexpected outcomes", result["unexpected_outcomes"]), ("Differences", result["differences"])):
+        if items:
+            lines.append(f"{title}:\n\n" + "\n".join(f"- {i}" for i in items) + "\n")
+    lines.append("A fault that fired is counted; one that came after its launch had finished is not "
+                 f"({result['not_fired']} such). Exit 2 refusals (a full disk while checkpointing, a damaged "
+                 "checkpoint) must print exactly one `edgetrgl: error:` line and leave the last checkpoint readable.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faults", type=int, default=200, help="faults to inject over all regimes (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault schedule and of the runs")
+    parser.add_argument("--regimes", help="comma-separated: " + ",".join(s.name for s in SCENARIOS))
+    parser.add_argument("--short", action="store_true", help="one sequential run through one fault of each kind")
+    parser.add_argument("--continue", dest="cont", action="store_true", help="keep the runs in chaos-runs.jsonl")
+    parser.add_argument("--results", default=str(Path(__file__).resolve().parent / "results"),
+                        help="folder for chaos.json/.md (default benchmarks/results)")
+    parser.add_argument("--json", help="write the figures here only (the short mode's test)")
+    parser.add_argument("--report", action="store_true", help="only rebuild chaos.json/.md from chaos-runs.jsonl")
+    parser.add_argument("--campaigns", default="", help="with --report: the commands (and commits) that wrote the runs")
+    args = parser.parse_args(argv)
+    rows_path = Path(args.results) / "chaos-runs.jsonl"
+    if args.report:
+        rows = _rows(rows_path)
+        result = figures(rows, 0.0, disk_faults=True)
+        result["campaigns"] = args.campaigns
+    elif args.short:
+        result = campaign([SHORT], 1, args.seed, short=True, rows_path=None)
+    else:
+        names = args.regimes.split(",") if args.regimes else [s.name for s in SCENARIOS]
+        unknown = set(names) - {s.name for s in SCENARIOS}
+        if unknown:
+            parser.error(f"unknown regime(s): {', '.join(sorted(unknown))}")
+        if not args.cont:
+            rows_path.unlink(missing_ok=True)
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
+        result = campaign([s for s in SCENARIOS if s.name in names], args.faults, args.seed, short=False,
+                          rows_path=rows_path)
+        if args.cont:  # the figures of every run in the file, this invocation's and the earlier ones
+            rows = _rows(rows_path)
+            result = figures(rows, result["seconds"], result["disk_full_faults"] != "skipped (no tmpfs: not root)")
+    print(json.dumps({k: result[k] for k in ("faults", "kinds", "runs", "restarts", "identical", "differing", "lost",
+                                             "unexpected")}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    elif not args.short:
+        from benchmarks._common import write_results
+
+        write_results("chaos", result, markdown(result))
+    return 0 if result["differing"] == result["lost"] == result["unexpected"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
