@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgetrgl.errors import UserError
 from edgetrgl.memory.planner import linear_partition
+from edgetrgl.objectives import uses_transport
 
 
 def rank_layout(num_modules: int, world_size: int, weights: list[int] | None = None) -> list[range]:
@@ -41,8 +42,9 @@ def module_weights(cfg, spec, plan, model=None) -> list[int]:
     from edgetrgl.network import build_network, input_shape
 
     def build():
-        return build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries)
+        return build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries,
+                             method=cfg.method)
 
     batch_shape = (plan.micro_batch or cfg.batch_size, *input_shape(spec))
-    peaks = estimate_sequential(build, batch_shape, spec.num_classes, cfg.method == "trgl")
+    peaks = estimate_sequential(build, batch_shape, spec.num_classes, uses_transport(cfg.method, cfg.transport))
     return [p.peak_bytes for p in peaks]

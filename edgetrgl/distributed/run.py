@@ -121,7 +121,8 @@ def _run(env: DistEnv, cfg: TrainConfig, plan: RunPlan | None, data: tuple, mode
         shard_spec = dataclasses.replace(spec, num_train=len(train_set))
         plan = RunPlan.from_dict(agree(lambda: _plan(run_cfg, shard_spec, model, run_dir)))
     plan = _on_rank(plan.on_device(str(env.device)), rank)
-    net = build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries, seed=cfg.seed)
+    net = build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries, seed=cfg.seed,
+                        method=cfg.method)
     if cfg.sync_bn:
         net = convert_sync_batchnorm(net, env.device)
     layout = [range(net.num_modules)]
@@ -170,7 +171,7 @@ def _run(env: DistEnv, cfg: TrainConfig, plan: RunPlan | None, data: tuple, mode
     result = RunResult(cfg, net, spec, modules, time.perf_counter() - started, run_dir,
                        extra={**trainer.extra, "plan": plan.to_dict(), "cache": plan.cache.mode,
                               "cache_reason": plan.cache.reason, "ranks": ranks, "data_mode": trainer.data_mode,
-                              "device": str(env.device), "versions": versions()})
+                              "device": str(env.device), "versions": versions(), "objective": trainer.objective})
     if main and run_dir:
         net.to("cpu")
         save_weights(run_dir / "model.pt", net, {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})

@@ -44,7 +44,8 @@ def plan_finetune(cfg: TrainConfig, spec, model=None) -> InitPlan | None:
     source = read_source(cfg.init_from)
     modular = get_regime(cfg.regime).traits.modular
     net = build_network(cfg.network, spec, copy.deepcopy(model) if model is not None else None,
-                        num_modules=cfg.modules if modular else 1, boundaries=cfg.boundaries if modular else None)
+                        num_modules=cfg.modules if modular else 1, boundaries=cfg.boundaries if modular else None,
+                        method=cfg.method)
     return plan_init(net, source, cfg.model if model is None else model.name)
 
 

@@ -23,6 +23,7 @@ from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_blocknet, build_network, input_shape
+from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import Budget
 from edgetrgl.precision import autocast_for
 from edgetrgl.cache.placement import CachePlan, output_elements, plan_cache
@@ -130,7 +131,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
                         f"micro-batches of 1; the smallest budget that would fit is {format_bytes(need)} "
                         f"({need / 1e9:.3g} GB)") from None
     num_modules, boundaries, micro, estimates = modules.num_modules, modules.boundaries, modules.micro_batch, modules.estimates
-    net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed)
+    net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed,
+                        method=cfg.method)
     num_modules = net.num_modules
     folder, scratch = _cache_folder(cfg, regime, run_dir)
     module_peak = estimates["estimated_peak_bytes"] if estimates else 0
@@ -220,7 +222,7 @@ def _warm_planner(cfg: TrainConfig, spec, model: BlockNet | None) -> None:
     the plan was made). Fake tensors on a fresh copy of the network: the real weights are untouched.
     """
     net = lambda: build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=1)  # noqa: E731
-    estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, cfg.method == "trgl",
+    estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, uses_transport(cfg.method, cfg.transport),
                       precision="fp32" if cfg.precision == "auto" else cfg.precision,
                       checkpoint_blocks=cfg.checkpoint_blocks is True)
 
@@ -290,10 +292,11 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
     if not wants_plan:
         return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
-    transport = cfg.method == "trgl" and regime.traits.transport
+    transport = uses_transport(cfg.method, cfg.transport) and regime.traits.transport
 
     def build(num: int, b: list[int] | None) -> ModularNet:
-        return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
+        return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b,
+                             method=cfg.method)
 
     num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     if not regime.traits.plans_budget:

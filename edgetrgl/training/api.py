@@ -83,7 +83,7 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
     modular = get_regime(cfg.regime).traits.modular
     model = _with_head_factory(model, head_factory, cfg, spec)
     return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
-                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed)
+                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed, method=cfg.method)
 
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,
@@ -176,7 +176,7 @@ def resume(run_dir: str | Path, *, changes: dict[str, Any] | None = None, model:
         data = data or load_data(cfg)
         model = _with_head_factory(model, head_factory, cfg, data[2])
         net = _build_split(cfg.network, data[2], model, num_modules=plan.num_modules, boundaries=plan.boundaries,
-                           seed=cfg.seed)
+                           seed=cfg.seed, method=cfg.method)
         console = console or Console(stderr=True)
         return _run(cfg, plan, net, data, run_dir, state, quiet, console)
 
@@ -201,7 +201,8 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
     trainer.started = started
     regime = plan.regime_spec
     what = "resuming" if state is not None else "edgetrgl:"
-    method = f" {cfg.method}" if regime.traits.transport else ""
+    method = f" {cfg.method}" + (" + transport" if trainer.objective["transport"] and cfg.method != "trgl" else "") \
+        if regime.traits.modular else ""
     writer.log({"event": "resume" if state is not None else "start", "device": plan.device,
                 "modules": net.num_modules, "cache": plan.cache.mode, "position": trainer.position},
                echo=f"{what} {regime.name}{method} on {spec.name}, {plan.model} in {net.num_modules} module(s), "
@@ -217,7 +218,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
         record["estimated_peak_bytes"] = planned["estimated_peak_bytes"]
     extra = {"plan": plan.to_dict(), "cache": plan.cache.mode, "cache_reason": plan.cache.reason,
              **({"init_from": init_report} if init_report is not None else {}),
-             "data_mode": trainer.data_mode, "device": plan.device, "versions": versions()}
+             "data_mode": trainer.data_mode, "device": plan.device, "versions": versions(), "objective": trainer.objective}
     wall_time_s = time.perf_counter() - started
     extra["phases_s"] = trainer.phases.report(wall_time_s)  # where the wall time went
     result = RunResult(cfg, net, spec, modules, wall_time_s, run_dir, extra=extra)
@@ -315,7 +316,8 @@ def load_run(path: str | Path, model: BlockNet | None = None, head_factory: Head
     if plan is None:
         raise UserError(f"{path / 'summary.json'} has no run plan: it was written by an older edgetrgl")
     model = _with_head_factory(model, head_factory, cfg, spec)
-    net = _build_split(cfg.network, spec, model, num_modules=plan["num_modules"], boundaries=plan["boundaries"])
+    net = _build_split(cfg.network, spec, model, num_modules=plan["num_modules"], boundaries=plan["boundaries"],
+                       method=cfg.method)
     try:
         saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
