@@ -8,7 +8,9 @@ for conv features each channel is first summarised by its standard deviation ove
 (their default, unless ``--no-similarity-std``); rows are centred, L2-normalised, multiplied, and
 clamped to [-1, 1]. The prediction head average-pools with a kernel doubled until the features
 have at most 2048 values (their ``--dim-in-decoder``), then one Linear layer. The 3x3 conv has no
-bias (their ``conv_loss``). Flat (D,) features use S(h) directly and a Linear head.
+bias (their ``conv_loss``). Flat (D,) features use S(h) directly and a Linear head. The last
+module is trained as their network's output layer is, by plain cross-entropy through the
+network's classifier (the package's head there).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class PredSim(Objective):
         self.beta = beta
 
     def classifier(self, spec: ModuleSpec, default) -> nn.Module:
+        if spec.last:
+            return default()
         if len(spec.feature_shape) not in (1, 3):
             raise UserError(f"--method predsim takes (C, H, W) or (D,) features; module {spec.k + 1} "
                             f"outputs {spec.feature_shape}")
@@ -82,11 +86,13 @@ class PredSim(Objective):
 
     def aux_modules(self, spec: ModuleSpec) -> dict[str, nn.Module]:
         channels = spec.feature_shape[0]
-        if len(spec.feature_shape) == 3:
+        if len(spec.feature_shape) == 3 and not spec.last:
             return {"similarity_conv": nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)}
         return {}
 
     def loss(self, head: ObjectiveHead, out, y, *, image, label_smoothing) -> LocalLoss:
+        if head.k == head.num_modules - 1:  # the output layer: plain cross-entropy
+            return super().loss(head, out, y, image=image, label_smoothing=label_smoothing)
         logits = head.classifier(out)
         prediction = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         conv = head.aux["similarity_conv"] if "similarity_conv" in head.aux else None
