@@ -36,7 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-METHODS = ("trgl", "vangl")
+METHODS = ("trgl", "vangl")  # the built-in two of old; the registry (edgetrgl.objectives) has them all
+TRANSPORTS = ("auto", "on", "off")
 CACHE_MODES = ("auto", "host", "disk", "none")
 CACHE_DTYPES = ("fp32", "fp16", "bf16", "auto")  # auto: fp32 if it stays in host memory, else fp16
 OFFLOAD_MODES = ("host", "disk")
@@ -177,7 +178,10 @@ class TrainingConfig:
     """The regime, the method and its tau schedule, and how long to train."""
 
     regime: str = setting("sequential", "how the modules train", choices="regimes")
-    method: str = setting("trgl", "trgl, or vangl (no transport term)", choices=METHODS)
+    method: str = setting("trgl", "the local objective (trgl: vangl + the transport term; vangl, infopro, infopro-c, "
+                                  "dgl, predsim: edgetrgl/objectives/)", choices="objectives")
+    transport: str = setting("auto", "the transport term on any objective: on, off, or auto (the objective's "
+                                     "default: on for trgl only)", choices=TRANSPORTS)
     tau: float = setting(10.0, "transport step size (the paper: 1; benchmarks/accuracy: 1 loses up to 8 points with many modules and little data)")
     tau_schedule: str = setting("double", "constant; double: tau/2 for the first half of the modules; multiplier", choices=TAU_SCHEDULES)
     multiplier_step: float = setting(1.0, "multiplier schedule: lambda grows by h * CE ...")
@@ -191,7 +195,11 @@ class TrainingConfig:
         # sits above this layer (it imports the loops)
         if not isinstance(self.regime, str) or not self.regime:
             raise UserError(f"--regime must be a regime's name, got {self.regime!r}")
-        _choice("method", self.method, METHODS)
+        # the method's name is checked against the objective registry when the run is planned: the
+        # registry sits above this layer (it builds modules)
+        if not isinstance(self.method, str) or not self.method:
+            raise UserError(f"--method must be a local objective's name, got {self.method!r}")
+        _choice("transport", self.transport, TRANSPORTS)
         _choice("tau_schedule", self.tau_schedule, TAU_SCHEDULES)
         _positive_ints(self, "laps", "multiplier_every")
         for name in ("epochs", "epochs_step"):

@@ -44,6 +44,26 @@ def module_loss(
     return loss, ce.detach()
 
 
+def objective_loss(
+    loss: torch.Tensor,
+    transport: torch.Tensor | None,
+    weight: float,
+    transport_weight: float | Callable[[float], float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(weight * loss + transport_weight * transport, loss detached)`` for any local objective.
+
+    As :func:`module_loss`, ``transport_weight`` may be a function of the objective's loss (the
+    multiplier variant's update step; for VanGL and TRGL that loss is the cross-entropy).
+    """
+    value = loss.detach()
+    if callable(transport_weight):
+        transport_weight = transport_weight(float(value))
+    total = weight * loss
+    if transport is not None and transport_weight != 0.0:
+        total = total + transport_weight * transport
+    return total, value
+
+
 @dataclass
 class TauSchedule:
     """Per-module weights of the two loss terms.

@@ -13,6 +13,7 @@ import torch
 from edgetrgl.errors import UserError, first_line
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet, build_modular, orthogonal_init
+from edgetrgl.objectives.base import attach_objective
 
 
 def input_shape(spec) -> tuple[int, ...]:
@@ -36,7 +37,8 @@ def build_blocknet(network, spec, model: BlockNet | None = None) -> BlockNet:
 
 
 def build_network(network, spec, model: BlockNet | None = None, *, num_modules: int | None = None,
-                  boundaries: list[int] | None = None, seed: int | None = None) -> ModularNet:
+                  boundaries: list[int] | None = None, seed: int | None = None,
+                  method: str | None = None) -> ModularNet:
     """Split the model into ``num_modules`` modules (or at ``boundaries``) and attach the heads.
 
     Args:
@@ -46,9 +48,11 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
         num_modules: K (default ``network.modules``).
         boundaries: first block of modules 2..K (overrides ``num_modules``).
         seed: seed the weights' initialisation.
+        method: the local objective whose heads the modules get (default ``network.method`` when
+            ``network`` is a TrainConfig, else VanGL's plain heads): see :mod:`edgetrgl.objectives`.
 
     Raises:
-        UserError: the data's shape does not fit the model.
+        UserError: the data's shape does not fit the model, or the objective does not fit it.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -60,6 +64,8 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
     except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
         raise UserError(f"{spec.describe_inputs()} ({spec.name}) do not fit the model {blocknet.name}: "
                         f"{first_line(exc)}") from None
+    attach_objective(net, method or getattr(network, "method", "vangl"), sample, spec.num_classes,
+                     getattr(spec, "mean", ()) or (), getattr(spec, "std", ()) or ())
     if network.init == "orthogonal":
         orthogonal_init(net, network.init_gain)
     return net

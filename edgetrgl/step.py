@@ -7,13 +7,14 @@ bench all run exactly this code, so what is estimated and benchmarked is what is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from edgetrgl.losses import TauSchedule, module_loss
+from edgetrgl.losses import TauSchedule, module_loss, objective_loss
+from edgetrgl.objectives import objective_of
 from edgetrgl.precision import autocast_for, scaler_for
 from edgetrgl.transport import TRANSPORT_IMPLS
 
@@ -39,10 +40,11 @@ def set_lr(optimizer: torch.optim.Optimizer, schedule: str, base_lr: float, step
 class StepResult:
     """Detached 0-d tensors (no host sync here: the loops call ``float`` when they log)."""
 
-    ce: torch.Tensor
+    ce: torch.Tensor  # the objective's loss without the transport term (VanGL, TRGL: the cross-entropy)
     transport: torch.Tensor
     correct: torch.Tensor  # training samples the head classified right (for train_accuracy)
     seen: int
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's named terms
 
 
 def local_step(
@@ -58,6 +60,7 @@ def local_step(
     transport_impl: str = "fused",
     checkpoint_blocks: bool = False,
     precision: str = "fp32",
+    image: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, StepResult]:
     """One module's training step: forward, local loss, backward, step. Returns the detached output.
 
@@ -70,6 +73,10 @@ def local_step(
     the residues alive for it (same gradients; ``"autograd"`` is the plain reference);
     ``checkpoint_blocks`` recomputes each block's activations in backward; ``precision`` (fp32,
     bf16, fp16) autocasts the forward, with a gradient scaler for fp16.
+
+    The local loss is the head's objective (:mod:`edgetrgl.objectives`; a plain head: VanGL's
+    cross-entropy), plus the transport term when its weight is not 0. ``image`` is the network's
+    input batch, for objectives that need it (InfoPro's reconstruction); others ignore it.
     """
     if transport_impl not in TRANSPORT_IMPLS:
         raise ValueError(f"transport_impl must be one of {TRANSPORT_IMPLS}, got {transport_impl!r}")
@@ -83,9 +90,13 @@ def local_step(
     optimizer.zero_grad(set_to_none=True)
     batch = x.shape[0]
     chunked = micro_batch is not None and micro_batch < batch
-    outs, ce_sum, transport_sum, correct = [], 0.0, 0.0, 0
+    objective = objective_of(head)
+    if objective is not None and objective.needs_image and image is None:
+        raise ValueError(f"the {objective.name} objective needs the input images: pass image=")
+    outs, ce_sum, transport_sum, correct, term_sums = [], 0.0, 0.0, 0, {}
     for start in range(0, batch, micro_batch if chunked else batch):
         xc, yc = (x[start:start + micro_batch], y[start:start + micro_batch]) if chunked else (x, y)
+        imagec = image[start:start + micro_batch] if chunked and image is not None else image
         share = xc.shape[0] / batch
         # the transport term's loss weight as the loss's backward hands it down: * share, * scale
         injected = None
@@ -96,21 +107,32 @@ def local_step(
         with autocast:
             out, transport = stage.forward_transport(xc, differentiable=differentiable, transport_weight=injected,
                                                      checkpoint_blocks=checkpoint_blocks)
-            logits = head(out)
-        loss, ce = module_loss(logits.float(), yc, transport, weights[0], weights[1], label_smoothing)
+            if objective is None:
+                logits = head(out)
+            else:
+                local = objective.loss(head, out, yc, image=imagec, label_smoothing=label_smoothing)
+                logits = local.logits
+        if objective is None:
+            loss, ce = module_loss(logits.float(), yc, transport, weights[0], weights[1], label_smoothing)
+            terms = {"ce": ce}
+        else:
+            loss, ce = objective_loss(local.loss, transport, weights[0], weights[1])
+            terms = local.terms
         loss = loss * share if chunked else loss
         (scaler.scale(loss) if scaler is not None else loss).backward()
         correct = correct + (logits.detach().argmax(dim=1) == yc).sum()
         outs.append(out.detach().to(x.dtype))
         ce_sum = ce_sum + ce * share if chunked else ce
         transport_sum = transport_sum + transport.detach() * share if chunked else transport.detach()
+        for name, value in terms.items():
+            term_sums[name] = term_sums.get(name, 0.0) + value * share if chunked else value
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     out = torch.cat(outs) if chunked else outs[0]
-    return out, StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch)
+    return out, StepResult(ce=ce_sum, transport=transport_sum, correct=correct, seen=batch, terms=term_sums)
 
 
 def frozen_step(stage, head, optimizer, x, y, weights, label_smoothing, micro_batch=None):

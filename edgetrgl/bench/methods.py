@@ -22,6 +22,7 @@ from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import RssBaseline
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
 from edgetrgl.modular import ModularNet
+from edgetrgl.objectives import objective_of
 from edgetrgl.step import local_step, make_sgd
 
 
@@ -32,7 +33,7 @@ def bench_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.
 
 def loss_weights(method: str, setting: BenchSetting, num_modules: int) -> Callable[[int], tuple[float, float]]:
     """Per-module (CE, transport) weights: the paper's doubled tau for TRGL, no transport otherwise."""
-    kind = "trgl" if parse_method(method).transport else "vangl"
+    kind = "trgl" if parse_method(method).transport else "vangl"  # the transport term on or off
     return TauSchedule("double", setting.tau, num_modules, method=kind).weights
 
 
@@ -63,7 +64,8 @@ def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline
         h = x
         with saved():
             for k in range(net.num_modules):  # e2e and its variants: one module; parallel: K
-                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, **spec.step_options())
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, image=x,
+                                  **spec.step_options())
 
     _reset_cuda(device)
     result = _times(step, setting, device)
@@ -114,15 +116,18 @@ def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tupl
     optimizer = bench_sgd(list(stage.parameters()) + list(head.parameters()), setting)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
+    objective = objective_of(head)
+    # the images the cache serves beside module k's inputs, for objectives that read them (InfoPro)
+    images = (torch.rand(setting.batch_shape, device=device),) if objective is not None and objective.needs_image else ()
 
     def step() -> None:
-        local_step(stage, head, optimizer, x, y, weights, 0.0, **options)
+        local_step(stage, head, optimizer, x, y, weights, 0.0, image=images[0] if images else None, **options)
 
     # in both passes: the previous module's cached blocks go back to the driver, so the process's
     # device memory (what NVML and nvidia-smi see) holds one module at a time, as in training
     _reset_cuda(device)
     if track:
-        record = _tracked(step, max(1, setting.warmup), stage, head, optimizer, x, y)
+        record = _tracked(step, max(1, setting.warmup), stage, head, optimizer, x, y, *images)
     else:
         record = _times(step, setting, device)
     stage.to("cpu"), head.to("cpu")  # the finished module leaves the device

@@ -85,7 +85,8 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
     for i, ((x, y), group) in enumerate(sorted(groups.items())):
         on_front = group[0]["on_pareto_front"]  # equal points are on the front together
         spec = parse_method(group[0]["method"])
-        ax.scatter([x], [y], s=36, marker="s" if spec.is_baseline else "o", color=_colour(spec), zorder=3,
+        marker = "s" if spec.is_baseline else "o" if spec.objective in ("vangl", "trgl") else "^"  # other objectives
+        ax.scatter([x], [y], s=36, marker=marker, color=_colour(spec), zorder=3,
                    edgecolors="red" if on_front else "none", linewidths=1.5)
         # neighbours in x alternate above and below their point, so close labels do not overprint
         ax.annotate(" = ".join(r["method"] for r in group), (x, y), xytext=(4, 5 if i % 2 == 0 else -11),

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgetrgl.bench.variants import BASELINES, OURS, STEP_OPTIONS, parse_method  # BASELINES, OURS re-exported
+from edgetrgl.bench.variants import BASELINES, MODULE_WISE, OURS, STEP_OPTIONS, parse_method  # BASELINES, OURS re-exported
 from edgetrgl.config import NetworkConfig
 from edgetrgl.data import DataSpec
 from edgetrgl.errors import UserError
@@ -91,11 +91,15 @@ def parse_methods(compare: str) -> list[str]:
     Raises:
         UserError: an unknown name or step option, in one line.
     """
+    from edgetrgl.objectives import objective_names
+
     names = [n.strip() for n in compare.split(",") if n.strip()]
-    unknown = [n for n in names if n.split("+")[0].strip() not in BASELINES + OURS]
+    ours = [f"{regime}-{objective}" for regime in MODULE_WISE for objective in objective_names()]
+    unknown = [n for n in names if n.split("+")[0].strip() not in BASELINES + tuple(ours)]
     if unknown:
-        raise UserError(f"--compare takes {', '.join(BASELINES)}, or one of ours ({', '.join(OURS)}) with step "
-                        f"options +{', +'.join(STEP_OPTIONS)} (e.g. sequential-trgl+ckpt); unknown: {', '.join(unknown)}")
+        raise UserError(f"--compare takes {', '.join(BASELINES)}, or parallel-/sequential-<objective> with an "
+                        f"objective in {', '.join(objective_names())} (e.g. sequential-infopro), with step options "
+                        f"+{', +'.join(STEP_OPTIONS)} (e.g. sequential-trgl+ckpt); unknown: {', '.join(unknown)}")
     try:
         variants = [parse_method(n).name for n in names]
     except UserError as exc:
@@ -113,11 +117,12 @@ def build_blocknet(setting: BenchSetting) -> BlockNet:
 
 def build_net(setting: BenchSetting, method: str) -> ModularNet:
     """The network for ``method``: one module for the baselines, K modules (the plan's) for ours."""
-    base = parse_method(method).base
+    spec = parse_method(method)
+    base = spec.base
     if base in BASELINES:
         net = build_network(setting.network, setting.spec, num_modules=1)
-    else:
-        net = build_network(setting.network, setting.spec, boundaries=setting.boundaries)
+    else:  # the objective's heads: a decoder, a projection... count in the peak
+        net = build_network(setting.network, setting.spec, boundaries=setting.boundaries, method=spec.objective)
     if base == "checkpoint":
         net.stages[0] = checkpointed(net.stages[0])
     return net

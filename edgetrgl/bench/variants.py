@@ -13,7 +13,8 @@ from typing import Any
 from edgetrgl.errors import UserError
 
 BASELINES = ("e2e", "checkpoint", "offload")
-OURS = ("parallel-vangl", "parallel-trgl", "sequential-vangl", "sequential-trgl")
+OURS = ("parallel-vangl", "parallel-trgl", "sequential-vangl", "sequential-trgl")  # compared by default
+MODULE_WISE = ("parallel", "sequential")  # "<regime>-<objective>" names any registered objective: sequential-infopro
 # suffix -> local_step keyword and value; ckpt is for ours only (a baseline with it is `checkpoint`)
 STEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "ckpt": ("checkpoint_blocks", True),
@@ -45,9 +46,16 @@ class Method:
         return self.base.startswith("sequential")
 
     @property
+    def objective(self) -> str:
+        """The local objective (:mod:`edgetrgl.objectives`); ``vangl`` for the baselines (one module, CE)."""
+        return "vangl" if self.is_baseline else self.base.split("-", 1)[1]
+
+    @property
     def transport(self) -> bool:
-        """TRGL (the transport term) rather than VanGL or a baseline."""
-        return self.base.endswith("trgl")
+        """The transport term is on: the objective's default (TRGL only); never for a baseline."""
+        from edgetrgl.objectives import uses_transport
+
+        return not self.is_baseline and uses_transport(self.objective)
 
     def step_options(self) -> dict[str, Any]:
         """The keywords ``local_step`` takes for this method."""
@@ -60,10 +68,14 @@ def parse_method(name: str) -> Method:
     Raises:
         UserError: unknown base or option, an option given twice, two precisions, ``+ckpt`` on a baseline.
     """
+    from edgetrgl.objectives import objective_names
+
     base, *options = [part.strip() for part in name.strip().split("+")]
-    if base not in BASELINES + OURS:
-        raise UserError(f"unknown method {name!r}: a method is one of {', '.join(BASELINES + OURS)}, "
-                        f"optionally with +{', +'.join(STEP_OPTIONS)} (e.g. {EXAMPLE})")
+    regime, _, objective = base.partition("-")
+    if base not in BASELINES and not (regime in MODULE_WISE and objective in objective_names()):
+        raise UserError(f"unknown method {name!r}: a method is one of {', '.join(BASELINES)}, or "
+                        f"{'/'.join(MODULE_WISE)}-<objective> with an objective in {', '.join(objective_names())} "
+                        f"(e.g. sequential-infopro), optionally with +{', +'.join(STEP_OPTIONS)} (e.g. {EXAMPLE})")
     fields: dict[str, Any] = {}
     for option in options:
         if option not in STEP_OPTIONS:

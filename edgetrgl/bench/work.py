@@ -35,7 +35,7 @@ def flops_per_sample(setting: BenchSetting, method: str) -> float:
         def step() -> None:  # one step through every module (one module for the baselines); outputs are detached
             h = x
             for k in range(net.num_modules):
-                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, **options)
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, image=x, **options)
 
         work = count_work(step)  # the planner's counter (edgetrgl/memory/work.py)
     return work.flops / setting.batch_size

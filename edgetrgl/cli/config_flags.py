@@ -43,9 +43,22 @@ def _regime_help() -> str:
     return "; ".join(f"{r.name}: {r.help}" for r in regimes())
 
 
+def _objective_names() -> list[str]:
+    from edgetrgl.objectives import objective_names
+
+    return list(objective_names())
+
+
+def _objective_help() -> str:
+    from edgetrgl.objectives import objectives
+
+    return "; ".join(f"{o.name}: {o.help}" for o in objectives())
+
+
 # registries a field's choices may name (``choices="regimes"``): read when the command line is parsed
-# or its help printed, so a regime registered after the parser was built is a valid choice
-REGISTRIES: dict[str, tuple[Callable[[], list[str]], Callable[[], str]]] = {"regimes": (_regime_names, _regime_help)}
+# or its help printed, so a regime (or objective) registered after the parser was built is a valid choice
+REGISTRIES: dict[str, tuple[Callable[[], list[str]], Callable[[], str]]] = {
+    "regimes": (_regime_names, _regime_help), "objectives": (_objective_names, _objective_help)}
 
 
 class ConfigField(NamedTuple):

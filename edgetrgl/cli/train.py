@@ -10,6 +10,7 @@ from edgetrgl.cli.config_flags import PRECEDENCE, HelpFormatter, add_config_flag
 EPILOG = """examples:
   edgetrgl train                                   # ResNet-20, bundled MNIST sample, 4 modules, TRGL
   edgetrgl train --regime parallel --method vangl --epochs 5
+  edgetrgl train --method infopro --transport on  # InfoPro with the transport term as a regulariser
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
   edgetrgl train --config run.toml --seed 3        # file values, flags override
   edgetrgl train --set optim.lr=0.02 --set multiplier_step=0.5   # any config field, by its section or alone

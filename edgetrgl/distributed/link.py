@@ -26,33 +26,40 @@ class Link:
         self.in_shape, self.device = in_shape, device
         self._sends: collections.deque = collections.deque()
 
-    def send(self, h: torch.Tensor, y: torch.Tensor) -> None:
+    def send(self, h: torch.Tensor, y: torch.Tensor, image: torch.Tensor | None = None) -> None:
+        """Send a batch on; ``image`` too for objectives that read the input images (InfoPro)."""
         if self.next is None:
             return
-        while len(self._sends) >= _IN_FLIGHT:
+        tensors = (h, y) if image is None else (h, y, image)
+        while len(self._sends) >= _IN_FLIGHT * len(tensors) // 2:
             self._sends.popleft().wait()
-        h, y = h.contiguous(), y.contiguous()  # held by the request until the send completes
-        self._sends.append(dist.isend(h, dst=self.next))
-        self._sends.append(dist.isend(y, dst=self.next))
+        for t in tensors:
+            self._sends.append(dist.isend(t.contiguous(), dst=self.next))  # held by the request until sent
 
     def flush(self) -> None:
         while self._sends:
             self._sends.popleft().wait()
 
-    def receive(self, sizes: list[int]):
-        """Yield ``(x, y)`` for batches of the given sizes, in order."""
-        pending = self._post(sizes[0]) if sizes else None
+    def receive(self, sizes: list[int], image_shape: tuple[int, ...] | None = None):
+        """Yield ``(x, y)`` for batches of the given sizes, in order; with ``image_shape``,
+        ``((x, image), y)`` (the sender sent the images too)."""
+        pending = self._post(sizes[0], image_shape) if sizes else None
         for i in range(len(sizes)):
-            x, y, requests = pending
-            pending = self._post(sizes[i + 1]) if i + 1 < len(sizes) else None
+            x, y, image, requests = pending
+            pending = self._post(sizes[i + 1], image_shape) if i + 1 < len(sizes) else None
             for request in requests:
                 request.wait()
-            yield x, y
+            yield ((x, image) if image is not None else x), y
 
-    def _post(self, size: int):
+    def _post(self, size: int, image_shape: tuple[int, ...] | None = None):
         x = torch.empty((size, *self.in_shape), device=self.device)
         y = torch.empty((size,), dtype=torch.int64, device=self.device)
-        return x, y, [dist.irecv(x, src=self.prev), dist.irecv(y, src=self.prev)]
+        requests = [dist.irecv(x, src=self.prev), dist.irecv(y, src=self.prev)]
+        image = None
+        if image_shape is not None:
+            image = torch.empty((size, *image_shape), device=self.device)
+            requests.append(dist.irecv(image, src=self.prev))
+        return x, y, image, requests
 
 
 def gather_to_main(items: list) -> list:

@@ -15,6 +15,7 @@ from torch import nn
 
 from edgetrgl.errors import UserError
 from edgetrgl.modular import ModularNet
+from edgetrgl.objectives import classifier_of
 
 METADATA_FORMAT = "edgetrgl-export/1"
 
@@ -42,7 +43,8 @@ class EarlyExitNet(nn.Module):
 
 def build_early_exit(net: ModularNet, exit_index: int, mean: tuple, std: tuple) -> EarlyExitNet:
     """Early-exit network at module ``exit_index`` (0-based), in eval mode."""
-    model = EarlyExitNet(list(net.stages[: exit_index + 1]), net.heads[exit_index], mean, std)
+    # the classifier only: an objective's decoder or projection is training machinery, not the model
+    model = EarlyExitNet(list(net.stages[: exit_index + 1]), classifier_of(net.heads[exit_index]), mean, std)
     return model.eval()
 
 

@@ -16,6 +16,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.memory.work import Work, count_work
 from edgetrgl.modular import ModularNet
+from edgetrgl.objectives import objective_of
 from edgetrgl.step import local_step, make_sgd
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -72,14 +73,16 @@ def _fake_module_steps(build, batch_shape, num_classes, transport, make_optimize
         net = build_fake(build, mode)
         x = torch.randn(batch_shape)
         y = torch.randint(0, num_classes, (batch_shape[0],))
+        image = x  # the images stay resident beside every module whose objective reads them (InfoPro)
         for k in range(net.num_modules):
             stage, head = net.stages[k], net.heads[k]
             optimizer = make_optimizer(list(stage.parameters()) + list(head.parameters()))
             waiting = [torch.empty_like(x) for _ in range(prefetch_depth)]
+            images = (image,) if _needs_image(head) else ()
             step = functools.partial(local_step, stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0,
-                                     micro_batch, **options)
+                                     micro_batch, image=image, **options)
             step()  # warm-up
-            yield step, (stage, head, optimizer, x, y, *waiting)
+            yield step, (stage, head, optimizer, x, y, *images, *waiting)
             with torch.no_grad():
                 x = stage.eval()(x)
 
@@ -102,10 +105,16 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
         def step() -> None:
             h = x
             for k in range(net.num_modules):
-                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0, **options)
+                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0,
+                                  image=x, **options)
 
         step()  # warm-up: in the steady state every module's gradients and momentum are resident
         return track_peak(step, net, *optimizers, x, y)
+
+
+def _needs_image(head) -> bool:
+    objective = objective_of(head)
+    return objective is not None and objective.needs_image
 
 
 def _step_options(precision: str, checkpoint_blocks: bool) -> dict:

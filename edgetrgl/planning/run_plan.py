@@ -24,6 +24,7 @@ from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_blocknet, build_network, input_shape
+from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import Budget
 from edgetrgl.planning.layout import rank_layout
 from edgetrgl.precision import autocast_for
@@ -140,7 +141,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
                         f"micro-batches of 1; the smallest budget that would fit is {format_bytes(need)} "
                         f"({need / 1e9:.3g} GB)") from None
     num_modules, boundaries, micro, estimates = modules.num_modules, modules.boundaries, modules.micro_batch, modules.estimates
-    net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed)
+    net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed,
+                        method=cfg.method)
     num_modules = net.num_modules
     folder, scratch = _cache_folder(cfg, traits, run_dir)
     module_peak = estimates["estimated_peak_bytes"] if estimates else 0
@@ -236,8 +238,9 @@ def warm_planner(cfg: TrainConfig, spec, model: BlockNet | None = None) -> None:
     before it, the footprint missed it (the default rpi4-2gb run: 294 MiB measured, 377 MiB once
     the plan was made). Fake tensors on a fresh copy of the network: the real weights are untouched.
     """
-    net = lambda: build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=1)  # noqa: E731
-    estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, cfg.method == "trgl",
+    net = lambda: build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=1,  # noqa: E731
+                                method=cfg.method)
+    estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, uses_transport(cfg.method, cfg.transport),
                       precision="fp32" if cfg.precision == "auto" else cfg.precision,
                       checkpoint_blocks=cfg.checkpoint_blocks is True)
 
@@ -307,10 +310,11 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
     if not wants_plan:
         return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
-    transport = cfg.method == "trgl" and traits.transport
+    transport = uses_transport(cfg.method, cfg.transport) and traits.transport
 
     def build(num: int, b: list[int] | None) -> ModularNet:
-        return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
+        return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b,
+                             method=cfg.method)
 
     num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     if not traits.plans_budget:
@@ -360,10 +364,11 @@ def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modul
     peaks = None
     if cfg.pipeline_split == "memory" or cfg.budget is not None:
         def build() -> ModularNet:
-            return build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries)
+            return build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries,
+                                 method=cfg.method)
 
         batch_shape = (modules.micro_batch or cfg.batch_size, *input_shape(spec))
-        peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, cfg.method == "trgl",
+        peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, uses_transport(cfg.method, cfg.transport),
                                                            precision=modules.precision,
                                                            checkpoint_blocks=modules.checkpoint_blocks)]
     ranks = rank_layout(num_modules, world_size, peaks if cfg.pipeline_split == "memory" else None)

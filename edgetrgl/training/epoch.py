@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from edgetrgl._faults import crash_point
@@ -24,11 +24,14 @@ class Tally:
     correct: int = 0
     seen: int = 0
     steps: int = 0
+    terms: dict[str, float] = field(default_factory=dict)  # the objective's named terms, summed
 
     def add(self, res: StepResult) -> float:
         ce = float(res.ce)  # the one host sync per step and module
         self.ce += ce
         self.transport += float(res.transport)
+        for name, value in res.terms.items():
+            self.terms[name] = self.terms.get(name, 0.0) + float(value)
         self.correct += int(res.correct)
         self.seen += res.seen
         self.steps += 1

@@ -114,7 +114,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     plan = ranks.place(plan, cfg.device)
     if net is None:  # a resumed run, or a rank that did not plan: the network the plan describes
         net = build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries,
-                            seed=cfg.seed)
+                            seed=cfg.seed, method=cfg.method)
     planned_cfg = as_planned(cfg, plan, regime.traits)
     init = None
     if state is None:
@@ -143,7 +143,8 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
         started -= state.get("wall_time_s", 0.0)
     trainer.started = started
     what = "resuming" if state is not None else "edgetrgl:"
-    method = f" {cfg.method}" if regime.traits.transport else ""
+    method = f" {cfg.method}" + (" + transport" if trainer.objective["transport"] and cfg.method != "trgl" else "") \
+        if regime.traits.modular else ""
     writer.log({"event": "resume" if state is not None else "start", "device": plan.device, **ranks.run_extra(layout),
                 "modules": net.num_modules, "cache": plan.cache.mode, "position": trainer.position},
                echo=f"{what} {regime.name}{method}{over_ranks(ranks.world_size, cfg.data_parallel)} on {spec.name}, "
@@ -162,6 +163,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     extra = {**trainer.extra, "plan": plan.to_dict(), "cache": plan.cache.mode, "cache_reason": plan.cache.reason,
              **({"init_from": init_report} if init_report is not None else {}),
              "data_mode": trainer.data_mode, "device": plan.device, **gathered, "versions": versions(),
+             "objective": trainer.objective,
              "phases_s": trainer.phases.report(wall_time_s)}  # where the wall time went
     result = RunResult(cfg, net, spec, modules, wall_time_s, run_dir, extra=extra)
     if ranks.is_main and run_dir:

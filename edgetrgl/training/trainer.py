@@ -22,6 +22,7 @@ from edgetrgl.memory.process import open_file_count, peak_rss_bytes, rss_bytes
 from edgetrgl.memory.tensor import cuda_peaks, track_live_peak
 from edgetrgl.metrics import MetricsWriter
 from edgetrgl.modular import ModularNet
+from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import BudgetExceeded
 from edgetrgl.planning.run_plan import RunPlan
 from edgetrgl.step import count_correct, make_sgd, set_lr
@@ -66,7 +67,10 @@ class Trainer:
         self.device = plan.torch_device
         self.budget = plan.budget_policy
         K = net.num_modules
-        method = cfg.method if self.regime.traits.transport else "vangl"
+        # the transport term: on where the objective (or --transport) asks for it and the regime has one
+        method = "trgl" if self.regime.traits.transport and uses_transport(cfg.method, cfg.transport) else "vangl"
+        # what summary.json records: the objective and whether the transport term was on
+        self.objective = {"method": cfg.method, "transport": method == "trgl", "transport_option": cfg.transport}
         self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, method=method, step=cfg.multiplier_step,
                                every=cfg.multiplier_every)
         self.optimizers = [make_sgd(list(net.stages[k].parameters()) + list(net.heads[k].parameters()),
@@ -244,7 +248,9 @@ class Trainer:
         steps = max(tally.steps, 1)
         record = {
             "event": "epoch", "lap": lap, "module": k + 1, "epoch": epoch + 1,
-            "ce": tally.ce / steps, "transport": tally.transport / steps,
+            "loss": tally.ce / steps,  # the objective's loss, without the transport term
+            "ce": tally.terms.get("ce", tally.ce) / steps, "transport": tally.transport / steps,
+            "terms": {name: value / steps for name, value in tally.terms.items()},
             "train_accuracy": tally.correct / max(tally.seen, 1),
             "tau": self.tau.tau_k(k), "lr": self.optimizers[k].param_groups[0]["lr"],
             "time_s": round(time.perf_counter() - started, 3),

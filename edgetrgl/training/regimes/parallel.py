@@ -31,7 +31,8 @@ def run(trainer) -> None:
                 else:
                     h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
                                         trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
-                                        checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
+                                        checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision,
+                                        image=x)
                 results.append(res)  # h is detached: no gradient reaches module k-1
             return results
 

@@ -21,6 +21,7 @@ import torch
 
 from edgetrgl.data import make_loader
 from edgetrgl.errors import UserError
+from edgetrgl.objectives import objective_of
 from edgetrgl.step import local_step
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.regimes import Regime, RegimeTraits
@@ -37,15 +38,21 @@ def run(trainer) -> None:
     n, steps_per_epoch = len(trainer.train_set), trainer.steps_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
     clock = trainer.start_module_clock()
+    objective = objective_of(net.heads[owned.start])
+    # objectives that read the input images (InfoPro) get them from rank 0, beside the activations
+    image_shape = tuple(trainer.train_set[0][0].shape) if objective is not None and objective.needs_image else None
 
     def step(x, y, global_step):
+        x, image = x if isinstance(x, tuple) else (x, x if image_shape is not None else None)
+
         def step_own_modules(h=x):
             results = []
             for k in owned:
                 trainer.set_lr(k, global_step, total_steps)
                 h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
                                     trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
-                                    checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
+                                    checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision,
+                                    image=image)
                 results.append(res)
             return h, results
 
@@ -54,7 +61,7 @@ def run(trainer) -> None:
             h, results = trainer.measured_step(None, step_own_modules, *resident, x, y)
         else:
             h, results = step_own_modules()
-        link.send(h, y)  # asynchronous: the next rank starts on this batch while this one goes on
+        link.send(h, y, image)  # asynchronous: the next rank starts on this batch while this one goes on
         return results
 
     for epoch in range(trainer.position["epoch"], cfg.epochs):
@@ -65,7 +72,8 @@ def run(trainer) -> None:
                                  epoch=epoch)
             batches = ((x.to(device), y.to(device)) for x, y in loader)
         else:  # the others receive what the rank before sends (a checkpoint falls on an epoch's end)
-            batches = link.receive([min(cfg.batch_size, n - b * cfg.batch_size) for b in range(steps_per_epoch)])
+            batches = link.receive([min(cfg.batch_size, n - b * cfg.batch_size) for b in range(steps_per_epoch)],
+                                   image_shape)
         run_epoch(trainer, modules=list(owned), epoch=epoch, batches=batches, step=step,
                   label=f"pipeline epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch=steps_per_epoch)
         link.flush()

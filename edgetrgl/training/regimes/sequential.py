@@ -8,7 +8,9 @@ A checkpoint is written after every epoch and every finished module; a run resum
 
 from __future__ import annotations
 
+from edgetrgl.objectives import objective_of
 from edgetrgl.step import local_step
+from edgetrgl.training.images import ImageBatches
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.inputs import ModuleInputs
 from edgetrgl.training.offload import Offloader
@@ -28,6 +30,8 @@ def train_laps(trainer, laps: int) -> None:
                           warn=trainer.writer.warn, on_recompute=offloader.keep_on_device)
     trainer.offloader = offloader
     trainer.data_mode = inputs.description
+    objective = objective_of(net.heads[0])
+    images = ImageBatches(inputs) if objective is not None and objective.needs_image else None  # InfoPro's
     start = dict(trainer.position)
     try:
         for lap in range(start["lap"], laps):
@@ -35,7 +39,7 @@ def train_laps(trainer, laps: int) -> None:
             inputs.reset(lap)
             _restore_inputs(inputs, offloader, first)
             for k in range(first, net.num_modules):
-                train_module(trainer, k, lap, inputs, offloader)
+                train_module(trainer, k, lap, inputs, offloader, images)
                 trainer.data_mode = inputs.description  # a full disk may have moved the cache
     finally:
         inputs.close()
@@ -43,8 +47,10 @@ def train_laps(trainer, laps: int) -> None:
         trainer.offloader = None
 
 
-def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Offloader) -> None:
-    """Train module k for its epochs, then freeze it, evaluate its head and cache its outputs."""
+def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Offloader,
+                 images: ImageBatches | None = None) -> None:
+    """Train module k for its epochs, then freeze it, evaluate its head and cache its outputs.
+    With ``images``, each batch carries its input images too (objectives that read them)."""
     cfg = trainer.cfg
     stage, head, optimizer = offloader.bring(k), trainer.net.heads[k].to(trainer.device), trainer.optimizers[k]
     _optimizer_to(optimizer, trainer.device)
@@ -54,11 +60,13 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
     clock = trainer.start_module_clock()
 
     def step(x, y, global_step):
+        x, image = x if isinstance(x, tuple) else (x, None)  # (features, images) for objectives that read them
         trainer.set_lr(k, global_step, total_steps)
-        options = dict(checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision)
+        options = dict(checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision, image=image)
         args = (stage, head, optimizer, x, y, trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch)
         if global_step == trainer.measure_at(total_steps):  # measured, tensor by tensor
-            return [trainer.measured_step(k, lambda: local_step(*args, **options), *args[:5])[1]]
+            resident = (*args[:5], image) if image is not None else args[:5]
+            return [trainer.measured_step(k, lambda: local_step(*args, **options), *resident)[1]]
         return [local_step(*args, **options)[1]]
 
     pos = trainer.position
@@ -67,7 +75,8 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
         trainer.tau.restart(k)  # the multiplier starts afresh at each lap, as in the authors' code
     for epoch in range(first_epoch, epochs):
         stage.train(), head.train()
-        run_epoch(trainer, modules=[k], epoch=epoch, batches=inputs.train_batches(k, epoch), step=step,
+        batches = images.train_batches(k, epoch) if images is not None else inputs.train_batches(k, epoch)
+        run_epoch(trainer, modules=[k], epoch=epoch, batches=batches, step=step,
                   label=f"module {k + 1} epoch {epoch + 1}/{epochs}", steps_per_epoch=steps_per_epoch,
                   where={"lap": lap, "module": k})
     trainer.modules[k]["epochs"] += epochs

@@ -1,0 +1,104 @@
+"""The local-objective registry: what each module's local loss is (DESIGN.md section 8).
+
+An objective says which auxiliary modules a module needs (its classifier, a decoder, a
+projection), how the module's loss is formed from its output, the input images, the labels and
+its position k of K, and which named terms it logs. The transport term (TRGL, DESIGN.md section 2)
+is not part of an objective: it is a regulariser added by the step on top of any objective,
+``--transport auto|on|off`` (auto: the objective's default; only ``trgl`` defaults to on).
+
+Adding one is one file and one ``register(...)`` call:
+
+    from edgetrgl.objectives import LocalLoss, Objective, register
+
+    class Mine(Objective):
+        name, help, source = "mine", "CE through the head, halved", "me"
+        def loss(self, head, out, y, *, image, label_smoothing):
+            logits = head(out)
+            ce = torch.nn.functional.cross_entropy(logits, y)
+            return LocalLoss(0.5 * ce, logits, {"ce": ce.detach()})
+
+    register(Mine())
+
+Everything downstream (the optimizer, checkpoints, the fake-tensor estimates, the bench) sees an
+objective's auxiliary modules because they live in the module's head (:class:`ObjectiveHead`),
+which trains, moves and saves with it; the exported classifier is the head's ``classifier`` alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgetrgl.errors import UserError
+from edgetrgl.objectives.base import LocalLoss, ModuleSpec, Objective, ObjectiveHead, classifier_of
+
+__all__ = ["LocalLoss", "ModuleSpec", "Objective", "ObjectiveHead", "classifier_of", "get_objective",
+           "objective_names", "objective_of", "objectives", "register", "unregister", "uses_transport",
+           "TRANSPORT_CHOICES"]
+
+BUILTIN = ("vangl", "trgl", "infopro", "dgl", "predsim")  # one line per objective file in this folder
+TRANSPORT_CHOICES = ("auto", "on", "off")
+
+_REGISTRY: dict[str, Objective] = {}
+_loaded = False
+
+
+def register(objective: Objective) -> Objective:
+    """Add (or replace) an objective under ``objective.name``; returns it."""
+    if not objective.name:
+        raise ValueError("an objective needs a name")
+    _REGISTRY[objective.name] = objective
+    return objective
+
+
+def unregister(name: str) -> None:
+    """Remove a registered objective (tests undo what they register)."""
+    _load_builtin()
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in BUILTIN:
+            importlib.import_module(f"edgetrgl.objectives.{name}")  # each file registers its objectives
+
+
+def get_objective(name: str) -> Objective:
+    """The objective called ``name``.
+
+    Raises:
+        UserError: no such objective (the message lists the registered ones).
+    """
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UserError(f"--method must be one of {', '.join(objective_names())}; got {name!r}") from None
+
+
+def objective_names() -> tuple[str, ...]:
+    _load_builtin()
+    return tuple(_REGISTRY)
+
+
+def objectives() -> list[Objective]:
+    _load_builtin()
+    return list(_REGISTRY.values())
+
+
+def objective_of(head) -> Objective | None:
+    """The objective a head trains with; None for a plain head (VanGL's cross-entropy)."""
+    return get_objective(head.objective) if isinstance(head, ObjectiveHead) else None
+
+
+def uses_transport(method: str, transport: str = "auto") -> bool:
+    """Whether the transport term is on: ``--transport on/off``, or the objective's default (auto).
+
+    Raises:
+        UserError: unknown method or transport choice.
+    """
+    if transport not in TRANSPORT_CHOICES:
+        raise UserError(f"--transport must be one of {', '.join(TRANSPORT_CHOICES)}; got {transport!r}")
+    default = get_objective(method).transport
+    return default if transport == "auto" else transport == "on"
