@@ -39,7 +39,7 @@ def metadata_requires(text: str) -> list[str]:
 
 
 def board_requirements(requires: list[str], skip: set[str] = frozenset(), extras: tuple[str, ...] = ("",)) -> list[str]:
-    """The requirements (name and specifier, no marker) whose markers hold on the board."""
+    """The requirements (name, extras and specifier; no marker) whose markers hold on the board."""
     kept = []
     for text in requires:
         req = Requirement(text)
@@ -48,7 +48,8 @@ def board_requirements(requires: list[str], skip: set[str] = frozenset(), extras
         if req.marker is not None and not any(
                 Marker(str(req.marker)).evaluate({**BOARD_ENV, "extra": extra}) for extra in extras):
             continue
-        kept.append(f"{req.name}{req.specifier}")
+        extras_part = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        kept.append(f"{req.name}{extras_part}{req.specifier}")
     return kept
 
 

@@ -35,7 +35,7 @@ board_facts() {
         echo "## /proc/device-tree/model"; tr -d '\0' < /proc/device-tree/model 2>&1; echo
         echo "## /proc/device-tree/compatible"; tr '\0' ' ' < /proc/device-tree/compatible 2>&1; echo
         echo "## midr_el1 (cpu0)"; cat /sys/devices/system/cpu/cpu0/regs/identification/midr_el1 2>&1
-        echo "## nproc"; nproc
+        echo "## nproc"; nproc --all
         echo "## /proc/cpuinfo (cpu0)"; sed -n '1,/^$/p' /proc/cpuinfo
         echo "## /proc/meminfo"; head -5 /proc/meminfo
         echo "## block devices"; ls -l /sys/block/
