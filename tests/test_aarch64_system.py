@@ -253,7 +253,7 @@ def test_collect_reads_a_boot_and_the_report_shows_accuracies_the_estimate_ratio
     assert "module 1 (blocks 0-4) 30.0%" in text and "module 2 (blocks 5-8) 50.0%" in text
     assert "**1.05x**" in text  # 420 MiB estimated against a 400 MiB sampled anonymous peak
     assert "**guest kernel OOM kill** (dmesg): pid 412 `python3`, anon-rss 1800 MiB" in text
-    assert "| 2.14.1 | 2 packages | ok (80 s) | ok (3 s) | ok (900 s), best 50.0% |" in text
+    assert "| 2.14.1 | unfinished | 2 packages | ok (80 s) | ok (3 s) | ok (900 s), best 50.0% |" in text
     assert "digit-0-label0.png\t0\t0.9100" in text
 
 
@@ -277,3 +277,68 @@ def test_collect_of_a_missing_boot_folder_is_a_usage_error(tmp_path, capsys):
         results.main(["collect", str(tmp_path / "nope"), "--name", "x", "--job", "full", "--torch", "2.14.1",
                       "--records", str(tmp_path / "r.jsonl")])
     assert exc.value.code == 2 and "no boot folder" in capsys.readouterr().err
+
+
+initrd = load("initrd")
+
+MODULES_DEP = """kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/mbcache.ko:
+kernel/lib/crc16.ko:
+kernel/drivers/block/virtio_blk.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/net/9p/9pnet_virtio.ko: kernel/net/9p/9pnet.ko
+kernel/net/9p/9pnet.ko:
+"""
+
+
+def test_initrd_loads_each_module_after_its_dependencies_and_only_what_the_root_disk_needs():
+    order = initrd.load_order(initrd.parse_modules_dep(MODULES_DEP), initrd.ROOT_MODULES)
+    names = [initrd.module_name(p) for p in order]
+    assert set(names) == {"virtio_pci", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_blk",
+                          "ext4", "crc16", "mbcache", "jbd2"}  # no 9p; crc32c_generic absent here: skipped
+    for module, deps in (("virtio_pci", ("virtio_pci_legacy_dev", "virtio_pci_modern_dev")),
+                         ("ext4", ("crc16", "mbcache", "jbd2"))):
+        assert all(names.index(d) < names.index(module) for d in deps)
+    assert initrd.module_name("kernel/drivers/net/virtio-net.ko.xz") == "virtio_net"
+
+
+def test_initrd_cpio_is_newc_that_cpio_readers_parse(tmp_path):
+    data = initrd.cpio_newc([("bin", 0o40755, b""), ("bin/hello", 0o100755, b"#!/bin/sh\necho hi\n"),
+                             ("init", 0o100755, b"x" * 5)])
+    entries, pos = [], 0
+    while True:
+        header = data[pos:pos + 110].decode()
+        assert header.startswith("070701") and pos % 4 == 0
+        fields = [int(header[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+        size, namesize = fields[6], fields[11]
+        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        pos = pos + 110 + namesize + (-(110 + namesize) % 4)
+        body = data[pos:pos + size]
+        pos += size + (-size % 4)
+        if name == "TRAILER!!!":
+            break
+        entries.append((name, fields[1], body))
+    assert entries == [("bin", 0o40755, b""), ("bin/hello", 0o100755, b"#!/bin/sh\necho hi\n"), ("init", 0o100755, b"xxxxx")]
+    assert pos == len(data)
+
+
+def test_constraints_pin_a_release_that_passed_every_step_and_name_the_ones_that_died(tmp_path):
+    good = results.collect(_fake_boot(tmp_path / "a"), "full-2.11.0", "full", "2.11.0", "")
+    for step in good["steps"]:
+        step["rc"] = 0
+    good["steps"].append({"step": "export", "rc": 0, "wall_s": 1.0})
+    good["installed"] = ["torch==2.11.0", "torchvision==0.26.0", "numpy==2.4.6"]
+    bad = results.collect(_fake_boot(tmp_path / "b"), "full-2.14.1", "full", "2.14.1", "")
+    bad["steps"][0] = {"step": "smoke", "rc": 132, "smoke": {"died_in_step": "matmul"}}
+    bad["unhandled_signals"] = ["python3[530]: unhandled exception: undefined instruction in libtorch_cpu.so"]
+    assert results.verdict(good)[0] == "good"
+    assert results.verdict(bad) == ("avoid", "Illegal instruction (SIGILL) in `matmul`; dmesg: "
+                                     "python3[530]: unhandled exception: undefined instruction in libtorch_cpu.so")
+    text = results.constraints([good, bad], "2.11.0", "2026-12-01")
+    assert text.endswith("numpy==2.4.6\ntorch==2.11.0\ntorchvision==0.26.0\n")
+    assert "#   torch 2.11.0: runs" in text and "#   torch 2.14.1: AVOID: Illegal instruction (SIGILL) in `matmul`" in text
+    with pytest.raises(SystemExit, match="no `full` boot that passed"):
+        results.constraints([good, bad], "2.14.1", "2026-12-01")

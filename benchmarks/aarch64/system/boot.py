@@ -95,8 +95,13 @@ def outcome(rc: int | None, killed: bool, timed_out: bool, job_rc_exists: bool) 
     return "qemu_failed"
 
 
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)  # run the cleanup below: a background job ignores SIGINT, so TERM it
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     base = os.path.dirname(os.path.abspath(args.record))
     console, monitor = os.path.join(base, "console.log"), os.path.join(base, "monitor.sock")
     argv_q = qemu_argv(args, console, monitor)

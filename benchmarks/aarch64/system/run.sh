@@ -35,6 +35,7 @@ die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 TMP_PATHS=()
 cleanup() {
     local p
+    [[ -n ${BOOT_PID:-} ]] && kill -TERM "$BOOT_PID" 2>/dev/null && wait "$BOOT_PID" 2>/dev/null   # boot.py stops its QEMU
     for p in "${TMP_PATHS[@]}"; do rm -rf "$p"; done
     for p in proc sys dev/pts dev; do   # a chroot step that was interrupted
         mountpoint -q "$CACHE/rootfs.tmp/$p" 2>/dev/null && umount -l "$CACHE/rootfs.tmp/$p"
@@ -110,8 +111,8 @@ torch_disk() {
     log "torch $v + torchvision $tv for linux aarch64 cp311 -> $img"
     "${PIP[@]}" download -q --no-deps -d "$CACHE/wheels" "${PLATFORM[@]}" "torch==$v" "torchvision==$tv"
     local tw tvw reqs
-    tw=$(ls "$CACHE"/wheels/torch-"$v"-cp311-*aarch64*.whl | head -1)
-    tvw=$(ls "$CACHE"/wheels/torchvision-"$tv"-cp311-*aarch64*.whl | head -1)
+    tw=$(ls "$CACHE"/wheels/torch-"$v"-*cp311-*aarch64*.whl | head -1)   # a build tag may follow the version
+    tvw=$(ls "$CACHE"/wheels/torchvision-"$tv"-*cp311-*aarch64*.whl | head -1)
     mapfile -t reqs < <("$PY" "$HERE/wheel_requires.py" --skip torch "$tw" "$tvw")
     "${PIP[@]}" download -q -d "$CACHE/wheels" "${PLATFORM[@]}" "${reqs[@]}" "${EXTRA_DEPS[@]}"
     rm -rf "$site.tmp"
@@ -153,7 +154,10 @@ boot() {
     local rc=0
     "$PY" "$HERE/boot.py" --kernel "$CACHE/disks/vmlinuz" --initrd "$CACHE/disks/initrd.img" \
         --root "$dir/root.qcow2" --disk "$CACHE/disks/torch-$v.img" --share "$share" \
-        --record "$dir/boot.json" --timeout "$BOOT_TIMEOUT" "$@" || rc=$?
+        --record "$dir/boot.json" --timeout "$BOOT_TIMEOUT" "$@" &
+    BOOT_PID=$!
+    wait "$BOOT_PID" || rc=$?
+    BOOT_PID=
     tail -n 20 "$share/out/job.log" 2>/dev/null | sed 's/^/    | /' || true
     "$PY" "$HERE/results.py" collect "$dir" --name "$name" --job "$job" --torch "$v" \
         --qemu "$(qemu-system-aarch64 --version | head -1)" --records "$RECORDS"
