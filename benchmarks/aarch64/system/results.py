@@ -124,7 +124,7 @@ def train_summary(summary: dict | None) -> dict | None:
             "num_train": (summary.get("dataset") or {}).get("num_train")}
 
 
-def collect(boot_dir: Path, name: str, job: str, torch: str, qemu: str) -> dict:
+def collect(boot_dir: Path, name: str, job: str, torch: str, qemu: str, note: str = "", threads: int | None = None) -> dict:
     """One record from the files a boot left behind."""
     out = boot_dir / "share" / "out"
     boot = read_json(boot_dir / "boot.json") or {}
@@ -147,7 +147,7 @@ def collect(boot_dir: Path, name: str, job: str, torch: str, qemu: str) -> dict:
             steps.append({"step": step_name, "rc": None, "unfinished": True, "tail": tail(read_text(log_path)),
                           "samples": len(samples),
                           "peak_rss_anon_bytes": max((r.get("RssAnon", 0) for r in samples), default=None)})
-    return {"name": name, "job": job, "torch": torch, "qemu": qemu,
+    return {"name": name, "job": job, "torch": torch, "qemu": qemu, "note": note, "threads": threads,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "outcome": boot.get("outcome"), "boot_wall_s": boot.get("wall_s"),
             "killed_after_match_s": boot.get("killed_after_match_s"),
@@ -233,11 +233,11 @@ def _run_lines(run: dict | None, step: dict | None) -> list[str]:
 
 
 def _matrix_rows(boots: dict[str, dict]) -> list[str]:
-    rows = ["| torch | verdict | disk (site-packages) | import | `jit.script` | train (`pi4.toml`, rpi4-2gb) | export | predict | dmesg |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for record in boots.values():
-        if record["job"] != "full":
-            continue
+    rows = ["| torch | threads | verdict | disk (site-packages) | import | `jit.script` | train (`pi4.toml`, rpi4-2gb) | export | predict | dmesg |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    # the latest full boot of each release and thread count
+    by_torch = {(r["torch"], r.get("threads")): r for r in boots.values() if r["job"] == "full"}
+    for record in sorted(by_torch.values(), key=lambda r: ([-int(x) for x in r["torch"].split(".")], r.get("threads") or 0)):
         steps = steps_by_name(record)
         smoke = steps.get("smoke")
         parsed = (smoke or {}).get("smoke") or {}
@@ -260,7 +260,7 @@ def _matrix_rows(boots: dict[str, dict]) -> list[str]:
         site = next((s for s in record.get("installed", []) if s.startswith("torch==")), None)
         signals = "; ".join(record.get("unhandled_signals", []))[:200] or "-"
         state = verdict(record)[0]
-        rows.append(f"| {record['torch']} | {'**runs**' if state == 'good' else '**avoid**' if state == 'avoid' else 'unfinished'} | "
+        rows.append(f"| {record['torch']} | {record.get('threads') or '?'} | {'**runs**' if state == 'good' else '**avoid**' if state == 'avoid' else 'unfinished'} | "
                     f"{len(record.get('installed', []))} packages | {smoke_cell('import')} | "
                     f"{smoke_cell('jit_script')} | {train} | {step_cell(steps.get('export'))} | "
                     f"{step_cell(steps.get('predict'))} | {signals} |")
@@ -296,6 +296,8 @@ def report(records: list[dict]) -> str:
         out += [f"### {record['name']} (job `{record['job']}`, torch {record['torch']})", "",
                 f"- ended: **{record.get('outcome')}** after {record.get('boot_wall_s')} s of host time"
                 f" (job started {record.get('uptime_at_job_s')} s after the kernel); job exit {record.get('job_rc')}; recorded {record['time']}"]
+        if record.get("note"):
+            out.append(f"- note: {record['note']}")
         if record.get("killed_after_match_s") is not None:
             out.append(f"- the host sent `quit` on the QEMU monitor {record['killed_after_match_s']} s after module 1's "
                        "result appeared in the log (a power cut: the guest's unwritten pages are lost)")
@@ -346,7 +348,12 @@ def verdict(record: dict) -> tuple[str, str]:
 
 def constraints(records: list[dict], torch: str, date: str) -> str:
     """devices/constraints-rpi4.txt: the measured install of ``torch`` pinned, the releases to avoid named."""
-    boots = {r["torch"]: r for r in latest(records).values() if r["job"] == "full"}
+    full = [r for r in latest(records).values() if r["job"] == "full"]
+    # per release: a boot that passed if any did (with its thread count), else the latest
+    boots: dict[str, dict] = {}
+    for r in full:
+        if r["torch"] not in boots or verdict(boots[r["torch"]])[0] != "good":
+            boots[r["torch"]] = r
     if torch not in boots or verdict(boots[torch])[0] != "good":
         raise SystemExit(f"results.py: torch {torch} has no `full` boot that passed every step")
     lines = ["# A tested install for the Raspberry Pi 4 (Cortex-A72, ARMv8.0; 64-bit OS, Python 3.11):",
@@ -356,7 +363,8 @@ def constraints(records: list[dict], torch: str, date: str) -> str:
              "# -m 2048 (emulated, not a board). Measured releases (registry aarch64 cp311 wheels):"]
     for version, record in sorted(boots.items(), key=lambda kv: [int(x) for x in kv[0].split(".")]):
         state, why = verdict(record)
-        lines.append(f"#   torch {version}: {'runs' if state == 'good' else 'AVOID' if state == 'avoid' else 'not finished'}: {why}")
+        threads = f" ({record['threads']} torch threads)" if record.get("threads") else ""
+        lines.append(f"#   torch {version}{threads}: {'runs' if state == 'good' else 'AVOID' if state == 'avoid' else 'not finished'}: {why}")
     lines.append(f"# Pinned below: torch {torch} and every package its measured install held.")
     pins = [p for p in boots[torch].get("installed", []) if "==" in p]
     return "\n".join(lines + sorted(pins, key=str.lower)) + "\n"
@@ -372,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--torch", required=True)
     c.add_argument("--qemu", default="")
     c.add_argument("--records", type=Path, required=True)
+    c.add_argument("--threads", type=int, help="OMP_NUM_THREADS in the guest")
+    c.add_argument("--note", default="", help="a line for the report (why a boot was stopped)")
     w = sub.add_parser("write", help="write the report from the records")
     w.add_argument("--records", type=Path, required=True)
     w.add_argument("--out", type=Path, required=True)
@@ -387,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "collect":
         if not args.boot_dir.is_dir():
             parser.error(f"no boot folder {args.boot_dir}")
-        record = collect(args.boot_dir, args.name, args.job, args.torch, args.qemu)
+        record = collect(args.boot_dir, args.name, args.job, args.torch, args.qemu, args.note, args.threads)
         with args.records.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"results.py: {args.name}: {record['outcome']}, {len(record['steps'])} steps")

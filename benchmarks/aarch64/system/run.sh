@@ -160,7 +160,7 @@ boot() {
     BOOT_PID=
     tail -n 20 "$share/out/job.log" 2>/dev/null | sed 's/^/    | /' || true
     "$PY" "$HERE/results.py" collect "$dir" --name "$name" --job "$job" --torch "$v" \
-        --qemu "$(qemu-system-aarch64 --version | head -1)" --records "$RECORDS"
+        --qemu "$(qemu-system-aarch64 --version | head -1)" --threads "$THREADS" --records "$RECORDS"
     "$PY" "$HERE/results.py" write --records "$RECORDS" --out "$HERE/RESULTS.md"
     return $rc
 }
@@ -168,14 +168,15 @@ boot() {
 for item in "${STEPS[@]}"; do
     kind=${item%%:*} v=${item#*:}
     torch_disk "$v"
+    t=t$THREADS   # boot names carry the thread count: one release may be measured with several
     case $kind in
-        full) boot "full-$v" full "$v" "" || true ;;
-        oom) boot "oom-$v" oom "$v" "" || true ;;
+        full) boot "full-$v-$t" full "$v" "" || true ;;
+        oom) boot "oom-$v-$t" oom "$v" "" || true ;;
         resume)
-            boot "resume1-$v" resume1 "$v" "" --kill-when 'module 1/2 .*test accuracy' \
-                --kill-file "$CACHE/boots/resume1-$v/share/out/killed.log" --kill-delay "$RESUME_KILL_DELAY" || true
-            mv "$CACHE/boots/resume1-$v/root.qcow2" "$CACHE/boots/resume1-$v.qcow2"
-            boot "resume2-$v" resume2 "$v" "resume1-$v" || true ;;
+            boot "resume1-$v-$t" resume1 "$v" "" --kill-when 'module 1/2 .*test accuracy' \
+                --kill-file "$CACHE/boots/resume1-$v-$t/share/out/killed.log" --kill-delay "$RESUME_KILL_DELAY" || true
+            mv "$CACHE/boots/resume1-$v-$t/root.qcow2" "$CACHE/boots/resume1-$v-$t.qcow2"
+            boot "resume2-$v-$t" resume2 "$v" "resume1-$v-$t" || true ;;
         *) die "unknown step $item (full:V, oom:V or resume:V)" ;;
     esac
 done
