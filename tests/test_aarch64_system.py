@@ -340,5 +340,8 @@ def test_constraints_pin_a_release_that_passed_every_step_and_name_the_ones_that
     text = results.constraints([good, bad], "2.11.0", "2026-12-01")
     assert text.endswith("numpy==2.4.6\ntorch==2.11.0\ntorchvision==0.26.0\n")
     assert "#   torch 2.11.0: runs" in text and "#   torch 2.14.1: AVOID: Illegal instruction (SIGILL) in `matmul`" in text
+    good["threads"], bad["threads"] = 1, 2
+    text = results.constraints([good, bad], "2.11.0", "2026-12-01")
+    assert "#   torch 2.14.1, 2 torch thread(s): AVOID" in text and "measured with OMP_NUM_THREADS=1" in text
     with pytest.raises(SystemExit, match="no `full` boot that passed"):
         results.constraints([good, bad], "2.14.1", "2026-12-01")
