@@ -1,7 +1,8 @@
 """Typed run configuration in sections, validated where it is built; sizes; TOML loading.
 
-A :class:`TrainConfig` is seven small sections, each a dataclass whose fields are documented and
-validated with errors that name the flag:
+A :class:`TrainConfig` is seven small sections, each a dataclass whose fields are documented (one
+line each, :func:`setting`: the CLI's flags and ``--set`` come from them) and validated with errors
+that name the flag:
 
     network   the model and its split into modules      data      the dataset and augmentation
     training  regime, method, tau schedule, epochs       optim     SGD and the learning-rate schedule
@@ -44,6 +45,10 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = (*PRECISIONS, "auto")  # auto: the planner weighs fp32 and bf16
 PIPELINE_SPLITS = ("memory", "equal")
+SPLITS = ("equal", "balanced")
+HEADS = ("auto", "linear")
+INITS = ("default", "orthogonal")
+LOGGERS = ("jsonl", "console", "tensorboard")  # metric sinks (edgetrgl/metrics/)
 
 _UNITS = {
     "": 1, "b": 1,
@@ -94,27 +99,50 @@ def format_bytes(n: int | float | None, binary: bool = True) -> str:
 
 
 # ---- the sections -------------------------------------------------------------------------------
+# A field is one line: ``name: type = setting(default, "help", **how_the_cli_spells_it)``. Its help is
+# its `edgetrgl train --help` text; the CLI (edgetrgl/cli/config_flags.py) derives the flag and the
+# parsing of `--set name=value` from the type, so a new field needs nothing else.
+def setting(default: Any, help: str, **cli: Any) -> Any:
+    """A documented config field.
+
+    Args:
+        default: the value (a list or dict default is copied for every config).
+        help: one line: what the field does (the CLI's help text).
+        cli: how the command line spells it where the type does not say: ``flag`` (another
+            spelling than ``--field-name``), ``choices`` (a tuple, or the name of a registry the CLI
+            reads when it parses), ``metavar``, ``parse="size"`` ("2GB" to bytes), ``extend=True``
+            (a list flag adds to the list instead of replacing it).
+
+    Returns:
+        A :func:`dataclasses.field`.
+    """
+    metadata = {"help": help, **cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class NetworkConfig:
     """The model and how it is split into modules."""
 
-    model: str = "resnet20"  # registry name (`edgetrgl models`); a model you pass in is named by its class
-    model_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the model builder
-    modules: int | str = 4  # K, or "auto": the fewest modules that fit the budget
-    split: str = "equal"  # equal depth, or "balanced" by estimated memory
-    boundaries: list[int] | None = None  # explicit first-block index of modules 2..K
-    head: str = "auto"  # auxiliary classifiers: "auto" (1CNN / token head) or "linear"
-    init: str = "default"  # weight init: "default" or "orthogonal" (the paper's)
-    init_gain: float = 0.1  # gain of the orthogonal init
-    init_from: str | None = None  # fine-tuning: start from a run folder, its model.pt, or a torchvision ResNet state dict
-    freeze_modules: int = 0  # fine-tuning: the first N modules keep their weights
+    model: str = setting("resnet20", "registry name (`edgetrgl models`); a model you pass in is named by its class")
+    model_options: dict[str, Any] = setting({}, "keyword options of the model builder, e.g. '{width = 4}'")
+    modules: int | str = setting(4, "K, the number of modules, or auto: the fewest that fit --budget", metavar="K|auto")
+    split: str = setting("equal", "equal depth, or balanced by estimated memory", choices=SPLITS)
+    boundaries: list[int] | None = setting(None, "explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)", metavar="B2,B3,...")
+    head: str = setting("auto", "auxiliary classifiers: auto (1CNN / token head) or linear", choices=HEADS)
+    init: str = setting("default", "weight init: default, or orthogonal (the paper's, gain --init-gain)", choices=INITS)
+    init_gain: float = setting(0.1, "gain of the orthogonal init")
+    init_from: str | None = setting(None, "fine-tune: start from a run folder, its model.pt, or a torchvision ResNet state dict", metavar="FILE|RUN_DIR")
+    freeze_modules: int = setting(0, "fine-tune: the first N modules keep their weights, the rest train", metavar="N")
 
     def validate(self) -> None:
-        _choice("split", self.split, ("equal", "balanced"))
+        _choice("split", self.split, SPLITS)
         if not isinstance(self.freeze_modules, int) or isinstance(self.freeze_modules, bool) or self.freeze_modules < 0:
             raise UserError(f"--freeze-modules must be a non-negative integer, got {self.freeze_modules!r}")
-        _choice("head", self.head, ("auto", "linear"))
-        _choice("init", self.init, ("default", "orthogonal"))
+        _choice("head", self.head, HEADS)
+        _choice("init", self.init, INITS)
         if self.modules != "auto" and (not isinstance(self.modules, int) or isinstance(self.modules, bool) or self.modules < 1):
             raise UserError(f"--modules must be a positive integer or 'auto', got {self.modules!r}")
         if self.boundaries is not None and not all(isinstance(b, int) for b in self.boundaries):
@@ -125,12 +153,12 @@ class NetworkConfig:
 class DataConfig:
     """Which data, how much of it, and its augmentation."""
 
-    dataset: str = "mnist5k"  # registry name (`edgetrgl datasets`); mnist5k is bundled (offline)
-    data_dir: str | None = None  # torchvision root or ImageFolder root
-    download: bool = False  # let torchvision download the dataset
-    train_fraction: float = 1.0  # train on this stratified fraction of the training split
-    augment: bool = True  # random crop (and flip where valid)
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the dataset loader
+    dataset: str = setting("mnist5k", "registry name (`edgetrgl datasets`); mnist5k is bundled (offline)")
+    data_dir: str | None = setting(None, "dataset root (torchvision sets) or ImageFolder root")
+    download: bool = setting(False, "let torchvision download the dataset")
+    train_fraction: float = setting(1.0, "train on this stratified fraction of the training split")
+    augment: bool = setting(True, "random crop (and flip where valid); --no-augment: none")
+    dataset_options: dict[str, Any] = setting({}, "keyword options of the dataset loader, e.g. '{num_train = 256}'")
 
     def validate(self) -> None:
         if not 0.0 < self.train_fraction <= 1.0:
@@ -141,15 +169,15 @@ class DataConfig:
 class TrainingConfig:
     """The regime, the method and its tau schedule, and how long to train."""
 
-    regime: str = "sequential"  # a registered regime (`edgetrgl train --help`)
-    method: str = "trgl"  # trgl, or vangl (no transport term)
-    tau: float = 10.0  # benchmarks/accuracy: tau 1 loses up to 8 points with many modules and little data
-    tau_schedule: str = "double"  # constant, double (tau/2 for the first half of the modules), multiplier
-    multiplier_step: float = 1.0  # multiplier schedule: lambda grows by h * CE ...
-    multiplier_every: int = 50  # ... every s steps
-    epochs: int = 2  # per module (sequential), per lap (multilap), or in total (e2e, parallel)
-    epochs_step: int = 0  # sequential: module k trains epochs + k * epochs_step
-    laps: int = 2  # multilap: passes over the modules
+    regime: str = setting("sequential", "how the modules train", choices="regimes")
+    method: str = setting("trgl", "trgl, or vangl (no transport term)", choices=METHODS)
+    tau: float = setting(10.0, "transport step size (the paper: 1; benchmarks/accuracy: 1 loses up to 8 points with many modules and little data)")
+    tau_schedule: str = setting("double", "constant; double: tau/2 for the first half of the modules; multiplier", choices=TAU_SCHEDULES)
+    multiplier_step: float = setting(1.0, "multiplier schedule: lambda grows by h * CE ...")
+    multiplier_every: int = setting(50, "... every s steps")
+    epochs: int = setting(2, "per module (sequential), per lap (multilap), or in total (e2e, parallel)")
+    epochs_step: int = setting(0, "sequential: module k trains epochs + k * epochs_step")
+    laps: int = setting(2, "multilap: passes over the modules")
 
     def validate(self) -> None:
         # the regime's name is checked against the registry when the run is planned: the registry
@@ -170,12 +198,12 @@ class TrainingConfig:
 class OptimConfig:
     """SGD with momentum (the paper's optimiser) and the batch."""
 
-    batch_size: int = 128
-    lr: float = 0.05  # peak learning rate
-    lr_schedule: str = "cosine"  # cosine to 0 over each module's steps, or constant (the paper's)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
+    batch_size: int = setting(128, "training batch size")
+    lr: float = setting(0.05, "SGD learning rate (peak of the schedule)")
+    lr_schedule: str = setting("cosine", "cosine to 0 over each module's steps, or constant (the paper's)", choices=LR_SCHEDULES)
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "SGD weight decay")
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy, in [0, 1)")
 
     def validate(self) -> None:
         _positive_ints(self, "batch_size")
@@ -194,17 +222,17 @@ class MemoryConfig:
     device's memory the run may fill. Parsed here, from "2GB" or "800MiB", and nowhere else.
     """
 
-    budget: int | None = None  # bytes; "2GB" / "800MiB" strings are parsed on validation
-    micro_batch: int | None = None  # gradient accumulation over micro-batches (the planner may set it)
-    cache: str = "auto"  # where finished modules' outputs go (sequential, multilap): auto, host, disk, none
-    cache_dtype: str = "fp32"  # storage dtype of the cache: fp32, fp16, bf16, or auto (fp16 when fp32 would leave RAM)
-    cache_views: int = 1  # augmented views cached per training sample
-    cache_dir: str | None = None  # folder of the disk cache (default: <out>/cache)
-    keep_cache: bool = False  # leave the disk cache on disk after the run
-    offload: str = "host"  # where frozen modules go: host memory or disk
-    checkpoint_blocks: bool | str = "auto"  # recompute each block's activations in backward: true, false, or auto (the planner's choice under a budget)
-    precision: str = "fp32"  # autocast of the module step: fp32, bf16, fp16 (with a gradient scaler), or auto (the planner's choice)
-    device_profile: str | None = None  # a board's profile (`edgetrgl devices`) or "auto": see planning/budget.py
+    budget: int | None = setting(None, "memory budget, e.g. 2GB (10^9 bytes), 1.5GiB (2^30), 512MB, 800MiB", parse="size")
+    micro_batch: int | None = setting(None, "accumulate gradients over micro-batches of this size (the planner may set it)")
+    cache: str = setting("auto", "where finished modules' outputs go (sequential, multilap)", choices=CACHE_MODES)
+    cache_dtype: str = setting("fp32", "storage dtype of the cache; auto: fp16 when fp32 would not stay in host memory", choices=CACHE_DTYPES)
+    cache_views: int = setting(1, "augmented views cached per training sample")
+    cache_dir: str | None = setting(None, "folder of the disk cache (default: OUT/cache)", metavar="DIR")
+    keep_cache: bool = setting(False, "leave the disk cache on disk after the run")
+    offload: str = setting("host", "where frozen modules go: host memory or disk", choices=OFFLOAD_MODES)
+    checkpoint_blocks: bool | str = setting("auto", "recompute each block's activations in the module's backward: less memory, more time; auto: the planner uses it under a budget when that is the fastest plan that fits", metavar="on|off|auto")
+    precision: str = setting("fp32", "autocast of the module step (fp16 adds a gradient scaler; auto: the planner weighs fp32 and bf16)", choices=PRECISION_CHOICES)
+    device_profile: str | None = setting(None, "plan for a board (`edgetrgl devices`), or auto: on shared memory the budget is the whole process; without --budget, the board's memory less its OS reserve", metavar="NAME|auto")
 
     def validate(self) -> None:
         _choice("cache", self.cache, CACHE_MODES)
@@ -226,24 +254,31 @@ class MemoryConfig:
 
 @dataclass
 class RunConfig:
-    """Where the run computes and writes, and its seed."""
+    """Where the run computes and writes, its seed, and where its metrics go."""
 
-    device: str = "auto"  # auto (cuda if available), cpu, cuda
-    seed: int = 0
-    out: str = "runs/latest"  # run folder; "" writes nothing
+    device: str = setting("auto", "auto: cuda if available", choices=DEVICES)
+    seed: int = setting(0, "seed of the weights, the data order and the augmentation")
+    out: str = setting("runs/latest", "run folder; \"\" writes nothing", metavar="DIR")
+    loggers: list[str] = setting(["jsonl", "console"], "metric sinks: jsonl (OUT/metrics.jsonl), console, tensorboard (OUT/tb/); the flag adds one, --set loggers=[...] replaces them", flag="--log", extend=True, choices=LOGGERS, metavar="NAME")
 
     def validate(self) -> None:
         _choice("device", self.device, DEVICES)
+        if not isinstance(self.loggers, list) or not all(isinstance(name, str) for name in self.loggers):
+            raise UserError(f"--log/loggers must be a list of sink names, got {self.loggers!r}")
+        for name in self.loggers:
+            _choice("log", name, LOGGERS)
+        if "jsonl" not in self.loggers:  # metrics.jsonl is the run's record: a resume cuts it back to its checkpoint
+            raise UserError(f"loggers must keep jsonl (metrics.jsonl is the run's record), got {self.loggers!r}")
 
 
 @dataclass
 class DistributedConfig:
     """Runs under torchrun (see :mod:`edgetrgl.distributed`); ignored by a single process."""
 
-    data_parallel: bool = False  # every rank trains every module on its shard of each batch (gradients averaged)
-    sync_bn: bool = False  # with data_parallel on GPUs: BatchNorm statistics over the global batch
-    dist_timeout: float = 60.0  # seconds to wait for the other ranks (rendezvous, collectives)
-    pipeline_split: str = "memory"  # pipeline regime: modules per rank balanced by estimated memory, or equal counts
+    data_parallel: bool = setting(False, "every rank trains every module on its shard of each batch (gradients averaged)")
+    sync_bn: bool = setting(False, "with --data-parallel on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    dist_timeout: float = setting(60.0, "seconds to wait for the other ranks (rendezvous, collectives)", metavar="SECONDS")
+    pipeline_split: str = setting("memory", "pipeline regime: modules per rank balanced by estimated memory, or equal counts", choices=PIPELINE_SPLITS)
 
     def validate(self) -> None:
         # data_parallel with a multi-process regime (pipeline) is refused where the regime is looked
@@ -262,6 +297,11 @@ SECTIONS: dict[str, type] = {"network": NetworkConfig, "data": DataConfig, "trai
                              "optim": OptimConfig, "memory": MemoryConfig, "run": RunConfig,
                              "distributed": DistributedConfig}
 _OWNER = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def section_of(name: str) -> str | None:
+    """The section that holds field ``name`` (``"lr"`` -> ``"optim"``), or None for no such field."""
+    return _OWNER.get(name)
 
 
 class TrainConfig:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from edgetrgl.cli.config_flags import HelpFormatter, add_config_flags
+
+SHARED = ("model", "modules", "split", "batch_size", "device")
+
 EPILOG = """examples:
   edgetrgl bench                                    # ResNet-20, 3x32x32, batch 64, K=4, on this machine
   edgetrgl bench --compare e2e,checkpoint,offload --json bench.json --plot bench.png
@@ -21,25 +25,22 @@ than (an estimate counts FLOPs for time).
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="compare peak memory and speed against end-to-end backprop", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     a = p.add_argument
     a("--compare", default="e2e", help="baselines beside ours, e2e[,checkpoint,offload], and variants with step "
       "options, e.g. sequential-trgl+ckpt,sequential-trgl+bf16 (default e2e)")
-    a("--model", default="resnet20", help="model name (see `edgetrgl models`); default resnet20")
     a("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. width=4 (repeatable)")
     a("--image-size", type=int, default=32)
     a("--in-channels", type=int, default=3)
     a("--num-classes", type=int, default=10)
-    a("--batch-size", type=int, default=64)
-    a("--modules", type=int, default=4, help="K, the number of modules (default 4)")
-    a("--split", choices=("equal", "balanced"), default="equal", help="equal-depth or memory-balanced modules")
-    a("--device", choices=("auto", "cpu", "cuda"), default="auto")
     a("--steps", type=int, default=3, help="timed steps per method (default 3; the median is reported)")
     a("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     a("--threads", type=int, help="torch threads in each measuring process (default: torch's choice)")
     a("--estimate", action="store_true", help="estimate peaks with fake tensors instead of running")
     a("--json", metavar="FILE", help="write the results as JSON")
     a("--plot", metavar="FILE.png", help="write a memory-time chart with the Pareto front (needs matplotlib: pip install edgetrgl[plot])")
+    # the settings bench shares with `edgetrgl train`, from the config's fields (a smaller batch by default)
+    add_config_flags(p, only=SHARED, defaults={"batch_size": 64})
     p.set_defaults(handler=run)
 
 
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from edgetrgl.planning.device import resolve_device
 
     methods = parse_methods(args.compare)
+    if not isinstance(args.modules, int):
+        raise UserError(f"--modules must be a positive integer for bench, got {args.modules!r}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be a positive integer, got {args.threads}")
     device = "cpu" if args.estimate else resolve_device(args.device).type  # fake tensors need no device

@@ -32,7 +32,7 @@ from edgetrgl.distributed.link import gather_to_main
 from edgetrgl.distributed.trainer import DistributedTrainer
 from edgetrgl.errors import UserError
 from edgetrgl.memory.process import peak_rss_bytes
-from edgetrgl.metrics import MetricsWriter
+from edgetrgl.metrics import make_logger
 from edgetrgl.network import build_network
 from edgetrgl.planning.run_plan import RunPlan, make_plan
 from edgetrgl.tables import module_table
@@ -131,7 +131,7 @@ def _run(env: DistEnv, cfg: TrainConfig, plan: RunPlan | None, data: tuple, mode
                   else agree(lambda: _layout(cfg, spec, plan, model, world)))
     if state is not None and run_dir is not None and main:
         truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])
-    writer = MetricsWriter(run_dir / "metrics.jsonl" if (run_dir and main) else None, console, quiet or not main)
+    writer = make_logger(cfg, run_dir, console, quiet, main=main)
     if run_dir and state is None and main:
         write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec),
                                              "torchrun_run_id": extra.get("torchrun_run_id", "")})

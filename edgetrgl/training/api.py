@@ -19,7 +19,7 @@ from edgetrgl.data import DataSpec, load_dataset
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import InitPlan, apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
-from edgetrgl.metrics import MetricsWriter
+from edgetrgl.metrics import make_logger
 from edgetrgl.models import BlockNet, create_model
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network as _build_split
@@ -190,7 +190,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, net: ModularNet, data: tuple, run_dir:
         console.print(init.describe())
     if state is not None and run_dir is not None:
         truncate_metrics(run_dir / "metrics.jsonl", state["metrics_bytes"])  # drop records past the checkpoint
-    writer = MetricsWriter(run_dir / "metrics.jsonl" if run_dir else None, console, quiet)
+    writer = make_logger(cfg, run_dir, console, quiet)
     if run_dir and state is None:
         write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec)})
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
     <out>/config.json     the resolved configuration (and the dataset's shape facts)
     <out>/metrics.jsonl   one record per module and epoch
+    <out>/tb/             TensorBoard event files (with --log tensorboard)
     <out>/summary.json    config, per-module test accuracy, best module, wall time, peaks
     <out>/model.pt        the trained modules and heads
     <out>/checkpoint.pt   the last complete checkpoint (see checkpoint.py)
@@ -43,6 +44,7 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
         shutil.rmtree(path / "cache", ignore_errors=True)
+        shutil.rmtree(path / "tb", ignore_errors=True)  # TensorBoard's event files (edgetrgl/metrics/tensorboard.py)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
@@ -53,7 +55,8 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
 
 
 def agreed_changes(saved: Any, changes: dict[str, Any], flag: str) -> dict[str, Any]:
-    """The settings a continued run takes from ``changes``: ``device`` and ``out`` only.
+    """The settings a continued run takes from ``changes``: ``device``, ``out`` and ``loggers`` only
+    (none of them changes what is computed).
 
     Any other setting given again must equal the saved run's; ``"auto"`` (``--modules auto``,
     ``--cache auto``) agrees with whatever it resolved to when the run started, so the same command
@@ -64,7 +67,7 @@ def agreed_changes(saved: Any, changes: dict[str, Any], flag: str) -> dict[str, 
     """
     changed = {}
     for key, value in changes.items():
-        if key in ("device", "out"):
+        if key in ("device", "out", "loggers"):
             changed[key] = value
         elif getattr(saved, key) != value and value != "auto":
             raise UserError(f"{flag}: --{key.replace('_', '-')} {value} contradicts the saved run "
