@@ -8,7 +8,8 @@ SRC=/root/src
 SYS=$SRC/benchmarks/aarch64/system
 RUNS=/root/runs   # on the virtio root disk: the emulated board's SD card
 mkdir -p "$SRC" "$RUNS"
-cp -a /mnt/host/src/. "$SRC/"
+# once per root disk: the second boot of the power-cut case resumes with the code the first ran
+if [[ ! -e $SRC/.copied ]]; then cp -a /mnt/host/src/. "$SRC/" && touch "$SRC/.copied"; fi
 export PYTHONPATH=$SITE:$SRC PATH=$SITE/bin:$PATH PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS
 E=(python3 -m edgetrgl)
 
