@@ -345,3 +345,17 @@ def test_constraints_pin_a_release_that_passed_every_step_and_name_the_ones_that
     assert "#   torch 2.14.1, 2 torch thread(s): AVOID" in text and "measured with OMP_NUM_THREADS=1" in text
     with pytest.raises(SystemExit, match="no `full` boot that passed"):
         results.constraints([good, bad], "2.14.1", "2026-12-01")
+
+
+def test_report_lists_where_the_threaded_smoke_tests_died(tmp_path):
+    (tmp_path / "smoke-2.11.0-t2.json").write_text(json.dumps({
+        "torch": "2.11.0", "threads": 2, "strace": True, "rc": 132, "steps": "STEP import OK import 133.9 STEP matmul ",
+        "where": {"library": "/opt/torch-2.11.0/torch/lib/libnvpl_blas_core.so.0", "symbol": "f+0x28",
+                  "instruction_word": "0xf8e30002", "instruction": "atomic memory operation (LSE, ARMv8.1)"}}))
+    (tmp_path / "smoke-2.11.0-t1.json").write_text(json.dumps({
+        "torch": "2.11.0", "threads": 1, "strace": False, "rc": 0, "steps": "OK import 1.0", "where": None}))
+    rows = results.where_rows(tmp_path)
+    assert "| 2.11.0 | 1 | exit 0 | OK import 1.0 | - |" in rows
+    assert ("| 2.11.0 | 2 | exit 132 | STEP import OK import 133.9 STEP matmul | `libnvpl_blas_core.so.0` `f+0x28`, "
+            "word `0xf8e30002`: atomic memory operation (LSE, ARMv8.1) |") in rows
+    assert results.where_rows(tmp_path / "none") == []

@@ -267,8 +267,30 @@ def _matrix_rows(boots: dict[str, dict]) -> list[str]:
     return rows
 
 
-def report(records: list[dict]) -> str:
-    """RESULTS.md from the records: the latest record of each boot."""
+def where_rows(folder: Path) -> list[str]:
+    """The table of sigill_threads.sh's results (qemu-user smoke tests by thread count), if any."""
+    rows = []
+    for path in sorted(folder.glob("smoke-*.json")):
+        r = read_json(path)
+        if not r:
+            continue
+        where = r.get("where") or {}
+        located = (f"`{Path(where['library']).name}` `{where.get('symbol')}`, word `{where.get('instruction_word')}`: "
+                   f"{where.get('instruction')}") if where.get("library") else "-"
+        rows.append(f"| {r['torch']} | {r['threads']} | {'exit 0' if r['rc'] == 0 else 'exit ' + str(r['rc'])} | "
+                    f"{r.get('steps', '').strip()} | {located} |")
+    if not rows:
+        return []
+    return ["## Where the threaded runs die (qemu-user, the same installs)", "",
+            "`sigill_threads.sh VERSION THREADS` runs `smoke.py` under qemu-user with `QEMU_CPU=cortex-a72` on the "
+            "site-packages of the emulated Pi's torch disk (with the A72's `MIDR_EL1` given to oneDNN), and with "
+            "`STRACE=1` locates the SIGILL with `../where_sigill.py`.", "",
+            "| torch | threads | smoke | steps (seconds, qemu-user) | the instruction that kills it |",
+            "|---|---|---|---|---|", *rows, ""]
+
+
+def report(records: list[dict], where_folder: Path | None = None) -> str:
+    """RESULTS.md from the records (the latest record of each boot) and sigill_threads.sh's results."""
     boots = latest(records)
     first = next(iter(boots.values()), {})
     board = first.get("board") or {}
@@ -327,6 +349,7 @@ def report(records: list[dict]) -> str:
             "disk. import and `jit.script` from `benchmarks/aarch64/smoke.py`; train, export (TorchScript, checked "
             "against the run on the test set) and predict (6 PNG digits) from the `full` job.", "",
             *_matrix_rows(boots), ""]
+    out += where_rows(where_folder or HERE / "where")
     return "\n".join(out)
 
 
