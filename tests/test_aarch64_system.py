@@ -343,6 +343,9 @@ def test_constraints_pin_a_release_that_passed_every_step_and_name_the_ones_that
     good["threads"], bad["threads"] = 1, 2
     text = results.constraints([good, bad], "2.11.0", "2026-12-01")
     assert "#   torch 2.14.1, 2 torch thread(s): AVOID" in text and "measured with OMP_NUM_THREADS=1" in text
+    partial = dict(good, steps=[s for s in good["steps"] if s["step"] != "export"])
+    assert results.verdict(partial) == ("unknown", "not every step ran")
+    assert results.verdict(partial, ("smoke", "train")) == ("good", "smoke, train and predict ran (export not finished)")
     with pytest.raises(SystemExit, match="no `full` boot that passed"):
         results.constraints([good, bad], "2.14.1", "2026-12-01")
 
