@@ -337,11 +337,11 @@ def test_constraints_pin_a_release_that_passed_every_step_and_name_the_ones_that
     assert results.verdict(good)[0] == "good"
     assert results.verdict(bad) == ("avoid", "Illegal instruction (SIGILL) in `matmul`; dmesg: "
                                      "python3[530]: unhandled exception: undefined instruction in libtorch_cpu.so")
-    text = results.constraints([good, bad], "2.11.0", "2026-12-01")
+    text = results.constraints([good, bad], "2.11.0", "2026-12-01", where_folder=tmp_path, qemu_user_results=tmp_path / "none.json")
     assert text.endswith("numpy==2.4.6\ntorch==2.11.0\ntorchvision==0.26.0\n")
     assert "#   torch 2.11.0: runs" in text and "#   torch 2.14.1: AVOID: Illegal instruction (SIGILL) in `matmul`" in text
     good["threads"], bad["threads"] = 1, 2
-    text = results.constraints([good, bad], "2.11.0", "2026-12-01")
+    text = results.constraints([good, bad], "2.11.0", "2026-12-01", where_folder=tmp_path, qemu_user_results=tmp_path / "none.json")
     assert "#   torch 2.14.1, 2 torch thread(s): AVOID" in text and "measured with OMP_NUM_THREADS=1" in text
     partial = dict(good, steps=[s for s in good["steps"] if s["step"] != "export"])
     assert results.verdict(partial) == ("unknown", "not every step ran")

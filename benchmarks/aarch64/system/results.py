@@ -374,7 +374,27 @@ def verdict(record: dict, required: tuple[str, ...] = FULL_STEPS) -> tuple[str, 
     return "unknown", "not every step ran"
 
 
-def constraints(records: list[dict], torch: str, date: str, required: tuple[str, ...] = FULL_STEPS) -> str:
+def qemu_user_lines(where_folder: Path, qemu_user_results: Path) -> list[str]:
+    """Header lines from the qemu-user runs: sigill_threads.sh's, and the one-thread study's SIGILLs on the A72."""
+    lines = []
+    for path in sorted(where_folder.glob("smoke-*.json")):
+        r = read_json(path) or {}
+        where = r.get("where") or {}
+        at = f" at {Path(where['library']).name}, instruction {where.get('instruction_word')} (LSE atomic, ARMv8.1)" if where.get("library") else ""
+        lines.append(f"#   qemu-user, torch {r.get('torch')}, {r.get('threads')} thread(s): "
+                     f"{'smoke test runs' if r.get('rc') == 0 else 'AVOID: exit ' + str(r.get('rc')) + at}")
+    study = read_json(qemu_user_results) or {}
+    for r in study.get("records", []):
+        if r.get("kind") == "smoke" and r.get("cpu") == "cortex-a72" and r.get("outcome") == "sigill":
+            where = r.get("where_sigill") or {}
+            lib = Path(where["library"]).name if where.get("library") else "?"
+            lines.append(f"#   qemu-user, torch {r['torch']}, 1 thread: AVOID: SIGILL in {r.get('died_in_step')} at {lib}, "
+                         f"instruction {where.get('instruction_word')} (LSE atomic, ARMv8.1)")
+    return lines
+
+
+def constraints(records: list[dict], torch: str, date: str, required: tuple[str, ...] = FULL_STEPS,
+                where_folder: Path | None = None, qemu_user_results: Path | None = None) -> str:
     """devices/constraints-rpi4.txt: the measured install of ``torch`` pinned, the releases to avoid named."""
     full = [r for r in latest(records).values() if r["job"] == "full"]
     # per release: a boot that passed if any did (with its thread count), else the latest
@@ -393,6 +413,7 @@ def constraints(records: list[dict], torch: str, date: str, required: tuple[str,
         state, why = verdict(record, required)
         threads = f", {record['threads']} torch thread(s)" if record.get("threads") else ""
         lines.append(f"#   torch {record['torch']}{threads}: {'runs' if state == 'good' else 'AVOID' if state == 'avoid' else 'not finished'}: {why}")
+    lines += qemu_user_lines(where_folder or HERE / "where", qemu_user_results or HERE.parent / "results.json")
     if boots[torch].get("threads"):
         lines.append(f"# The pinned release was measured with OMP_NUM_THREADS={boots[torch]['threads']}: set it so on the board.")
     lines.append(f"# Pinned below: torch {torch} and every package its measured install held.")
