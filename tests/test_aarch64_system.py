@@ -269,7 +269,7 @@ def test_collect_keeps_a_step_the_power_cut_stopped_and_write_keeps_the_latest_b
     assert results.main(["write", "--records", str(records), "--out", str(out)]) == 0
     text = out.read_text()
     assert text.count("### resume1-2.14.1") == 1 and "ended: **powered_off**" in text
-    assert "`killed`: cut off (machine killed)" in text
+    assert "`killed`: no result (cut off by the machine's end, or still running at a snapshot)" in text
 
 
 def test_collect_of_a_missing_boot_folder_is_a_usage_error(tmp_path, capsys):

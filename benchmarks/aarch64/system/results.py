@@ -179,7 +179,7 @@ def step_cell(step: dict | None) -> str:
         return "not run"
     rc = step.get("rc")
     if rc is None:
-        return "cut off (machine killed)"
+        return "no result (cut off by the machine's end, or still running at a snapshot)"
     if rc == 0:
         return f"ok ({step.get('wall_s', 0):.0f} s)"
     if rc == 132:
@@ -316,7 +316,7 @@ def report(records: list[dict], where_folder: Path | None = None) -> str:
     for record in boots.values():
         steps = steps_by_name(record)
         out += [f"### {record['name']} (job `{record['job']}`, torch {record['torch']})", "",
-                f"- ended: **{record.get('outcome')}** after {record.get('boot_wall_s')} s of host time"
+                f"- ended: **{record.get('outcome') or 'not yet (a snapshot of a running boot)'}** after {record.get('boot_wall_s')} s of host time"
                 f" (job started {record.get('uptime_at_job_s')} s after the kernel); job exit {record.get('job_rc')}; recorded {record['time']}"]
         if record.get("note"):
             out.append(f"- note: {record['note']}")
@@ -331,7 +331,7 @@ def report(records: list[dict], where_folder: Path | None = None) -> str:
             if step.get("mem"):
                 out.append(f"  - memory: {_mem_line(step)}")
             if step.get("unfinished"):
-                out.append(f"  - cut off: {step.get('samples')} memory samples, peak `RssAnon` {mib(step.get('peak_rss_anon_bytes'))}")
+                out.append(f"  - unfinished: {step.get('samples')} memory samples, peak `RssAnon` {mib(step.get('peak_rss_anon_bytes'))}")
             if step["step"] in ("detect", "export", "oom-planned", "oom", "killed", "resume") or step.get("rc"):
                 out += ["", "  ```", *("  " + l for l in step.get("tail", [])), "  ```"]
             if step.get("predictions"):
