@@ -8,7 +8,10 @@
 #   benchmarks/aarch64/system/run.sh [STEP ...]
 # STEP: full:VERSION (board facts, smoke, devices detect, the rpi4-2gb profile run, export, predict),
 #   oom:VERSION (e2e ResNet-110 that does not fit 2 GiB), resume:VERSION (power cut, then --resume).
-# Default: full:2.14.1 oom:2.14.1 resume:2.14.1 full:2.11.0 full:2.10.0 full:2.6.0 full:2.4.1.
+# Default: full:2.11.0 oom:2.11.0 resume:2.11.0 full:2.4.1 full:2.14.1 full:2.10.0 full:2.6.0.
+# THREADS (default 1) is the guest's OMP_NUM_THREADS: with 2, torch 2.11.0 and 2.14.1 die of SIGILL
+# in their threaded BLAS (RESULTS.md); each boot's name carries it (full-2.11.0-t1). Several
+# run.sh may run at once (different steps); the records file is appended one line per boot.
 # Cached outside git in $CACHE (root file system, wheels, disk images): delete a piece to rebuild
 # it. Each boot's share (job, logs, memory samples, dmesg) is kept in $CACHE/boots/NAME; its
 # records go to records.jsonl beside this script and RESULTS.md is rewritten after every boot.
@@ -19,13 +22,13 @@ REPO=$(cd "$HERE/../../.." && pwd)
 CACHE=${CACHE:-/var/cache/edgetrgl-aarch64}
 SUITE=bookworm
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-THREADS=${THREADS:-2}            # torch threads in the guest (4 vCPUs on a 2-core shared host)
+THREADS=${THREADS:-1}            # torch threads in the guest (OMP_NUM_THREADS; 4 vCPUs either way)
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-7200}
 RESUME_KILL_DELAY=${RESUME_KILL_DELAY:-30}
 NICE=(nice -n 15)
 RECORDS=$HERE/records.jsonl
 if [[ $# -gt 0 ]]; then STEPS=("$@"); else
-    STEPS=(full:2.14.1 oom:2.14.1 resume:2.14.1 full:2.11.0 full:2.10.0 full:2.6.0 full:2.4.1); fi
+    STEPS=(full:2.11.0 oom:2.11.0 resume:2.11.0 full:2.4.1 full:2.14.1 full:2.10.0 full:2.6.0); fi
 # torchvision 0.(m+15) pairs with torch 2.m; the release that pip resolves for each pair
 declare -A VISION=([2.4.1]=0.19.1 [2.6.0]=0.21.0 [2.10.0]=0.25.0 [2.11.0]=0.26.0 [2.14.1]=0.29.1)
 EXTRA_DEPS=(numpy psutil nvidia-ml-py rich)   # edgetrgl's own, besides torch and torchvision
