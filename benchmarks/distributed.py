@@ -67,15 +67,15 @@ def module_profile(args, toml: Path) -> list[dict]:
     from edgetrgl.config import TrainConfig, load_toml
     from edgetrgl.data import make_loader
     from edgetrgl.metrics import MetricsWriter
-    from edgetrgl.planning.run_plan import make_plan
+    from edgetrgl.training.run import plan_run
     from edgetrgl.step import local_step
-    from edgetrgl.training.api import load_data
+    from edgetrgl.training.loading import load_data
     from edgetrgl.training.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict({**load_toml(toml), "regime": "parallel"})
     train_set, test_set, spec = load_data(cfg)
-    plan, net = make_plan(cfg, spec)
+    plan, net = plan_run(cfg, spec)
     trainer = Trainer(cfg, plan, net, train_set, test_set, MetricsWriter(None, quiet=True))
     x, y = next(iter(make_loader(train_set, cfg.batch_size, shuffle=True, seed=0)))
     profile = []

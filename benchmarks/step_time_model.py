@@ -26,10 +26,10 @@ import torch  # noqa: E402
 
 from edgetrgl import TrainConfig  # noqa: E402
 from edgetrgl.memory.work import Work, count_work  # noqa: E402
-from edgetrgl.planning.run_plan import make_plan  # noqa: E402
+from edgetrgl.training.run import plan_run  # noqa: E402
 from edgetrgl.planning.speed import machine_speed  # noqa: E402
 from edgetrgl.step import local_step, make_sgd  # noqa: E402
-from edgetrgl.training.api import load_data  # noqa: E402
+from edgetrgl.training.loading import load_data  # noqa: E402
 
 SETTINGS = [("resnet20", {}, 128), ("resnet20", {"width": 4}, 64), ("resnet56", {}, 32)]
 
@@ -39,7 +39,7 @@ def measure(precision: str, repeats: int) -> list[dict]:
     for model, options, batch in SETTINGS:
         cfg = TrainConfig(out="", model=model, model_options=options, checkpoint_blocks=False)
         train_set, _, spec = load_data(cfg)
-        _, net = make_plan(cfg, spec)
+        _, net = plan_run(cfg, spec)
         x, y = torch.randn(batch, *train_set[0][0].shape), torch.randint(0, 10, (batch,))
         for k in range(net.num_modules):
             stage, head = net.stages[k], net.heads[k]

@@ -13,8 +13,7 @@ from edgetrgl.export import export_run, predict
 from edgetrgl.models import BlockNet, create_model, list_models
 from edgetrgl.modular import ModularNet, build_modular, split_blocks
 from edgetrgl.training import RunResult, build_network, evaluate, load_run, resume, train
-
-__version__ = "0.1.0"
+from edgetrgl._version import __version__
 
 __all__ = [
     "BlockNet", "ModularNet", "ResidualBlock", "RunResult", "TrainConfig", "UserError",

@@ -206,10 +206,10 @@ import json, sys
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import load_dataset
 from edgetrgl.devices import current_footprint
-from edgetrgl.planning.run_plan import make_plan
+from edgetrgl.training.run import plan_run
 cfg = TrainConfig(model="resnet20", model_options={"width": 4}, dataset="synthetic", modules=3, batch_size=64,
                   device="cpu", out="", device_profile="rpi4-2gb", budget="1500MiB")
-plan, net = make_plan(cfg, load_dataset("synthetic", num_train=64, num_test=32, seed=0)[2])
+plan, net = plan_run(cfg, load_dataset("synthetic", num_train=64, num_test=32, seed=0)[2])
 print(json.dumps({"planned": plan.process["footprint_bytes"], "after": current_footprint().anon_bytes}))
 """
 
@@ -228,11 +228,12 @@ def test_process_footprint_includes_the_planners_own_runtime():
 def test_host_cache_in_the_whole_process_estimate(synthetic_data):
     from edgetrgl.cache.placement import output_elements
     from edgetrgl.network import input_shape
-    from edgetrgl.planning.run_plan import _tensors_and_host_cache, _with_prefetched_inputs, make_plan
+    from edgetrgl.planning.run_plan import _tensors_and_host_cache, _with_prefetched_inputs
+    from edgetrgl.training.run import plan_run
     from tests.conftest import tiny_config
 
     wide = dict(model_options={"width": 32}, device_profile="rpi4-2gb", cache="host")  # ~24 MiB of cached outputs
-    plan, net = make_plan(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
+    plan, net = plan_run(tiny_config(budget="1500MiB", **wide), synthetic_data[2])
     cache = plan.cache.bytes_needed
     assert plan.cache.mode == "host" and cache > 16 * MiB
     elements = output_elements(net, input_shape(synthetic_data[2]))
@@ -252,7 +253,7 @@ def test_host_cache_in_the_whole_process_estimate(synthetic_data):
     # auto moves such a cache to disk; a forced --cache host would be OOM-killed on the board: say so first
     over = plan.process["estimated_peak_bytes"] - cache // 2  # room for the module, not for the cache beside it
     with pytest.raises(UserError, match="--cache disk or auto"):
-        make_plan(tiny_config(budget=str(over), **wide), synthetic_data[2])
+        plan_run(tiny_config(budget=str(over), **wide), synthetic_data[2])
 
 
 # -- startup (issue 9, item 7) ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 from edgetrgl.cli.main import main
 from edgetrgl.config import TrainConfig, load_toml
 from edgetrgl.distributed.checkpoint import COMMIT, load_distributed, part_name
-from edgetrgl.distributed.layout import rank_layout
+from edgetrgl.planning.layout import rank_layout
 from edgetrgl.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,13 +131,13 @@ def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
     from edgetrgl.data import make_loader
     from edgetrgl.distributed.data_parallel import shard_dataset
     from edgetrgl.metrics import MetricsWriter
-    from edgetrgl.planning.run_plan import make_plan
+    from edgetrgl.training.run import plan_run
     from edgetrgl.step import local_step
-    from edgetrgl.training.api import load_data
+    from edgetrgl.training.loading import load_data
     from edgetrgl.training.trainer import Trainer
 
     train_set, test_set, spec = load_data(cfg)
-    plan, net = make_plan(cfg, spec)
+    plan, net = plan_run(cfg, spec)
     trainer = Trainer(cfg, plan, net, train_set, test_set, MetricsWriter(None, quiet=True))
     shards = [shard_dataset(train_set, r, world) for r in range(world)]
     steps = len(shards[0]) // (cfg.batch_size // world)
@@ -150,6 +150,97 @@ def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
                 x, _ = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k),
                                   cfg.label_smoothing)
     return net.state_dict()
+
+
+# ---- one run body: a rank runs what one process runs --------------------------------------------
+def test_torchrun_world_of_one_equals_one_process_for_every_single_process_regime(tmp_path):
+    """The same seed gives the same run whichever way it is started: a torchrun world of one
+    (--data-parallel) and one process run the same body, so every regime's weights, accuracies and
+    epoch records are identical (one thread each, as torchrun's workers)."""
+    from edgetrgl.training import train
+    from tests._dist_one_body_worker import ONE_BODY_REGIMES
+
+    (tmp_path / "tiny.toml").write_text(RESNET + 'dataset = "synthetic"\nmodules = 3\nepochs = 2\nbatch_size = 64\n'
+                                                 'device = "cpu"\n')
+    proc = torchrun(1, str(ROOT / "tests" / "_dist_one_body_worker.py"), str(tmp_path / "ranks"),
+                    str(tmp_path / "tiny.toml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for regime, extra in ONE_BODY_REGIMES:
+            cfg = TrainConfig.from_dict({**load_toml(tmp_path / "tiny.toml"), "regime": regime, **extra})
+            train(cfg, out=tmp_path / "one" / regime, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    for regime, _ in ONE_BODY_REGIMES:
+        assert_identical(tmp_path / "ranks" / regime, tmp_path / "one" / regime)
+        assert summary(tmp_path / "ranks" / regime)["world_size"] == 1
+
+
+def test_torchrun_fine_tunes_records_phases_and_bounds_every_ranks_allocator(tmp_path):
+    """What the torchrun copy of the run used to drop: --init-from (the frozen prefix keeps the
+    source's weights), the summary's phases, and the allocator bound of a whole-process budget on
+    every rank, not only on rank 0 (which plans)."""
+    from edgetrgl.training import train
+
+    (tmp_path / "tiny.toml").write_text(RESNET)
+    values = {**load_toml(tmp_path / "tiny.toml"), "dataset": "synthetic", "modules": 3, "epochs": 1,
+              "batch_size": 64, "device": "cpu", "regime": "parallel"}
+    train(TrainConfig.from_dict(values), out=tmp_path / "source", quiet=True)
+    out = tmp_path / "run"
+    proc = torchrun(2, "-m", "edgetrgl", "train", *COMMON, "--config", str(tmp_path / "tiny.toml"), "--regime",
+                    "parallel", "--data-parallel", "--init-from", str(tmp_path / "source"), "--freeze-modules", "1",
+                    "--device-profile", "rpi4-2gb", "--budget", "1500MiB", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result, source, tuned = summary(out), weights(tmp_path / "source"), weights(out)
+    assert result["init_from"]["loaded_tensors"] > 0
+    frozen = [k for k in source if k.startswith(("stages.0.", "heads.0."))]
+    assert frozen and all(torch.equal(tuned[k], source[k]) for k in frozen)
+    assert any(not torch.equal(tuned[k], source[k]) for k in source if k.startswith("stages.2."))
+    assert {"steps", "data", "evaluate", "other"} <= set(result["phases_s"]) and result["phases_s"]["steps"] > 0
+    assert [r["rank"] for r in result["ranks"]] == [0, 1]
+    assert all("128 KiB" in (r["allocator"] or "") for r in result["ranks"]), result["ranks"]
+
+
+def test_a_ranks_trainer_restores_the_phases_on_resume(synthetic_data):
+    from edgetrgl.distributed.env import DistEnv
+    from edgetrgl.distributed.trainer import DistributedTrainer
+    from edgetrgl.metrics import MetricsWriter
+    from edgetrgl.training.run import plan_run
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(regime="parallel", data_parallel=True, epochs=1)
+    train_set, test_set, spec = synthetic_data
+
+    def trainer():
+        plan, net = plan_run(cfg, spec)
+        return DistributedTrainer(cfg, plan, net, train_set, test_set, MetricsWriter(None, quiet=True),
+                                  env=DistEnv(0, 1, 0, torch.device("cpu")), layout=[range(3)], saved_cfg=cfg)
+
+    state = trainer().state_dict()
+    state.update(phases_s={"steps": 12.5, "data": 1.5, "evaluate": 0.5, "cache_fill": 0.0, "checkpoint": 0.25},
+                 serial=3)
+    resumed = trainer()
+    resumed.load_state_dict(state)
+    assert resumed.phases.totals["steps"] == 12.5 and resumed.phases.totals["checkpoint"] == 0.25
+    assert resumed.serial == 3
+
+
+def test_resuming_a_torchrun_run_keeps_the_head_factory(tmp_path, monkeypatch):
+    """``edgetrgl.resume(..., head_factory=f)`` of a torchrun run hands f to the ranks' resume (which
+    runs the one body, where the heads are built from it)."""
+    import edgetrgl.distributed.run as ranks
+    from edgetrgl.training import resume
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": TrainConfig(data_parallel=True).to_dict()}))
+    seen = {}
+    monkeypatch.setattr(ranks, "resume", lambda run_dir, **options: seen.update(options) or "resumed")
+    factory = lambda shape, classes: torch.nn.Identity()  # noqa: E731
+    assert resume(run, head_factory=factory) == "resumed"
+    assert seen["head_factory"] is factory
 
 
 # ---- bad input: one line, non-zero exit ----------------------------------------------------------

@@ -1,7 +1,10 @@
 """The package's import graph: layers import downward only, and there is no cycle (STYLE.md 12).
 
-Every ``edgetrgl`` import in the source is read with ``ast`` (module level and inside functions;
-``if TYPE_CHECKING:`` blocks are type hints, not imports). A new package must be given a layer here.
+Every ``edgetrgl`` import statement in the source is read with ``ast``: at module level and inside
+functions (a lazy import is still an import: it runs, and a circle through it is a circle);
+``if TYPE_CHECKING:`` blocks are type hints, not imports. ``from edgetrgl.x import y`` also
+imports the submodule ``edgetrgl.x.y`` where there is one, and importing ``edgetrgl.x.y`` runs
+``edgetrgl/x/__init__.py`` first. A new package must be given a layer here.
 """
 
 from __future__ import annotations
@@ -9,25 +12,30 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import edgetrgl
 
 ROOT = Path(edgetrgl.__file__).parent
 
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = [
-    ["edgetrgl.errors", "edgetrgl._faults", "edgetrgl.config"],
+    ["edgetrgl.errors", "edgetrgl._faults", "edgetrgl._version", "edgetrgl.config"],
     ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data",
      "edgetrgl.transport", "edgetrgl.precision"],
-    ["edgetrgl.modular", "edgetrgl.block_checkpoint", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics", "edgetrgl.tables", "edgetrgl.plots"],
+    ["edgetrgl.modular", "edgetrgl.block_checkpoint", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics",
+     "edgetrgl.tables", "edgetrgl.plots"],
     ["edgetrgl.memory", "edgetrgl.network", "edgetrgl.devices"],
+    ["edgetrgl.planning", "edgetrgl.finetune"],  # the plan is data: it imports no training code
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
-     "edgetrgl.training.run_lock"],
-    ["edgetrgl.distributed"],  # torchrun's process group, the pipeline's links, checkpoint parts, shards
-    ["edgetrgl.training.regimes"],
-    ["edgetrgl.planning", "edgetrgl.finetune"],
-    ["edgetrgl.training.trainer", "edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training",
-     "edgetrgl.distributed.trainer", "edgetrgl.distributed.run"],
+     "edgetrgl.training.run_lock", "edgetrgl.training.phases", "edgetrgl.training.loading",
+     "edgetrgl.training.results"],
+    ["edgetrgl.training.regimes"],  # the loops (the pipeline's links are handed to it by its trainer)
+    ["edgetrgl.training.trainer"],
+    ["edgetrgl.training.run"],  # the one run body, and the single-process hooks
+    ["edgetrgl.distributed"],  # torchrun: the process group, links, checkpoint parts, a rank's hooks
+    ["edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training"],  # the front door
     ["edgetrgl.bench", "edgetrgl.export", "edgetrgl"],
     ["edgetrgl.cli", "edgetrgl.__main__"],
 ]
@@ -43,37 +51,81 @@ def layer_of(module: str) -> int:
     return found
 
 
-def module_name(path: Path) -> str:
-    parts = ["edgetrgl", *path.relative_to(ROOT).with_suffix("").parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def module_names(root: Path, package: str) -> dict[str, Path]:
+    """``{dotted name: path}`` of every module of the package in ``root``."""
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = [package, *path.relative_to(root).with_suffix("").parts]
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
 
 
-def imports(path: Path) -> list[tuple[str, bool]]:
-    """``(imported module, at module level)`` for every edgetrgl import outside TYPE_CHECKING."""
-    tree = ast.parse(path.read_text())
+def imports(path: Path, package: str, known: set[str]) -> list[tuple[str, bool]]:
+    """``(imported module, at module level)`` for every import of ``package`` outside TYPE_CHECKING,
+    with the submodules that ``from package.x import y`` names."""
     found: list[tuple[str, bool]] = []
+    own = lambda name: name == package or name.startswith(package + ".")  # noqa: E731
 
     def visit(node: ast.AST, top: bool) -> None:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             return
         if isinstance(node, ast.Import):
-            found.extend((a.name, top) for a in node.names if a.name.startswith("edgetrgl"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgetrgl") and node.level == 0:
+            found.extend((a.name, top) for a in node.names if own(a.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and own(node.module) and node.level == 0:
             found.append((node.module, top))
+            found.extend((f"{node.module}.{a.name}", top) for a in node.names if f"{node.module}.{a.name}" in known)
         inner = top and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
             visit(child, inner)
 
-    visit(tree, True)
+    visit(ast.parse(path.read_text()), True)
     return found
 
 
-SOURCES = {module_name(p): p for p in ROOT.rglob("*.py")}
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """``{module: modules it imports}``, lazy imports included, each import also running the
+    ``__init__`` of every package above the imported module (not the top package's: every module is
+    inside it, so the edge would say nothing)."""
+    sources = module_names(root, package)
+    graph: dict[str, set[str]] = {}
+    for name, path in sources.items():
+        targets = set()
+        for target, _ in imports(path, package, set(sources)):
+            parts = target.split(".")
+            targets |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}  # parents' __init__, then itself
+        graph[name] = {t for t in targets if t in sources and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (``[a, b, ..., a]``), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+SOURCES = module_names(ROOT, "edgetrgl")
 
 
 def test_layers_import_downward_only():
     upward = [f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})"
-              for name, path in SOURCES.items() for target, _ in imports(path)
+              for name, path in SOURCES.items() for target, _ in imports(path, "edgetrgl", set(SOURCES))
               if layer_of(target) > layer_of(name)]
     assert not upward, "\n".join(upward)
 
@@ -85,33 +137,57 @@ def test_no_private_names_cross_packages():
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgetrgl"):
                 package = ".".join(node.module.split(".")[:2])
                 for alias in node.names:
-                    if alias.name.startswith("_") and not name.startswith(package):
+                    if alias.name.startswith("_") and not name.startswith(package) and alias.name != "__version__":
                         crossing.append(f"{name} imports {node.module}.{alias.name}")
     assert not crossing, "\n".join(crossing)
 
 
-def test_no_import_cycles():
-    graph = {name: {t for t, top in imports(path) if top and t in SOURCES and t != name} for name, path in SOURCES.items()}
-    for name, path in SOURCES.items():  # "from edgetrgl.x import y" may name the submodule edgetrgl.x.y
-        tree = ast.parse(path.read_text())
-        for node in tree.body:
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgetrgl"):
-                graph[name] |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in SOURCES}
-    state: dict[str, int] = {}
-    stack: list[str] = []
+def test_no_import_cycles_lazy_imports_included():
+    cycle = find_cycle(import_graph(ROOT, "edgetrgl"))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
 
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
+def test_the_graph_sees_the_run_body_shared_below_both_ways_of_running():
+    graph = import_graph(ROOT, "edgetrgl")
+    assert "edgetrgl.training.run" in graph["edgetrgl.distributed.run"]  # torchrun runs the one body
+    assert "edgetrgl.training.run" in graph["edgetrgl.training.api"]
+    assert not any(t.startswith(("edgetrgl.training", "edgetrgl.distributed")) for t in graph["edgetrgl.planning.run_plan"])
+    assert not any(t.startswith("edgetrgl.distributed") for t in graph["edgetrgl.training.regimes.pipeline"])
+
+
+def _fake_package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "fakepkg"
+    for name, text in {"__init__.py": "", **files}.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    return pkg
+
+
+@pytest.mark.parametrize("lazy_in", ["function", "method", "nested function"])
+def test_a_lazy_import_circle_is_caught(tmp_path, lazy_in):
+    """a imports b at module level; b imports a only inside a function: still a circle."""
+    body = {
+        "function": "def f():\n    from fakepkg.a import A\n    return A\n",
+        "method": "class B:\n    def f(self):\n        import fakepkg.a\n        return fakepkg.a\n",
+        "nested function": "def f():\n    def g():\n        from fakepkg import a\n        return a\n    return g\n",
+    }[lazy_in]
+    pkg = _fake_package(tmp_path, {"a.py": "from fakepkg.b import f\nA = 1\n", "b.py": body})
+    graph = import_graph(pkg, "fakepkg")
+    assert graph["fakepkg.b"] == {"fakepkg.a"} and graph["fakepkg.a"] == {"fakepkg.b"}
+    assert find_cycle(graph) == ["fakepkg.a", "fakepkg.b", "fakepkg.a"]
+    found = imports(pkg / "b.py", "fakepkg", set(module_names(pkg, "fakepkg")))
+    assert found and not any(top for _, top in found)  # every import of b is lazy, and counted
+
+
+def test_a_circle_through_a_package_init_is_caught_and_type_hints_are_not_imports(tmp_path):
+    pkg = _fake_package(tmp_path, {
+        "sub/__init__.py": "from fakepkg.sub.low import x\n",
+        "sub/low.py": "x = 1\n",
+        "top.py": "from fakepkg.sub.low import x\n",  # runs sub/__init__.py on the way
+        "hints.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fakepkg.top import x\n",
+    })
+    (pkg / "sub" / "low.py").write_text("def later():\n    import fakepkg.top\n")
+    graph = import_graph(pkg, "fakepkg")
+    assert graph["fakepkg.top"] == {"fakepkg.sub", "fakepkg.sub.low"} and graph["fakepkg.hints"] == set()
+    cycle = find_cycle(graph)
+    assert cycle and cycle[0] == cycle[-1] and {"fakepkg.sub.low", "fakepkg.top"} <= set(cycle)

@@ -115,10 +115,11 @@ def test_cache_dtype_auto_halves_the_cache_only_when_fp32_would_leave_host_memor
 
 
 def test_a_plan_saved_before_the_step_options_takes_them_from_its_config(synthetic_data):
-    from edgetrgl.planning.run_plan import RunPlan, make_plan
+    from edgetrgl.planning.run_plan import RunPlan
+    from edgetrgl.training.run import plan_run
 
     cfg = tiny_config(checkpoint_blocks=True, precision="bf16")
-    plan, _ = make_plan(cfg, synthetic_data[2])
+    plan, _ = plan_run(cfg, synthetic_data[2])
     old = {k: v for k, v in plan.to_dict().items() if k not in ("checkpoint_blocks", "precision")}
     restored = RunPlan.from_dict(old, config=cfg)
     assert restored.checkpoint_blocks is True and restored.precision == "bf16"

@@ -128,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     sampler._thread.start()
 
     import edgetrgl.planning.run_plan as run_plan
-    import edgetrgl.training.api as api
+    import edgetrgl.training.run as run_body
     import edgetrgl.training.checkpoint as checkpoint  # noqa: F401  (the trainer's checkpoint goes through Trainer)
     import edgetrgl.training.inputs as inputs
     import edgetrgl.training.regimes.sequential as sequential
     import edgetrgl.training.trainer as trainer
     from edgetrgl.cli.main import main as cli_main
 
-    sampler.wrap(api, "load_data", "load data")
-    sampler.wrap(api, "make_plan", "make_plan")
+    sampler.wrap(run_body, "load_data", "load data")
+    sampler.wrap(run_body, "make_plan", "make_plan")
     sampler.wrap(sequential, "run_epoch", lambda trainer_, **kw: f"module {kw['modules'][0] + 1} train")
     sampler.wrap(trainer.Trainer, "accuracy", lambda self, k, batches, **_: f"module {k + 1} evaluate")
     sampler.wrap(inputs.ModuleInputs, "module_done", lambda self, k, **_: f"module {k + 1} cache write")

@@ -29,6 +29,9 @@ class CachePlan:
         keep: leave disk caches on disk at the end.
         bytes_needed: the largest cache the run holds (one module's outputs: train views + test set).
         reason: why ``mode`` was chosen.
+        ram_limit: on memory shared with the compute device, the RAM a host cache may use at most
+            (the budget less the module being trained); None: separate host RAM. A fallback to
+            host memory later in the run (a full disk) respects it too.
     """
 
     requested: str
@@ -40,6 +43,7 @@ class CachePlan:
     keep: bool
     bytes_needed: int
     reason: str
+    ram_limit: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +74,13 @@ def cache_bytes_needed(net: ModularNet, input_shape: tuple[int, ...], num_sample
     return max(output_elements(net, input_shape)) * num_samples * STORAGE_DTYPES[dtype].itemsize
 
 
+def host_memory_for_cache(ram_limit: int | None) -> int:
+    """The RAM a host cache may count on now: what is available, capped by the plan's ``ram_limit``.
+    A cache goes there only if it takes under half of it (the rest is for the run)."""
+    available = psutil.virtual_memory().available
+    return available if ram_limit is None else min(available, ram_limit)
+
+
 def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cache: bool, net: ModularNet,
                input_shape: tuple[int, ...], num_train: int, num_test: int, folder: Path | None, scratch: bool,
                ram_limit: int | None) -> CachePlan:
@@ -98,18 +109,16 @@ def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cach
 
     def plan(mode: str, reason: str, need: int = 0) -> CachePlan:
         return CachePlan(requested, mode, dtype, views, str(folder) if folder is not None else None, scratch, keep,
-                         need, reason)
+                         need, reason, ram_limit)
 
     if not needs_cache:
-        return CachePlan(requested, "none", dtype, views, None, False, keep, 0, "the regime needs no cache")
+        return CachePlan(requested, "none", dtype, views, None, False, keep, 0, "the regime needs no cache", ram_limit)
     need = cache_bytes_needed(net, input_shape, num_train * views + num_test, dtype)
     if requested != "auto":
         if requested == "disk" and folder is None:
             return plan("host", "no folder for a disk cache: using host memory", need)
         return plan(requested, f"requested ({format_bytes(need)} at most)", need)
-    available = psutil.virtual_memory().available
-    if ram_limit is not None:
-        available = min(available, ram_limit)
+    available = host_memory_for_cache(ram_limit)
     if need < available // 2:
         return plan("host", f"{format_bytes(need)} fits in host memory ({format_bytes(available)} available)", need)
     if folder is not None:

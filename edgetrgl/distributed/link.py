@@ -55,20 +55,6 @@ class Link:
         return x, y, [dist.irecv(x, src=self.prev), dist.irecv(y, src=self.prev)]
 
 
-@torch.no_grad()
-def input_shape(net, first: int, dataset) -> tuple[int, ...]:
-    """Shape (without the batch) of module ``first``'s input: a probe through the modules before it."""
-    x = dataset.batch(torch.arange(min(2, len(dataset))))[0] if hasattr(dataset, "batch") else \
-        torch.stack([dataset[i][0] for i in range(min(2, len(dataset)))])
-    for k in range(first):
-        stage = net.stages[k]
-        was_training = stage.training
-        stage.eval()  # the probe must not move BatchNorm running statistics
-        x = stage.to("cpu")(x)
-        stage.train(was_training)
-    return tuple(x.shape[1:])
-
-
 def gather_to_main(items: list) -> list:
     """Concatenate every rank's list on rank 0, in rank order (other ranks get [])."""
     gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from edgetrgl.distributed.checkpoint import save_distributed
 from edgetrgl.distributed.env import DistEnv
-from edgetrgl.distributed.link import gather_to_main
+from edgetrgl.distributed.link import Link, gather_to_main
 from edgetrgl.training.trainer import Trainer
 
 
@@ -54,17 +52,21 @@ class DistributedTrainer(Trainer):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)  # the same state as one process's, phases included
+        self.serial = state["serial"]
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """This rank's part: its modules' weights and optimizers only."""
         missing, unexpected = self.net.load_state_dict(state["net"], strict=False)
         if unexpected or any(name.startswith(self._prefixes()) for name in missing):
             raise RuntimeError(f"rank {self.env.rank}: checkpoint part does not match its modules")
         for optimizer, saved in zip(self.optimizers, state["optimizers"]):
             if saved is not None:
                 optimizer.load_state_dict(saved)
-        self.tau.load_state_dict(state["tau"])
-        self.modules = state["modules"]
-        self.position = dict(state["position"])
-        self.serial = state["serial"]
-        torch.set_rng_state(state["rng"]["torch"])
+
+    def open_link(self, in_shape: tuple[int, ...]) -> Link:
+        """The pipeline's traffic with the neighbouring ranks, for inputs of ``in_shape`` (no batch)."""
+        return Link(self.env.rank, self.env.world_size, in_shape, self.device)
 
     def log_epoch(self, k: int, epoch: int, lap: int, tally, started: float) -> None:
         if not self.is_pipeline:  # every rank trains every module: rank 0's records speak for all

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from edgetrgl._version import __version__
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import FileImageDataset, load_dataset
 from edgetrgl.errors import UserError
@@ -113,8 +114,6 @@ def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "tor
 
 def run_metadata(run, k: int, class_names: list[str] | None = None) -> dict[str, Any]:
     """What a deployment needs to feed module k's early exit: input shape, scale, classes."""
-    import edgetrgl
-
     spec = run.spec
     return {
         "format": METADATA_FORMAT, "model": run.config.model, "dataset": spec.name,
@@ -124,7 +123,7 @@ def run_metadata(run, k: int, class_names: list[str] | None = None) -> dict[str,
                   "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
                   "normalised_inside": True},
         "test_accuracy": run.modules[k]["test_accuracy"],
-        "versions": {"edgetrgl": edgetrgl.__version__, "torch": torch.__version__},
+        "versions": {"edgetrgl": __version__, "torch": torch.__version__},
     }
 
 

@@ -11,8 +11,6 @@ Both steps are split so that a bad file fails before anything on disk changes:
 
 from __future__ import annotations
 
-import copy
-
 from edgetrgl.config import TrainConfig
 from edgetrgl.finetune.freeze import check_freeze, freeze, freeze_prefix
 from edgetrgl.step import frozen_step
@@ -20,13 +18,13 @@ from edgetrgl.finetune.mapping import InitPlan, plan_init
 from edgetrgl.finetune.sources import InitSource, read_source
 
 
-def plan_finetune(cfg: TrainConfig, spec, model=None) -> InitPlan | None:
-    """Check ``freeze_modules`` and map ``init_from`` onto the network ``cfg`` builds; change nothing.
+def plan_finetune(cfg: TrainConfig, net, model_name: str) -> InitPlan | None:
+    """Check ``freeze_modules`` and map ``init_from`` onto the run's network; change nothing.
 
     Args:
-        cfg: the run's configuration (``modules`` already resolved by the planner).
-        spec: the dataset's ``DataSpec``.
-        model: the user's own ``BlockNet``, if any (copied, never modified).
+        cfg: the run's configuration with the plan's modules (``modules``, ``boundaries`` resolved).
+        net: the network the plan built (read, never modified: the weights load in :func:`apply_finetune`).
+        model_name: the registry name, or your own network's name (the source's must match it).
 
     Returns:
         The weights to load (None without ``init_from``).
@@ -38,14 +36,7 @@ def plan_finetune(cfg: TrainConfig, spec, model=None) -> InitPlan | None:
     check_freeze(cfg)
     if not cfg.init_from:
         return None
-    from edgetrgl.network import build_network
-    from edgetrgl.training.regimes import get_regime
-
-    source = read_source(cfg.init_from)
-    modular = get_regime(cfg.regime).traits.modular
-    net = build_network(cfg.network, spec, copy.deepcopy(model) if model is not None else None,
-                        num_modules=cfg.modules if modular else 1, boundaries=cfg.boundaries if modular else None)
-    return plan_init(net, source, cfg.model if model is None else model.name)
+    return plan_init(net, read_source(cfg.init_from), model_name)
 
 
 def apply_finetune(net, cfg: TrainConfig, init: InitPlan | None) -> dict | None:

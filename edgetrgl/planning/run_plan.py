@@ -18,18 +18,20 @@ import torch
 
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.memory.estimate import estimate_parallel
+from edgetrgl.devices.process import ProcessFacts
+from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
 from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_blocknet, build_network, input_shape
 from edgetrgl.planning.budget import Budget
+from edgetrgl.planning.layout import rank_layout
 from edgetrgl.precision import autocast_for
 from edgetrgl.cache.placement import CachePlan, output_elements, plan_cache
 from edgetrgl.cache.prefetch import prefetch_depth
 from edgetrgl.planning.device import memory_kind, resolve_device
 from edgetrgl.planning.speed import machine_speed
-from edgetrgl.training.regimes import Regime, get_regime
+from edgetrgl.planning.traits import RegimeTraits
 
 
 @dataclass
@@ -51,6 +53,11 @@ class RunPlan:
     process: dict[str, Any] | None = None  # with a shared-memory device profile: the whole-process budget and its parts
     checkpoint_blocks: bool = False  # the step recomputes each block's activations in backward
     precision: str = "fp32"  # the step's autocast (resolved: never "auto")
+    layout: list[list[int]] | None = None  # multi-process regimes: [first, stop) of the modules of each rank
+
+    @property
+    def rank_ranges(self) -> list[range] | None:
+        return [range(a, b) for a, b in self.layout] if self.layout else None
 
     @property
     def budget_policy(self) -> Budget:
@@ -59,10 +66,6 @@ class RunPlan:
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
-
-    @property
-    def regime_spec(self) -> Regime:
-        return get_regime(self.regime)
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -88,15 +91,23 @@ class RunPlan:
         return RunPlan.from_dict(values)
 
 
-def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
-              run_dir: Path | None = None) -> tuple[RunPlan, ModularNet]:
+def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Path | None = None, *,
+              traits: RegimeTraits, world_size: int = 1,
+              process: ProcessFacts | None = None) -> tuple[RunPlan, ModularNet]:
     """Plan the run and build its network (weights seeded by ``cfg.seed``).
 
+    Measures nothing in this process and imports no training code: what it needs about the regime
+    and the process comes in as data.
+
     Args:
-        cfg: the user's configuration (not modified).
+        cfg: the user's configuration (not modified); ``cfg.regime`` names the regime.
         spec: the data's DataSpec.
         model: your own BlockNet, or None for ``cfg.model``.
         run_dir: the run folder, or None (then a disk cache gets a temporary folder).
+        traits: the regime's traits (``get_regime(cfg.regime).traits``).
+        world_size: the ranks a multi-process regime spreads its modules over (the plan's layout).
+        process: with ``--device-profile``, what :func:`edgetrgl.devices.process.prepare_process` resolved
+            and :func:`~edgetrgl.devices.process.measure_footprint` measured.
 
     Returns:
         ``(plan, net)``.
@@ -105,13 +116,12 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
         UserError: an unknown regime, no CUDA for ``--device cuda``, a plan that fits nothing (the
             message names the smallest budget that would fit), or data that does not fit the model.
     """
-    regime = get_regime(cfg.regime)
     device = resolve_device(cfg.device)
     if cfg.precision != "auto":
         autocast_for(cfg.precision, device)  # an fp16 this torch cannot autocast on the CPU: say so before training
     kind = memory_kind(device)
     notes: list[str] = []
-    process = _process_budget(cfg, spec, model, notes) if cfg.device_profile else None
+    process = _process_budget(cfg, spec, model, notes, facts=process) if cfg.device_profile else None
     if process is not None and process["scope"] == "device":  # a dedicated GPU's profile: its memory is the budget
         cfg, process = cfg.replace(budget=process["budget_bytes"]), None
     elif process is not None:
@@ -119,7 +129,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
         cfg = cfg.replace(budget=process["tensor_budget_bytes"], offload=process["offload"])
     budget = Budget(cfg.budget, kind)
     try:
-        modules = _plan_modules(cfg, regime, spec, model, notes, device)
+        modules = _plan_modules(cfg, traits, spec, model, notes, device)
     except NoPlanFits as exc:
         if process is None:
             raise
@@ -132,20 +142,20 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
     num_modules, boundaries, micro, estimates = modules.num_modules, modules.boundaries, modules.micro_batch, modules.estimates
     net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed)
     num_modules = net.num_modules
-    folder, scratch = _cache_folder(cfg, regime, run_dir)
+    folder, scratch = _cache_folder(cfg, traits, run_dir)
     module_peak = estimates["estimated_peak_bytes"] if estimates else 0
     ram_limit = None
     if budget.limited and kind == "shared":
         # one DRAM: the host cache lives beside the module being trained, inside the same budget
         ram_limit = max(0, budget.bytes - module_peak)
     cache = plan_cache(requested=cfg.cache, dtype=cfg.cache_dtype, views=cfg.cache_views if cfg.augment else 1,
-                       keep=cfg.keep_cache, needs_cache=regime.traits.needs_cache, net=net,
+                       keep=cfg.keep_cache, needs_cache=traits.needs_cache, net=net,
                        input_shape=input_shape(spec), num_train=spec.num_train, num_test=spec.num_test,
                        folder=folder, scratch=scratch, ram_limit=ram_limit)
-    if (cfg.cache == "auto" or cfg.cache_dtype == "auto") and regime.traits.needs_cache:
+    if (cfg.cache == "auto" or cfg.cache_dtype == "auto") and traits.needs_cache:
         notes.append(f"cache {cache.mode}: {cache.reason}")
     offload = cfg.offload if cache.mode != "none" else "none"
-    if not regime.traits.needs_cache:
+    if not traits.needs_cache:
         offload = "none"
     if process is not None:
         elements = output_elements(net, input_shape(spec)) if cache.mode != "none" else []  # probed once
@@ -161,39 +171,46 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None,
                             f"budget of at least {format_bytes(need)}")
     if budget.limited:
         notes.append(f"budget: {budget.describe()}")
+    layout = None
+    if traits.multi_process:
+        layout, estimates = _rank_layout(cfg, spec, model, modules, world_size, net.num_modules, boundaries)
     name = model.name if model is not None else cfg.model
-    plan = RunPlan(regime=regime.name, model=name, device=str(device), memory_kind=kind, budget=cfg.budget,
+    plan = RunPlan(regime=cfg.regime, model=name, device=str(device), memory_kind=kind, budget=cfg.budget,
                    num_modules=num_modules, boundaries=boundaries, micro_batch=micro, cache=cache, offload=offload,
                    estimates=estimates, notes=notes, process=process, checkpoint_blocks=modules.checkpoint_blocks,
-                   precision=modules.precision)
+                   precision=modules.precision, layout=layout)
     return plan, net
 
 
-def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[str]) -> dict[str, Any]:
+def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[str],
+                    facts: ProcessFacts | None) -> dict[str, Any]:
     """``--device-profile``: what the whole process may use, and the part of it left for tensors.
 
     On a shared-memory board the kernel's OOM killer ends the process, so the budget covers all of
-    it: the runtime's own footprint (measured now, after imports and data: anonymous memory, as the
-    kernel's cgroup counts it), the network's weights kept in RAM (frozen modules), the tensors of
-    the module being trained and the host cache. When the weights do not leave room, the frozen
-    modules go to disk.
-    """
-    from edgetrgl.devices import current_footprint, detect, get_profile, resolve_budget
+    it: the runtime's own footprint (measured by the caller after imports, data and the planner's
+    first estimate: anonymous memory, as the kernel's cgroup counts it), the network's weights kept
+    in RAM (frozen modules), the tensors of the module being trained and the host cache. When the
+    weights do not leave room, the frozen modules go to disk.
 
-    profile = detect().profile if cfg.device_profile == "auto" else get_profile(cfg.device_profile)
-    resolved = resolve_budget(profile, cfg.budget)
+    Raises:
+        ValueError: ``facts`` missing, or without the footprint of a whole-process budget (a
+            programming error: see :mod:`edgetrgl.devices.process`).
+    """
+    if facts is None:
+        raise ValueError("--device-profile needs the process's facts: edgetrgl.devices.process.prepare_process")
+    resolved = facts.budget
     notes.extend(resolved.warnings)
-    process: dict[str, Any] = {"profile": profile.name, "scope": resolved.scope, "budget_bytes": resolved.budget_bytes,
-                               "source": resolved.source, "meaning": resolved.meaning}
+    process: dict[str, Any] = {"profile": resolved.profile, "scope": resolved.scope,
+                               "budget_bytes": resolved.budget_bytes, "source": resolved.source,
+                               "meaning": resolved.meaning}
     if resolved.scope != "process":
         return process
-    from edgetrgl.devices.allocator import bound_allocator_slack
-
-    allocator = bound_allocator_slack()  # freed heap would otherwise count against the budget (allocator.py)
+    if facts.footprint_bytes is None:
+        raise ValueError("a whole-process budget needs the footprint: edgetrgl.devices.process.measure_footprint")
+    allocator = facts.allocator  # bounded in every rank before planning (devices/process.py)
     if allocator:
         notes.append(allocator)
-    _warm_planner(cfg, spec, model)  # the planner's own runtime stays in the process: measure it too
-    footprint = current_footprint().anon_bytes
+    footprint = facts.footprint_bytes
     blocknet = build_blocknet(cfg.network, spec, model)
     parts = [blocknet.stem, *blocknet.blocks]
     weights = sum(t.numel() * t.element_size() for m in parts for t in [*m.parameters(), *m.buffers()])
@@ -211,7 +228,7 @@ def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[
     return process
 
 
-def _warm_planner(cfg: TrainConfig, spec, model: BlockNet | None) -> None:
+def warm_planner(cfg: TrainConfig, spec, model: BlockNet | None = None) -> None:
     """One fake-tensor estimate of a 2-sample step, so the footprint measured next includes the planner.
 
     The first estimate imports torch._dynamo, sympy and ~900 other modules and fills dispatch
@@ -265,7 +282,7 @@ class _Modules:
     precision: str
 
 
-def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None, notes: list[str],
+def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet | None, notes: list[str],
                   device: torch.device) -> _Modules:
     """K, boundaries, micro-batch, the step's options (checkpointing inside modules, precision) and
     the estimates behind them.
@@ -276,31 +293,33 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
     only checked for them (with checkpointing inside the network if ``auto`` and that is what fits).
     An ``auto`` option the planner did not weigh resolves to off / fp32.
     """
-    if not regime.traits.modular:
+    if not traits.modular:
         k, bounds = 1, None
     else:
         k, bounds = cfg.modules, cfg.boundaries
-    if cfg.modules == "auto" and not regime.traits.plans_budget:
-        raise UserError(f"--modules auto is for regimes that plan modules against a budget, not {regime.name}")
+    if cfg.modules == "auto" and not traits.plans_budget:
+        raise UserError(f"--modules auto is for regimes that plan modules against a budget, not {cfg.regime}")
     # checkpointing only ever saves memory at a cost in time: weigh it when there is a budget to meet
     ckpt = cfg.checkpoint_blocks if cfg.budget is not None else cfg.checkpoint_blocks is True
     plain_ckpt, plain_precision = ckpt is True, "fp32" if cfg.precision == "auto" else cfg.precision
     wants_plan = (cfg.budget is not None or cfg.split == "balanced" or cfg.modules == "auto"
-                  or (cfg.precision == "auto" and regime.traits.plans_budget))
+                  or (cfg.precision == "auto" and traits.plans_budget))
     if not wants_plan:
         return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
-    transport = cfg.method == "trgl" and regime.traits.transport
+    transport = cfg.method == "trgl" and traits.transport
 
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b)
 
     num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
-    if not regime.traits.plans_budget:
+    if not traits.plans_budget:
         step_options = dict(precision=plain_precision, checkpoint_blocks=plain_ckpt)
-        if regime.traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
+        if traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
             bounds = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=k, split="balanced",
                                   transport=transport, **step_options).boundaries or None
+        if traits.multi_process:  # the modules are spread over the ranks: each rank is checked (_rank_layout)
+            return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
         peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport,
                                  **step_options).peak_bytes
         if cfg.budget is not None and peak > cfg.budget and ckpt == "auto":
@@ -311,7 +330,7 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
                              f"{format_bytes(peak)} without")
                 peak, plain_ckpt = with_ckpt, True
         if cfg.budget is not None and peak > cfg.budget:
-            raise UserError(f"the {regime.name} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
+            raise UserError(f"the {cfg.regime} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
         return _Modules(k, bounds, cfg.micro_batch, {"estimated_peak_bytes": peak, "modules": None}, plain_ckpt,
                         plain_precision)
@@ -325,9 +344,44 @@ def _plan_modules(cfg: TrainConfig, regime: Regime, spec, model: BlockNet | None
                     plan.precision)
 
 
-def _cache_folder(cfg: TrainConfig, regime: Regime, run_dir: Path | None) -> tuple[Path | None, bool]:
+def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modules, world_size: int,
+                 num_modules: int, boundaries: list[int] | None) -> tuple[list[list[int]], dict | None]:
+    """Which modules each rank trains, and (with a budget) each rank checked against it.
+
+    The weights of ``--pipeline-split memory`` and the check are the planner's fake-tensor peaks of
+    training each module alone, with the plan's step options; a rank holds all of its modules (their
+    weights, gradients and optimizer state stay resident), so its need is counted as the sum of
+    theirs (a safe side: only one module's activations are alive at a time).
+
+    Raises:
+        UserError: more ranks than modules, or a rank whose modules do not fit the budget.
+    """
+    rank_layout(num_modules, world_size)  # more ranks than modules: say so before estimating anything
+    peaks = None
+    if cfg.pipeline_split == "memory" or cfg.budget is not None:
+        def build() -> ModularNet:
+            return build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries)
+
+        batch_shape = (modules.micro_batch or cfg.batch_size, *input_shape(spec))
+        peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, cfg.method == "trgl",
+                                                           precision=modules.precision,
+                                                           checkpoint_blocks=modules.checkpoint_blocks)]
+    ranks = rank_layout(num_modules, world_size, peaks if cfg.pipeline_split == "memory" else None)
+    if peaks is None:
+        return [[r.start, r.stop] for r in ranks], modules.estimates
+    needs = [sum(peaks[k] for k in r) for r in ranks]
+    for rank, (r, need) in enumerate(zip(ranks, needs)):
+        if cfg.budget is not None and need > cfg.budget:
+            raise UserError(f"pipeline rank {rank} trains module(s) {r.start + 1}-{r.stop} and needs about "
+                            f"{format_bytes(need)} ({need / 1e9:.3g} GB), over the budget of {format_bytes(cfg.budget)}: "
+                            f"use more ranks (--nproc-per-node), more --modules, or --pipeline-split memory")
+    estimates = {"estimated_peak_bytes": max(needs), "modules": None, "module_peaks": peaks, "rank_peaks": needs}
+    return [[r.start, r.stop] for r in ranks], estimates
+
+
+def _cache_folder(cfg: TrainConfig, traits: RegimeTraits, run_dir: Path | None) -> tuple[Path | None, bool]:
     """``--cache-dir``, else the run folder's ``cache/``, else (no run folder) a temporary folder."""
-    if not regime.traits.needs_cache:
+    if not traits.needs_cache:
         return None, False
     if cfg.cache_dir:
         return Path(cfg.cache_dir), False

@@ -21,9 +21,10 @@ from rich.console import Console
 
 from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
+from edgetrgl.heads import HeadFactory
 from edgetrgl.models import BlockNet
-from edgetrgl.tables import module_table
-from edgetrgl.training.api import RunResult, runs_on_ranks, load_run, resume, train
+from edgetrgl.training.results import RunResult, load_run, print_result
+from edgetrgl.training.run import resume_in_process, runs_on_ranks, train_in_process
 from edgetrgl.training.run_dir import RUN_FILES, agreed_changes, read_json
 from edgetrgl.training.run_lock import hold_run_dir
 
@@ -53,7 +54,8 @@ def run_state(run_dir: str | Path) -> str:
 
 def train_or_resume(cfg: TrainConfig | None = None, *, out: str | Path | None = None,
                     changes: dict[str, Any] | None = None, model: BlockNet | None = None, data: tuple | None = None,
-                    quiet: bool = False, console: Console | None = None) -> RunResult:
+                    quiet: bool = False, console: Console | None = None,
+                    head_factory: HeadFactory | None = None) -> RunResult:
     """Start, resume or report the run in ``out``, whichever its folder calls for (see the module doc).
 
     Args:
@@ -61,7 +63,7 @@ def train_or_resume(cfg: TrainConfig | None = None, *, out: str | Path | None = 
         out: the run folder (default ``cfg.out``).
         changes: the settings the user gave, checked against a saved run as ``resume`` checks them
             (default: every field of ``cfg`` that differs from ``TrainConfig()``).
-        model, data, quiet, console: as for :func:`edgetrgl.train`.
+        model, data, quiet, console, head_factory: as for :func:`edgetrgl.train`.
 
     Returns:
         The :class:`RunResult`: of the run trained now, or of the finished run as :func:`load_run` reads it.
@@ -82,31 +84,27 @@ def train_or_resume(cfg: TrainConfig | None = None, *, out: str | Path | None = 
     console = console or Console(stderr=True)
     run_dir = Path(out)
     if run_dir.is_dir() and run_state(run_dir) == FINISHED:  # a reader: no lock, nothing written
-        return _finished(run_dir, changes, model, quiet, console)
+        return _finished(run_dir, changes, model, head_factory, quiet, console)
+    options = dict(model=model, data=data, quiet=quiet, console=console, head_factory=head_factory)
     with hold_run_dir(run_dir):
         state = run_state(run_dir)  # again, under the lock: another process may have moved it on
         if state == FINISHED:
-            return _finished(run_dir, changes, model, quiet, console)
+            return _finished(run_dir, changes, model, head_factory, quiet, console)
         if state == UNFINISHED:
             if (run_dir / "config.json").exists():  # checked here to name --auto-resume in the message
                 agreed_changes(TrainConfig.from_dict(read_json(run_dir / "config.json")["config"]), changes, FLAG)
-            return resume(run_dir, changes=changes, model=model, data=data, quiet=quiet, console=console)
+            return resume_in_process(run_dir, changes=changes, **options)
         if state == NO_CHECKPOINT and not quiet:
             console.print(f"{run_dir} holds no checkpoint yet (the run was stopped before its first one): starting again")
-        return train(cfg, out=run_dir, overwrite=state == NO_CHECKPOINT, model=model, data=data, quiet=quiet,
-                     console=console)
+        return train_in_process(cfg, out=run_dir, overwrite=state == NO_CHECKPOINT, **options)
 
 
-def _finished(run_dir: Path, changes: dict[str, Any], model: BlockNet | None, quiet: bool,
-              console: Console) -> RunResult:
-    """A finished run: check the settings agree, print its results, return it as load_run reads it."""
+def _finished(run_dir: Path, changes: dict[str, Any], model: BlockNet | None, head_factory: HeadFactory | None,
+              quiet: bool, console: Console) -> RunResult:
+    """A finished run: check the settings agree, print its results (as the run printed them), return
+    it as load_run reads it."""
     agreed_changes(TrainConfig.from_dict(read_json(run_dir / "summary.json")["config"]), changes, FLAG)
-    result = load_run(run_dir, model)
+    result = load_run(run_dir, model, head_factory)
     if not quiet:
-        cfg = result.config
-        console.print(module_table(result.modules, f"{cfg.model} / {cfg.regime} / {result.spec.name}", cfg.budget))
-        best, last = result.best_module, result.last_module
-        console.print(f"the run in {run_dir} has already finished: best module {best['module']}: "
-                      f"{100 * best['test_accuracy']:.2f}%   last module {last['module']}: "
-                      f"{100 * last['test_accuracy']:.2f}%   wall time {result.wall_time_s:.1f} s")
+        print_result(console, result, heading=f"the run in {run_dir} has already finished: ")
     return result

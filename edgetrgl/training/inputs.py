@@ -16,7 +16,6 @@ import errno
 from pathlib import Path
 from typing import Callable, Iterator
 
-import psutil
 import torch
 from torch import nn
 
@@ -26,7 +25,7 @@ from edgetrgl.cache.activation_cache import CacheCorrupt
 from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
 from edgetrgl.data._seeding import derive_seed
-from edgetrgl.cache.placement import CachePlan
+from edgetrgl.cache.placement import CachePlan, host_memory_for_cache
 from edgetrgl.step import count_correct
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -176,10 +175,11 @@ class ModuleInputs:
         return True
 
     def _fall_back(self, k: int) -> None:
-        """The disk is full: keep the cache in host memory if it fits there (the plan's size, in its
-        storage dtype), else recompute the prefix."""
+        """The disk is full: keep the cache in host memory if it fits there as the plan measures it
+        (its size in its storage dtype, under half of the RAM the plan lets it use), else recompute
+        the prefix."""
         need = self.plan.bytes_needed
-        if need < psutil.virtual_memory().available // 2:
+        if need < host_memory_for_cache(self.plan.ram_limit) // 2:
             self.mode = "host"
         else:
             self.mode = "none"

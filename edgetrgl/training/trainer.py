@@ -26,6 +26,7 @@ from edgetrgl.planning.run_plan import RunPlan
 from edgetrgl.step import count_correct, make_sgd, set_lr
 from edgetrgl.training.checkpoint import save_checkpoint
 from edgetrgl.training.phases import PhaseClock
+from edgetrgl.training.regimes import get_regime
 
 __all__ = ["BudgetExceeded", "Interrupted", "NonFiniteLoss", "Trainer"]
 
@@ -57,7 +58,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, plan: RunPlan, net: ModularNet, train_set, test_set, writer: MetricsWriter,
                  run_dir: str | Path | None = None) -> None:
         self.cfg, self.plan = cfg, plan
-        self.regime = plan.regime_spec
+        self.regime = get_regime(plan.regime)
         self.net = net
         self.train_set, self.test_set = train_set, test_set
         self.writer = writer
@@ -110,14 +111,19 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
-            optimizer.load_state_dict(saved)
+        """Continue from a checkpoint: weights, optimizers, multipliers, records, position, RNG, phases."""
+        self.load_weights(state)
         self.tau.load_state_dict(state["tau"])
         self.modules = state["modules"]
         self.position = dict(state["position"])
         torch.set_rng_state(state["rng"]["torch"])
         self.phases.restore(state.get("phases_s"))
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """The network's and the optimizers' part of :meth:`load_state_dict`."""
+        self.net.load_state_dict(state["net"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
 
     def net_state(self) -> dict[str, torch.Tensor]:
         """The whole network's weights on the CPU, including modules offloaded to disk."""

@@ -16,32 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgetrgl.errors import UserError
+from edgetrgl.planning.traits import RegimeTraits  # plain data, below the planner
 
 if TYPE_CHECKING:
     from edgetrgl.training.trainer import Trainer
 
+__all__ = ["BUILTIN", "Regime", "RegimeTraits", "get_regime", "regime_names", "regimes", "register", "unregister"]
+
 BUILTIN = ("e2e", "parallel", "sequential", "multilap", "pipeline")  # one line per regime file in this folder
-
-
-@dataclass(frozen=True)
-class RegimeTraits:
-    """What a regime needs from the rest of the package.
-
-    Attributes:
-        modular: split into K modules with a head each (False: one module and one head, as e2e).
-        needs_cache: trains one module at a time and reads the finished modules' outputs from the
-            activation cache (so it has a cache plan, offloading, and a per-module position).
-        plans_budget: the planner may choose K, boundaries and micro-batch to fit a budget
-            (otherwise a budget is only checked against one step of the whole network).
-        multi_process: runs as several processes under torchrun.
-        transport: has a transport term when the method is TRGL (e2e: never).
-    """
-
-    modular: bool
-    needs_cache: bool
-    plans_budget: bool
-    multi_process: bool = False
-    transport: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +48,11 @@ def register(regime: Regime) -> Regime:
     """Add (or replace) a regime; returns it, so a regime file can write ``REGIME = register(...)``."""
     _REGISTRY[regime.name] = regime
     return regime
+
+
+def unregister(name: str) -> None:
+    """Remove a regime added with :func:`register` (a test undoes its toy regime with it)."""
+    _REGISTRY.pop(name, None)
 
 
 def _load_builtin() -> None:

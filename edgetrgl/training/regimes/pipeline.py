@@ -10,7 +10,9 @@ works on batch t-1. With the same seed and data order the weights equal the sing
 ``parallel`` regime's (bit for bit on the CPU at the same thread count).
 
 The trainer is a :class:`edgetrgl.distributed.trainer.DistributedTrainer` (``owned``, ``env``),
-built by :mod:`edgetrgl.distributed.run`; its checkpoints and epoch records are collective.
+built by :mod:`edgetrgl.distributed.run`; its checkpoints and epoch records are collective, and it
+opens the link to the neighbouring ranks (``trainer.open_link``): this loop, below the
+distributed layer, only calls it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import torch
 
 from edgetrgl.data import make_loader
-from edgetrgl.distributed.link import Link, input_shape
 from edgetrgl.errors import UserError
 from edgetrgl.step import local_step
 from edgetrgl.training.epoch import run_epoch
@@ -32,7 +33,7 @@ def run(trainer) -> None:
     cfg, net, device, owned = trainer.cfg, trainer.net, trainer.device, trainer.owned
     for k in owned:
         net.stages[k].to(device), net.heads[k].to(device)
-    link = Link(trainer.env.rank, trainer.env.world_size, input_shape(net, owned.start, trainer.train_set), device)
+    link = trainer.open_link(module_input_shape(net, owned.start, trainer.train_set))
     n, steps_per_epoch = len(trainer.train_set), trainer.steps_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
     clock = trainer.start_module_clock()
@@ -75,7 +76,7 @@ def run(trainer) -> None:
         trainer.modules[k]["test_accuracy"] = accuracies[k]
 
 
-def evaluate(trainer, link: Link) -> dict[int, float]:
+def evaluate(trainer, link) -> dict[int, float]:
     """Test accuracy of every owned head, the test set flowing through the pipeline once."""
     cfg, net, device = trainer.cfg, trainer.net, trainer.device
     n = len(trainer.test_set)
@@ -95,6 +96,20 @@ def evaluate(trainer, link: Link) -> dict[int, float]:
             link.send(x, y)
         link.flush()
     return {k: c / max(n, 1) for k, c in correct.items()}
+
+
+@torch.no_grad()
+def module_input_shape(net, first: int, dataset) -> tuple[int, ...]:
+    """Shape (without the batch) of module ``first``'s input: a probe through the modules before it."""
+    x = dataset.batch(torch.arange(min(2, len(dataset))))[0] if hasattr(dataset, "batch") else \
+        torch.stack([dataset[i][0] for i in range(min(2, len(dataset)))])
+    for k in range(first):
+        stage = net.stages[k]
+        was_training = stage.training
+        stage.eval()  # the probe must not move BatchNorm running statistics
+        x = stage.to("cpu")(x)
+        stage.train(was_training)
+    return tuple(x.shape[1:])
 
 
 REGIME = Regime("pipeline", run, RegimeTraits(modular=True, needs_cache=False, plans_budget=False, multi_process=True),

@@ -1,4 +1,7 @@
-"""Which modules each pipeline rank owns: contiguous groups, equal or balanced by estimated memory."""
+"""Which modules each pipeline rank owns: contiguous groups, equal or balanced by estimated memory.
+
+Part of the plan (``RunPlan.layout``), decided once with the modules' estimates it already has.
+"""
 
 from __future__ import annotations
 
@@ -32,17 +35,3 @@ def rank_layout(num_modules: int, world_size: int, weights: list[int] | None = N
         starts = [0] + linear_partition(list(weights), [0] * num_modules, world_size)
     stops = starts[1:] + [num_modules]
     return [range(a, b) for a, b in zip(starts, stops)]
-
-
-def module_weights(cfg, spec, plan, model=None) -> list[int]:
-    """Estimated peak bytes of training each module of the planned split alone (the memory
-    planner's fake-tensor estimate)."""
-    from edgetrgl.memory.estimate import estimate_sequential
-    from edgetrgl.network import build_network, input_shape
-
-    def build():
-        return build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries)
-
-    batch_shape = (plan.micro_batch or cfg.batch_size, *input_shape(spec))
-    peaks = estimate_sequential(build, batch_shape, spec.num_classes, cfg.method == "trgl")
-    return [p.peak_bytes for p in peaks]
