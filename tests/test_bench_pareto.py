@@ -62,7 +62,7 @@ def test_bad_variant_is_a_user_error(name, message):
 
 
 @pytest.mark.parametrize("compare, message", [
-    ("e2e,sequential-zip+ckpt", "--compare takes e2e, checkpoint, offload, or one of ours"),
+    ("e2e,sequential-zip+ckpt", "--compare takes e2e, checkpoint, offload, or parallel-/sequential-<objective>"),
     ("checkpoint+ckpt", "--compare: method 'checkpoint+ckpt': +ckpt is for edgetrgl's methods"),
 ])
 def test_bad_compare_is_one_line_and_exit_2(compare, message, capsys):

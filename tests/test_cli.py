@@ -66,7 +66,7 @@ def test_models_and_datasets_list():
     (["--regime", "sideways"], "invalid choice"),
     pytest.param(["--device", "cuda"], "--device cuda was requested but no CUDA GPU is available",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")),
-    (["--lr", "0"], "--lr must be greater than zero"),
+    (["--lr", "0"], "--lr must be a finite number greater than 0, got 0.0"),
     (["--config", "/nonexistent/run.toml"], "not found"),
     (["--train-fraction", "1.5"], "train-fraction"),
 ])

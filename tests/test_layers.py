@@ -22,7 +22,7 @@ ROOT = Path(edgetrgl.__file__).parent
 LAYERS = [
     ["edgetrgl.errors", "edgetrgl._faults", "edgetrgl._version", "edgetrgl.config"],
     ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data",
-     "edgetrgl.transport", "edgetrgl.precision"],
+     "edgetrgl.transport", "edgetrgl.precision", "edgetrgl.objectives"],
     ["edgetrgl.modular", "edgetrgl.block_checkpoint", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics",
      "edgetrgl.tables", "edgetrgl.plots"],
     ["edgetrgl.memory", "edgetrgl.network", "edgetrgl.devices"],
@@ -30,7 +30,7 @@ LAYERS = [
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
      "edgetrgl.training.run_lock", "edgetrgl.training.phases", "edgetrgl.training.loading",
-     "edgetrgl.training.results"],
+     "edgetrgl.training.results", "edgetrgl.training.images"],
     ["edgetrgl.training.regimes"],  # the loops (the pipeline's links are handed to it by its trainer)
     ["edgetrgl.training.trainer"],
     ["edgetrgl.training.run"],  # the one run body, and the single-process hooks

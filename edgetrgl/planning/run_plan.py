@@ -12,13 +12,12 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.devices.process import ProcessFacts
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
 from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
@@ -33,6 +32,9 @@ from edgetrgl.cache.prefetch import prefetch_depth
 from edgetrgl.planning.device import memory_kind, resolve_device
 from edgetrgl.planning.speed import machine_speed
 from edgetrgl.planning.traits import RegimeTraits
+
+if TYPE_CHECKING:  # devices/ is imported only by a run that has a profile: `import edgetrgl` stays light
+    from edgetrgl.devices.process import ProcessFacts
 
 
 @dataclass

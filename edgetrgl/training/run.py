@@ -15,12 +15,11 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
 from edgetrgl.config import TrainConfig
-from edgetrgl.devices.process import ProcessFacts, measure_footprint, prepare_process
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
@@ -39,6 +38,9 @@ from edgetrgl.training.results import RunResult, describe_position, over_ranks, 
 from edgetrgl.training.run_dir import agreed_changes, prepare_run_dir, save_weights, truncate_metrics, write_json
 from edgetrgl.training.run_lock import hold_run_dir
 from edgetrgl.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from edgetrgl.devices.process import ProcessFacts
 
 
 class OneProcess:
@@ -104,7 +106,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     model = with_head_factory(model, head_factory, cfg, spec)
     run_cfg, train_set, plan_spec = ranks.shard(cfg, train_set, spec)
     # every rank bounds its own allocator (process-wide); the planning rank measures its footprint
-    process = prepare_process(cfg.device_profile, cfg.budget) if cfg.device_profile else None
+    process = _prepare_process(cfg) if cfg.device_profile else None
     if state is None:
         plan, net = ranks.plan(lambda: plan_run(run_cfg, plan_spec, model, run_dir, world_size=ranks.world_size,
                                                 process=process))
@@ -189,7 +191,9 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pat
     """
     traits = get_regime(cfg.regime).traits
     if cfg.device_profile:
-        process = process or prepare_process(cfg.device_profile, cfg.budget)
+        from edgetrgl.devices.process import measure_footprint  # only with a profile: `import edgetrgl` stays light
+
+        process = process or _prepare_process(cfg)
         process = measure_footprint(process, warm=lambda: warm_planner(cfg, spec, model))
     return make_plan(cfg, spec, model, run_dir, traits=traits, world_size=world_size, process=process)
 
@@ -240,3 +244,10 @@ def resume_in_process(run_dir: str | Path, *, changes: dict[str, Any] | None = N
 
 
 __all__ = ["OneProcess", "as_planned", "plan_run", "resume_in_process", "run", "runs_on_ranks", "train_in_process"]
+
+
+def _prepare_process(cfg: TrainConfig) -> ProcessFacts:
+    """``--device-profile``: the profile resolved and the allocator bounded, on every rank."""
+    from edgetrgl.devices.process import prepare_process  # only with a profile: `import edgetrgl` stays light
+
+    return prepare_process(cfg.device_profile, cfg.budget)

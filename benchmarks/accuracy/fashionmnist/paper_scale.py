@@ -66,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto: cuda where there is one")
     parser.add_argument("--set", type=json.loads, default={}, metavar="JSON", help="extra TrainConfig fields")
-    parser.add_argument("--results", type=Path, default=HERE / "results" / "paper_scale")
+    parser.add_argument("--results", "--out", dest="results", type=Path, default=HERE / "results" / "paper_scale",
+                        help="folder of runs.jsonl (benchmarks/gpu/run.sh passes its results folder as --out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run of every code path (ResNet-20 width 4, 1%% of the data, K=2, 1 epoch): the "
+                             "CPU check of benchmarks/gpu/run.sh --quick")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.model, args.ks, args.epochs, args.fraction = "resnet20", "2", 1, 0.01
+        args.methods, args.set = "trgl-tau1", {"model_options": {"width": 4}, **args.set}
     deadline = time.monotonic() + args.budget_s
     cells = grid(args.model, args.fraction, [int(k) for k in args.ks.split(",")], args.methods.split(","),
                  args.seeds, args.epochs, args.regime)
