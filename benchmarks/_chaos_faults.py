@@ -125,18 +125,7 @@ def checkpoint_intact(run_dir: Path) -> str:
 
 
 def warnings_logged(run_dir: Path) -> list[str]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a kill: the next resume truncates it away
-        if record.get("event") == "warning":
-            out.append(record.get("message", ""))
-    return out
+    return [r.get("message", "") for r in _records(run_dir) if r.get("event") == "warning"]
 
 
 # ---- the single-process faults (the run under --auto-resume, as the systemd unit runs it) -------
@@ -365,5 +354,5 @@ def _records(run_dir: Path) -> list[dict]:
         try:
             out.append(json.loads(line))
         except ValueError:
-            pass
+            pass  # a line cut by a kill: the next resume truncates it away
     return out
