@@ -175,3 +175,23 @@ def test_worker_main_writes_user_errors_and_keeps_tracebacks(tmp_path, capsys):
 
     assert worker_main(crash, ["--payload", str(payload), "--out", str(tmp_path / "none.json")]) == 1
     assert "KeyError" in capsys.readouterr().err and not (tmp_path / "none.json").exists()
+
+
+def test_a_torch_without_memtracker_is_one_clear_line(monkeypatch, capsys):
+    """torch 2.4 (a board's hand-installed release) has no MemTracker: the run stops with one line
+    naming the fix, not a ModuleNotFoundError (measured: torch 2.4.1 in the emulated Pi 4)."""
+    import torch
+
+    from edgetrgl.cli.main import main
+    from edgetrgl.memory import tensor
+
+    tensor._peak_tracker_class.cache_clear()
+    monkeypatch.setitem(sys.modules, "torch.distributed._tools.mem_tracker", None)  # import raises ImportError
+    try:
+        code = main(["bench", "--estimate", "--model", "resnet20", "--modules", "2", "--compare", "e2e"])
+    finally:
+        tensor._peak_tracker_class.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"edgetrgl: error: torch {torch.__version__} has no MemTracker "
+                   "(torch.distributed._tools.mem_tracker), which edgetrgl's memory estimates need: install torch >= 2.5"]

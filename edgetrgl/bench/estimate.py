@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from edgetrgl.bench.methods import bench_sgd, loss_weights
 from edgetrgl.bench.setting import BenchSetting, build_net
 from edgetrgl.bench.variants import parse_method
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
-from edgetrgl.memory.tensor import CATEGORIES  # MemTracker's category names -> ours
+from edgetrgl.memory.tensor import CATEGORIES, mem_tracker_class  # MemTracker's category names -> ours
 from edgetrgl.step import local_step
 
 
@@ -65,7 +64,7 @@ def _estimate_offload(setting: BenchSetting, method: str) -> dict[str, Any]:
         x = torch.randn(setting.batch_shape)
         y = torch.randint(0, setting.num_classes, (setting.batch_size,))
         weights = loss_weights("offload", setting, 1)
-        tracker = MemTracker()
+        tracker = mem_tracker_class()()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tracker.track_external(net, optimizer, x, y)

@@ -17,6 +17,8 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from edgetrgl.errors import UserError
+
 # MemTracker's category names -> ours (the issue's wording)
 CATEGORIES = {
     "PARAM": "parameters",
@@ -29,11 +31,21 @@ CATEGORIES = {
 }
 
 
+def mem_tracker_class() -> type:
+    """torch's MemTracker, imported on first use, or one clear error on a torch without it."""
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+    except ImportError as exc:  # torch < 2.5 (pyproject says so; a board's hand-installed torch may not)
+        raise UserError(f"torch {torch.__version__} has no MemTracker (torch.distributed._tools.mem_tracker), "
+                        f"which edgetrgl's memory estimates need: install torch >= 2.5") from exc
+    return MemTracker
+
+
 @functools.cache
 def _peak_tracker_class() -> type:
     """``_PeakTracker``, defined on first use: importing MemTracker pulls in torch._dynamo (~1.5 s,
     tens of MiB of RSS), which ``import edgetrgl`` should not pay for."""
-    from torch.distributed._tools.mem_tracker import MemTracker
+    MemTracker = mem_tracker_class()
 
     class _PeakTracker(MemTracker):
         """MemTracker for the global peak only.

@@ -128,6 +128,9 @@ def collect(boot_dir: Path, name: str, job: str, torch: str, qemu: str, note: st
     """One record from the files a boot left behind."""
     out = boot_dir / "share" / "out"
     boot = read_json(boot_dir / "boot.json") or {}
+    if not boot and "reboot: Power down" in read_text(boot_dir / "console.log"):
+        # boot.py was stopped with the host's run.sh, the guest ran on and powered off by itself
+        boot = {"outcome": "powered_off (host record lost: boot.py stopped; outcome from console.log)"}
     dmesg = read_text(out / "dmesg.txt")
     steps = []
     for row in read_jsonl(out / "steps.jsonl"):
@@ -191,7 +194,8 @@ def step_cell(step: dict | None) -> str:
         return "**SIGSEGV** (exit 139)"
     if rc == 124:
         return f"timed out ({step.get('limit_s')} s)"
-    last = (step.get("tail") or ["?"])[-1]
+    said = [l for l in step.get("tail") or [] if l.strip() and not l.startswith("memwatch:")]
+    last = (said or ["?"])[-1]   # the program's last words, not memwatch's summary
     return f"exit {rc}: {last[:120]}"
 
 
@@ -316,7 +320,8 @@ def report(records: list[dict], where_folder: Path | None = None) -> str:
     for record in boots.values():
         steps = steps_by_name(record)
         out += [f"### {record['name']} (job `{record['job']}`, torch {record['torch']})", "",
-                f"- ended: **{record.get('outcome') or 'not yet (a snapshot of a running boot)'}** after {record.get('boot_wall_s')} s of host time"
+                f"- ended: **{record.get('outcome') or 'not yet (a snapshot of a running boot)'}**"
+                f"{'' if record.get('boot_wall_s') is None else ' after ' + str(record.get('boot_wall_s')) + ' s of host time'}"
                 f" (job started {record.get('uptime_at_job_s')} s after the kernel); job exit {record.get('job_rc')}; recorded {record['time']}"]
         if record.get("note"):
             out.append(f"- note: {record['note']}")
