@@ -225,24 +225,25 @@ def test_predsim_loss_and_gradients_equal_a_hand_written_reference():
 
 
 # ---- training: every regime, the transport term on, estimates, export, resume ---------------------
-# A known defect, open in issue 18: InfoPro and InfoPro-C learn in the sequential and multi-lap regimes
-# but stay near chance (0.10-0.21) in the parallel one on this tiny set. Strict: fixing it fails the
-# marked cases until the mark goes.
-PARALLEL_INFOPRO = "InfoPro in the parallel regime stays near chance on the tiny synthetic set (open, issue 18)"
+# The parallel regime runs 6 epochs here (48 steps). With 3 (24 steps) InfoPro stayed near chance in it
+# (0.21/0.15/0.12), and the cause was BatchNorm, not the objective: running statistics keep 0.9^24 = 8%
+# of their initial variance, 1, while InfoPro's reconstruction-trained features have a variance near
+# 0.1, so eval mode shrank every block's output. Recomputed with the final weights, the same network
+# scored 0.46/0.48/0.37. Sequential modules escape, because they train on their input's eval-mode
+# outputs (the cache). Parallel ones train on train-mode outputs and are tested on eval-mode ones.
 
 @pytest.mark.parametrize("regime", ["sequential", "multilap", "parallel"])
 @pytest.mark.parametrize("method", ["infopro", "infopro-c", "dgl", "predsim"])
-def test_each_objective_learns_above_chance_in_each_regime(regime, method, synthetic_data, request):
-    if regime == "parallel" and method.startswith("infopro"):
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=PARALLEL_INFOPRO))
-    cfg = tiny_config(regime=regime, method=method, epochs=3 if regime != "multilap" else 2, laps=2)
+def test_each_objective_learns_above_chance_in_each_regime(regime, method, synthetic_data):
+    cfg = tiny_config(regime=regime, method=method, epochs={"sequential": 3, "multilap": 2, "parallel": 6}[regime],
+                      laps=2)
     result = train(cfg, data=synthetic_data, out=None, quiet=True)
     assert result.best_module["test_accuracy"] > 3 * 0.1, [m["test_accuracy"] for m in result.modules]  # chance: 0.1
     assert all(m["peak_bytes"] > 0 for m in result.modules)
 
 
 def test_infopro_with_the_transport_term_on_records_it(synthetic_data, tmp_path):
-    cfg = tiny_config(regime="sequential", method="infopro", transport="on", epochs=2)  # see PARALLEL_INFOPRO
+    cfg = tiny_config(regime="parallel", method="infopro", transport="on", epochs=6)
     result = train(cfg, data=synthetic_data, out=tmp_path / "run", quiet=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["objective"]["transport"] is True
@@ -315,11 +316,12 @@ def test_pipeline_trains_every_objective_and_infopro_equals_one_process(tmp_path
     import subprocess
     import sys
 
-    from tests.test_distributed import RESNET, ROOT, weights
+    from tests.test_distributed import ROOT, weights
 
     toml = tmp_path / "tiny.toml"
-    toml.write_text(RESNET + 'dataset = "synthetic"\nmodules = 3\nepochs = 2\nbatch_size = 64\ndevice = "cpu"\n'
-                             'augment = false\n')
+    # 48 steps, enough for BatchNorm's running statistics (see the parallel regime's test above)
+    toml.write_text('model_options = { width = 4 }\ndataset_options = { num_train = 512, num_test = 256 }\n'
+                    'dataset = "synthetic"\nmodules = 3\nepochs = 3\nbatch_size = 32\ndevice = "cpu"\naugment = false\n')
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(ROOT / "tests" / "_objectives_pipeline_worker.py"), str(tmp_path), str(toml)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -327,8 +329,8 @@ def test_pipeline_trains_every_objective_and_infopro_equals_one_process(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     for method in ("infopro", "infopro-c", "dgl", "predsim"):
         summary = json.loads((tmp_path / method / "summary.json").read_text())  # every objective finished
-        # learning is checked per regime above; 2 epochs over 2 ranks here is too little to clear chance
-        assert len(summary["modules"]) == 3 and all(m["test_accuracy"] is not None for m in summary["modules"])
+        accuracies = [m["test_accuracy"] for m in summary["modules"]]
+        assert len(accuracies) == 3 and max(accuracies) > 3 * 0.1, (method, accuracies)  # chance: 0.1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
