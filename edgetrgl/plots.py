@@ -104,6 +104,23 @@ def plot_module_curves(
     return _save(fig, path)
 
 
+def run_title(summary: Mapping[str, Any]) -> str:
+    """A run's plot title: model / regime and method (with the transport term's tau when it was on) / data."""
+    cfg = summary.get("config") or {}
+    dataset = (summary.get("dataset") or {}).get("name") or cfg.get("dataset", "?")
+    regime = cfg.get("regime", "?")
+    one_module = len(summary.get("modules") or []) == 1  # end to end: no greedy method, no tau
+    what = regime if one_module else f"{regime} {cfg.get('method', '?')}"
+    # any objective may carry the transport term (--transport on); summaries before the registry lack "objective"
+    transport = (summary.get("objective") or {}).get("transport", cfg.get("method") == "trgl")
+    if transport and not one_module:
+        what += (" + transport" if cfg.get("method") != "trgl" else "") + f" (tau {cfg.get('tau')}, {cfg.get('tau_schedule')})"
+    title = f"{summary.get('model') or cfg.get('model', '?')} / {what} / {dataset}"
+    if cfg.get("train_fraction", 1.0) < 1.0:
+        title += f" ({100 * cfg['train_fraction']:g}% of train)"
+    return title
+
+
 def plot_run(summary: Mapping[str, Any], path: str | Path) -> Path:
     """Plot one run's per-module test accuracy from its run folder's ``summary.json`` dict.
 
@@ -123,16 +140,7 @@ def plot_run(summary: Mapping[str, Any], path: str | Path) -> Path:
     modules = [m for m in summary.get("modules") or [] if m.get("test_accuracy") is not None]
     if not modules:
         raise UserError("the run's summary holds no module test accuracies to plot")
-    cfg = summary.get("config") or {}
-    dataset = (summary.get("dataset") or {}).get("name") or cfg.get("dataset", "?")
-    regime = cfg.get("regime", "?")
-    one_module = len(summary.get("modules") or []) == 1  # end to end: no greedy method, no tau
-    what = regime if one_module else f"{regime} {cfg.get('method', '?')}"
-    if cfg.get("method") == "trgl" and not one_module:
-        what += f" (tau {cfg.get('tau')}, {cfg.get('tau_schedule')})"
-    title = f"{summary.get('model') or cfg.get('model', '?')} / {what} / {dataset}"
-    if cfg.get("train_fraction", 1.0) < 1.0:
-        title += f" ({100 * cfg['train_fraction']:g}% of train)"
+    title = run_title(summary)
     x = [m["module"] for m in modules]
     y = [100 * m["test_accuracy"] for m in modules]
     fig = Figure(figsize=(6.4, 4.0), dpi=120)

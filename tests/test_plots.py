@@ -7,7 +7,7 @@ import math
 import pytest
 
 from edgetrgl.errors import UserError
-from edgetrgl.plots import mean_ci95, plot_module_curves, plot_run, t_quantile_975
+from edgetrgl.plots import mean_ci95, plot_module_curves, plot_run, run_title, t_quantile_975
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,6 +49,22 @@ def test_plot_run_from_summary(tmp_path):
     assert _is_png(plot_run(summary, tmp_path / "run.png"))
     with pytest.raises(UserError, match="no module test accuracies"):
         plot_run({"modules": []}, tmp_path / "empty.png")
+
+
+def test_the_title_names_the_transport_term_of_any_objective():
+    modules = [{"module": 1, "test_accuracy": 0.5}, {"module": 2, "test_accuracy": 0.6}]
+    cfg = {"model": "resnet20", "regime": "sequential", "tau": 10.0, "tau_schedule": "double", "dataset": "mnist5k"}
+
+    def title(method, transport=None):
+        summary = {"config": {**cfg, "method": method}, "modules": modules}
+        if transport is not None:
+            summary["objective"] = {"method": method, "transport": transport}
+        return run_title(summary)
+
+    assert title("trgl") == "resnet20 / sequential trgl (tau 10.0, double) / mnist5k"  # a summary before the registry
+    assert title("infopro", True) == "resnet20 / sequential infopro + transport (tau 10.0, double) / mnist5k"
+    assert title("infopro", False) == title("infopro") == "resnet20 / sequential infopro / mnist5k"
+    assert title("trgl", False) == "resnet20 / sequential trgl / mnist5k"  # --transport off
 
 
 @needs_matplotlib
