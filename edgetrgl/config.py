@@ -180,6 +180,8 @@ class TrainingConfig:
     regime: str = setting("sequential", "how the modules train", choices="regimes")
     method: str = setting("trgl", "the local objective (trgl: vangl + the transport term; vangl, infopro, infopro-c, "
                                   "dgl, predsim: edgetrgl/objectives/)", choices="objectives")
+    objective_options: dict[str, Any] = setting({}, "options of the local objective, e.g. '{ixx_1 = 5, ixy_2 = 1}' "
+                                                    "for infopro (the README lists each objective's)")
     transport: str = setting("auto", "the transport term on any objective: on, off, or auto (the objective's "
                                      "default: on for trgl only)", choices=TRANSPORTS)
     tau: float = setting(10.0, "transport step size (the paper: 1; benchmarks/accuracy: 1 loses up to 8 points with many modules and little data)")
@@ -199,6 +201,8 @@ class TrainingConfig:
         # registry sits above this layer (it builds modules)
         if not isinstance(self.method, str) or not self.method:
             raise UserError(f"--method must be a local objective's name, got {self.method!r}")
+        if not isinstance(self.objective_options, dict):
+            raise UserError(f"--objective-options must be a table of options, got {self.objective_options!r}")
         _choice("transport", self.transport, TRANSPORTS)
         _choice("tau_schedule", self.tau_schedule, TAU_SCHEDULES)
         _positive_ints(self, "laps", "multiplier_every")

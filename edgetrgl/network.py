@@ -38,7 +38,7 @@ def build_blocknet(network, spec, model: BlockNet | None = None) -> BlockNet:
 
 def build_network(network, spec, model: BlockNet | None = None, *, num_modules: int | None = None,
                   boundaries: list[int] | None = None, seed: int | None = None,
-                  method: str | None = None) -> ModularNet:
+                  method: str | None = None, objective_options: dict | None = None) -> ModularNet:
     """Split the model into ``num_modules`` modules (or at ``boundaries``) and attach the heads.
 
     Args:
@@ -50,6 +50,8 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
         seed: seed the weights' initialisation.
         method: the local objective whose heads the modules get (default ``network.method`` when
             ``network`` is a TrainConfig, else VanGL's plain heads): see :mod:`edgetrgl.objectives`.
+        objective_options: the objective's options (``--objective-options``; default
+            ``network.objective_options`` when ``network`` is a TrainConfig).
 
     Raises:
         UserError: the data's shape does not fit the model, or the objective does not fit it.
@@ -65,7 +67,8 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
         raise UserError(f"{spec.describe_inputs()} ({spec.name}) do not fit the model {blocknet.name}: "
                         f"{first_line(exc)}") from None
     attach_objective(net, method or getattr(network, "method", "vangl"), sample, spec.num_classes,
-                     getattr(spec, "mean", ()) or (), getattr(spec, "std", ()) or ())
+                     getattr(spec, "mean", ()) or (), getattr(spec, "std", ()) or (),
+                     getattr(network, "objective_options", None) if objective_options is None else objective_options)
     if network.init == "orthogonal":
         orthogonal_init(net, network.init_gain)
     return net

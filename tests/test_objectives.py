@@ -124,6 +124,44 @@ def test_infopro_weights_move_linearly_as_the_authors_options():
     assert module_weights(3, 8) == pytest.approx((5 * (1 - 3 / 6), 3 / 6))
 
 
+def test_objective_options_set_infopro_weights_for_every_k():
+    assert module_weights(0, 4, overrides={"ixx_1": 5.0}) == (5.0, 0.0)  # the rest: the K=4 row
+    assert module_weights(2, 8, overrides={"ixx_1": 2.0, "ixy_1": 1.0, "ixx_2": 0.0, "ixy_2": 1.0}) == \
+        pytest.approx((2.0 * (1 - 2 / 6), 1.0))
+
+
+def test_objective_options_reach_the_loss_and_the_run_folder(tmp_path):
+    """`--objective-options` with ixx = 0 everywhere: InfoPro's loss is then its cross-entropy alone
+    (the reconstruction term is still logged), and config.json records the options."""
+    common = ["train", "--dataset", "synthetic", "--model", "resnet20", "--model-options", "{width = 4}",
+              "--modules", "3", "--epochs", "1", "--method", "infopro", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "off"), "--objective-options",
+                 "{ixx_1 = 0, ixy_1 = 1, ixx_2 = 0, ixy_2 = 1}"]) == 0
+    assert main([*common, "--out", str(tmp_path / "default")]) == 0
+
+    def first_module(run):
+        records = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return next(r for r in records if r["event"] == "epoch" and r["module"] == 1)
+
+    off, default = first_module("off"), first_module("default")
+    assert off["loss"] == pytest.approx(off["terms"]["ce"]) and off["terms"]["reconstruction"] > 0
+    assert default["loss"] == pytest.approx(default["terms"]["ce"] + 1.0 * default["terms"]["reconstruction"])
+    saved = json.loads((tmp_path / "off" / "config.json").read_text())
+    assert saved["config"]["objective_options"] == {"ixx_1": 0, "ixy_1": 1, "ixx_2": 0, "ixy_2": 1}
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("vangl", "{ixx_1 = 1}", "--objective-options: vangl takes no options; got ixx_1"),
+    ("infopro", "{nope = 1}", "--objective-options: infopro takes ixx_1, ixy_1, ixx_2, ixy_2; got nope"),
+    ("infopro-c", "{ixy_2 = -1}", "--objective-options: infopro-c's ixy_2 must be a number >= 0, got -1"),
+])
+def test_an_option_the_objective_does_not_take_is_one_line(method, options, message, capsys, tmp_path):
+    code = main(["train", "--dataset", "synthetic", "--method", method, "--objective-options", options,
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and capsys.readouterr().err.strip().splitlines() == [f"edgetrgl: error: {message}"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_infopro_loss_and_gradients_equal_a_hand_written_reference():
     head = _head("infopro", k=1, K=4)  # ixx = ixy = 0.5
     h, x, y = _batch()

@@ -89,7 +89,7 @@ def objectives() -> list[Objective]:
 
 def objective_of(head) -> Objective | None:
     """The objective a head trains with; None for a plain head (VanGL's cross-entropy)."""
-    return get_objective(head.objective) if isinstance(head, ObjectiveHead) else None
+    return get_objective(head.objective).configure(head.options) if isinstance(head, ObjectiveHead) else None
 
 
 def uses_transport(method: str, transport: str = "auto") -> bool:

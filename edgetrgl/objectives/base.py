@@ -11,10 +11,12 @@ code knowing about them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import nn
+
+from edgetrgl.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,25 @@ class Objective:
     transport: bool = False
     plain_heads: bool = False
     needs_image: bool = False
+    options: tuple[str, ...] = ()  # what ``objective_options`` may set (``configure``)
+
+    def configure(self, options: Mapping[str, Any]) -> "Objective":
+        """This objective with ``options`` (``--objective-options``) applied: ``self`` when there are none.
+
+        Raises:
+            UserError: an option the objective does not take.
+        """
+        if not options:
+            return self
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            takes = f"takes {', '.join(self.options)}" if self.options else "takes no options"
+            raise UserError(f"--objective-options: {self.name} {takes}; got {', '.join(unknown)}")
+        return self._with_options(dict(options))
+
+    def _with_options(self, options: dict[str, Any]) -> "Objective":
+        """A configured copy; objectives with ``options`` override this."""
+        raise NotImplementedError(f"{type(self).__name__} lists options but does not apply them")
 
     def classifier(self, spec: ModuleSpec, default: Callable[[], nn.Module]) -> nn.Module:
         """Module k's classifier; ``default()`` builds the package's (or the user's) head."""
@@ -94,13 +115,15 @@ class ObjectiveHead(nn.Module):
     Attributes:
         classifier: the head evaluation, early exit and export use.
         aux: the auxiliary modules (``nn.ModuleDict``), trained with the module, never exported.
-        objective: the objective's registered name.
+        objective: the objective's registered name; ``options`` its run's ``objective_options``.
         k, num_modules: the module's position (objectives whose weights move with depth).
     """
 
-    def __init__(self, objective: str, spec: ModuleSpec, classifier: nn.Module, aux: dict[str, nn.Module]) -> None:
+    def __init__(self, objective: str, spec: ModuleSpec, classifier: nn.Module, aux: dict[str, nn.Module],
+                 options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.objective, self.k, self.num_modules = objective, spec.k, spec.num_modules
+        self.options = dict(options or {})  # the run's objective_options: objective_of() applies them
         self.classifier = classifier
         self.aux = nn.ModuleDict(aux)
         channels = spec.input_shape[0] if spec.input_shape else 1
@@ -151,18 +174,19 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 @torch.no_grad()
 def attach_objective(net: nn.Module, method: str, sample_input: torch.Tensor, num_classes: int,
-                     mean: tuple = (), std: tuple = ()) -> nn.Module:
+                     mean: tuple = (), std: tuple = (), options: Mapping[str, Any] | None = None) -> nn.Module:
     """Give every module of ``net`` the heads of objective ``method`` (in place; returns ``net``).
 
     Plain-head objectives (VanGL, TRGL) leave the network's heads as they are. The others wrap each
     head in an :class:`ObjectiveHead` with the objective's classifier and auxiliary modules.
 
     Raises:
-        UserError: unknown method, or an objective that does not fit the features (from the objective).
+        UserError: unknown method, an option it does not take, or an objective that does not fit the
+            features (from the objective).
     """
     from edgetrgl.objectives import get_objective
 
-    objective = get_objective(method)
+    objective = get_objective(method).configure(options or {})
     if objective.plain_heads or len(net.stages) == 1:  # one module (e2e): the network's own head and CE
         return net
     shapes, x = [], sample_input
@@ -177,6 +201,6 @@ def attach_objective(net: nn.Module, method: str, sample_input: torch.Tensor, nu
     for k, (head, shape) in enumerate(zip(net.heads, shapes)):
         spec = ModuleSpec(k, K, shape, tuple(sample_input.shape[1:]), num_classes, tuple(mean), tuple(std))
         classifier = objective.classifier(spec, lambda head=head: head)
-        heads.append(ObjectiveHead(objective.name, spec, classifier, objective.aux_modules(spec)))
+        heads.append(ObjectiveHead(objective.name, spec, classifier, objective.aux_modules(spec), options))
     net.heads = nn.ModuleList(heads)
     return net

@@ -22,7 +22,8 @@ The weights move linearly over modules 0..K-2, as their ``ixx_1/ixy_1/ixx_2/ixy_
 ``r = k / (K - 2)`` (0 when K = 2), ``ixx_k = ixx_1 (1 - r) + ixx_2 r``, likewise ``ixy_k``. The
 defaults are their published ResNet-110 CIFAR-10 commands (Experiments on CIFAR-SVHN-STL10/README.md):
 K=2: 5, 0.5, 0, 0; K=4: 1, 0, 0, 1; K=8: 5, 0, 0, 1; K=16: 5, 0, 0.5, 1 (ixx_1, ixy_1, ixx_2, ixy_2);
-another K takes the nearest of these. The last module is trained with plain cross-entropy through
+another K takes the nearest of these, and ``objective_options`` (``--objective-options '{ixx_1 = 5}'``)
+set any of the four for every K. The last module is trained with plain cross-entropy through
 the network's own classifier, as theirs: in edgetrgl that is the last module's head, the package's
 (their ResNet's is global pooling and a linear layer; ours is the head every method's last module has).
 
@@ -52,11 +53,17 @@ FEATURE_DIM = 128  # their --aux_net_feature_dim
 TEMPERATURE = 0.07  # their SupConLoss temperature (and base temperature)
 
 
-def module_weights(k: int, num_modules: int, weights: dict | None = None) -> tuple[float, float]:
-    """``(ixx_k, ixy_k)`` of module k < K-1: linear in k between the (ixx_1, ixy_1) and (ixx_2, ixy_2) ends."""
+WEIGHT_NAMES = ("ixx_1", "ixy_1", "ixx_2", "ixy_2")
+
+
+def module_weights(k: int, num_modules: int, weights: dict | None = None,
+                   overrides: dict[str, float] | None = None) -> tuple[float, float]:
+    """``(ixx_k, ixy_k)`` of module k < K-1: linear in k between the (ixx_1, ixy_1) and (ixx_2, ixy_2)
+    ends, taken from the table row of the nearest K, with ``overrides`` (``--objective-options``) on top."""
     table = weights or PUBLISHED_WEIGHTS
     nearest = min(table, key=lambda n: (abs(math.log(n) - math.log(max(num_modules, 2))), n))
-    ixx_1, ixy_1, ixx_2, ixy_2 = table[nearest]
+    ends = {**dict(zip(WEIGHT_NAMES, table[nearest])), **(overrides or {})}
+    ixx_1, ixy_1, ixx_2, ixy_2 = (ends[name] for name in WEIGHT_NAMES)
     ratio = k / (num_modules - 2) if num_modules > 2 else 0.0
     return ixx_1 * (1 - ratio) + ixx_2 * ratio, ixy_1 * (1 - ratio) + ixy_2 * ratio
 
@@ -105,11 +112,19 @@ class InfoPro(Objective):
 
     needs_image = True
     source = "Wang et al., ICLR 2021 (blackfeather-wang/InfoPro-Pytorch)"
+    options = WEIGHT_NAMES  # their --ixx_1 --ixy_1 --ixx_2 --ixy_2, for every K
 
-    def __init__(self, name: str = "infopro", contrast: bool = False, weights: dict | None = None) -> None:
-        self.name, self.contrast, self.weights = name, contrast, weights
+    def __init__(self, name: str = "infopro", contrast: bool = False, weights: dict | None = None,
+                 overrides: dict[str, float] | None = None) -> None:
+        self.name, self.contrast, self.weights, self.overrides = name, contrast, weights, overrides or {}
         self.help = (("supervised contrastive loss on a projection" if contrast else "cross-entropy through the "
                       "authors' aux classifier") + " + image reconstruction by a decoder, weighted by depth")
+
+    def _with_options(self, options: dict) -> "InfoPro":
+        for name, value in options.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise UserError(f"--objective-options: {self.name}'s {name} must be a number >= 0, got {value!r}")
+        return InfoPro(self.name, self.contrast, self.weights, {k: float(v) for k, v in options.items()})
 
     def _check(self, spec: ModuleSpec) -> None:
         if len(spec.feature_shape) != 3 or len(spec.input_shape) != 3:
@@ -133,7 +148,7 @@ class InfoPro(Objective):
             return super().loss(head, out, y, image=image, label_smoothing=label_smoothing)
         if image is None:
             raise ValueError(f"{self.name} needs the input images")
-        ixx, ixy = module_weights(head.k, head.num_modules, self.weights)
+        ixx, ixy = module_weights(head.k, head.num_modules, self.weights, self.overrides)
         pixels = head.aux["decoder"](out, tuple(image.shape[-2:]))
         reconstruction = F.binary_cross_entropy_with_logits(pixels.float(), head.restore_image(image.float()))
         if self.contrast:

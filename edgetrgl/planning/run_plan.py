@@ -144,7 +144,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
                         f"({need / 1e9:.3g} GB)") from None
     num_modules, boundaries, micro, estimates = modules.num_modules, modules.boundaries, modules.micro_batch, modules.estimates
     net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed,
-                        method=cfg.method)
+                        method=cfg.method, objective_options=cfg.objective_options)
     num_modules = net.num_modules
     folder, scratch = _cache_folder(cfg, traits, run_dir)
     module_peak = estimates["estimated_peak_bytes"] if estimates else 0
@@ -249,7 +249,8 @@ def warm_planner(cfg: TrainConfig, spec, model: BlockNet | None = None) -> None:
     def net():
         prefix = build_blocknet(cfg.network, spec, model)
         prefix.blocks = prefix.blocks[:WARM_BLOCKS]
-        return build_network(cfg.network, spec, prefix, num_modules=1, method=cfg.method)
+        return build_network(cfg.network, spec, prefix, num_modules=1, method=cfg.method,
+                             objective_options=cfg.objective_options)
 
     estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, uses_transport(cfg.method, cfg.transport),
                       precision="fp32" if cfg.precision == "auto" else cfg.precision,
@@ -325,7 +326,7 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
 
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b,
-                             method=cfg.method)
+                             method=cfg.method, objective_options=cfg.objective_options)
 
     num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     if not traits.plans_budget:
@@ -376,7 +377,7 @@ def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modul
     if cfg.pipeline_split == "memory" or cfg.budget is not None:
         def build() -> ModularNet:
             return build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries,
-                                 method=cfg.method)
+                                 method=cfg.method, objective_options=cfg.objective_options)
 
         batch_shape = (modules.micro_batch or cfg.batch_size, *input_shape(spec))
         peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, uses_transport(cfg.method, cfg.transport),

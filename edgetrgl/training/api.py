@@ -43,7 +43,8 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
     modular = get_regime(cfg.regime).traits.modular
     model = with_head_factory(model, head_factory, cfg, spec)
     return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
-                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed, method=cfg.method)
+                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed, method=cfg.method,
+                        objective_options=cfg.objective_options)
 
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,

@@ -135,7 +135,7 @@ def load_run(path: str | Path, model: BlockNet | None = None, head_factory: Head
         raise UserError(f"{path / 'summary.json'} has no run plan: it was written by an older edgetrgl")
     model = with_head_factory(model, head_factory, cfg, spec)
     net = build_network(cfg.network, spec, model, num_modules=plan["num_modules"], boundaries=plan["boundaries"],
-                        method=cfg.method)
+                        method=cfg.method, objective_options=cfg.objective_options)
     try:
         saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])

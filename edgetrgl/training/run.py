@@ -116,7 +116,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     plan = ranks.place(plan, cfg.device)
     if net is None:  # a resumed run, or a rank that did not plan: the network the plan describes
         net = build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries,
-                            seed=cfg.seed, method=cfg.method)
+                            seed=cfg.seed, method=cfg.method, objective_options=cfg.objective_options)
     planned_cfg = as_planned(cfg, plan, regime.traits)
     init = None
     if state is None:
