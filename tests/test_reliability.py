@@ -142,6 +142,10 @@ def test_resume_refuses_a_contradicting_config_and_a_corrupt_checkpoint(tmp_path
     before = (out / "checkpoint.pt").read_bytes()
     proc = edgetrgl("train", "--resume", str(out), "--lr", "0.5")
     assert proc.returncode == 2 and "contradicts the saved run" in proc.stderr and "Traceback" not in proc.stderr
+    edited = tmp_path / "edited.toml"  # a config file given with --resume is checked like the flags
+    edited.write_text("[optim]\nlr = 0.5\n")
+    proc = edgetrgl("train", "--resume", str(out), "--config", str(edited))
+    assert proc.returncode == 2 and "--resume: --lr 0.5 contradicts the saved run" in proc.stderr, proc.stderr
     assert (out / "checkpoint.pt").read_bytes() == before
     (out / "checkpoint.pt").write_bytes(before[: len(before) // 2])
     proc = edgetrgl("train", "--resume", str(out))

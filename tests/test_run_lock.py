@@ -115,6 +115,10 @@ def test_auto_resume_starts_resumes_and_reports_and_each_record_is_written_once(
     assert "already finished" in proc.stderr and "test acc %" in proc.stderr
     proc = edgetrgl(*command, "--lr", "0.5")
     assert proc.returncode == 2 and "--auto-resume: --lr 0.5 contradicts the saved run" in proc.stderr
+    # the same command line with its config file edited: refused too, not silently the saved settings
+    (tmp_path / "tiny.toml").write_text(TOML + "\n[optim]\nlr = 0.5\n")
+    proc = edgetrgl(*command)
+    assert proc.returncode == 2 and "--auto-resume: --lr 0.5 contradicts the saved run" in proc.stderr, proc.stderr
     assert snapshot(out) == before
 
 

@@ -53,6 +53,16 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
+def given_settings(args: argparse.Namespace, cfg) -> dict:
+    """The settings this command gives, from its ``--config`` file and its flags: what a continued run
+    (``--resume``, ``--auto-resume``) checks against the saved one, so an edited config file is refused
+    rather than silently ignored."""
+    from edgetrgl.config import load_toml
+
+    keys = set(load_toml(args.config)) if args.config else set()
+    return {k: getattr(cfg, k) for k in keys | set(config_overrides(args))}
+
+
 def run(args: argparse.Namespace) -> int:
     from edgetrgl.errors import UserError
     from edgetrgl.training import resume, train
@@ -63,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
         from edgetrgl.training.auto_resume import train_or_resume
 
         cfg = config_from_args(args)
-        result = train_or_resume(cfg, changes={k: getattr(cfg, k) for k in config_overrides(args)}, quiet=args.quiet)
+        result = train_or_resume(cfg, changes=given_settings(args, cfg), quiet=args.quiet)
     elif args.resume:
         if args.overwrite:
             raise UserError("--resume and --overwrite contradict each other")
         cfg = config_from_args(args)  # validates the flags given with --resume
-        result = resume(args.resume, changes={k: getattr(cfg, k) for k in config_overrides(args)}, quiet=args.quiet)
+        result = resume(args.resume, changes=given_settings(args, cfg), quiet=args.quiet)
     else:
         result = train(config_from_args(args), overwrite=args.overwrite, quiet=args.quiet)
     if args.plot:
