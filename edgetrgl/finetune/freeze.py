@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import types
 
-import torch
 from torch import nn
 
 from edgetrgl.config import TrainConfig

@@ -26,10 +26,9 @@ which trains, moves and saves with it; the exported classifier is the head's ``c
 
 from __future__ import annotations
 
-import importlib
-
 from edgetrgl.errors import UserError
 from edgetrgl.objectives.base import LocalLoss, ModuleSpec, Objective, ObjectiveHead, classifier_of
+from edgetrgl.registry import Registry
 
 __all__ = ["LocalLoss", "ModuleSpec", "Objective", "ObjectiveHead", "classifier_of", "get_objective",
            "objective_names", "objective_of", "objectives", "register", "unregister", "uses_transport",
@@ -38,30 +37,17 @@ __all__ = ["LocalLoss", "ModuleSpec", "Objective", "ObjectiveHead", "classifier_
 BUILTIN = ("vangl", "trgl", "infopro", "dgl", "predsim")  # one line per objective file in this folder
 TRANSPORT_CHOICES = ("auto", "on", "off")
 
-_REGISTRY: dict[str, Objective] = {}
-_loaded = False
+_REGISTRY: Registry[Objective] = Registry("--method", __name__, BUILTIN)  # each file registers its own
 
 
 def register(objective: Objective) -> Objective:
     """Add (or replace) an objective under ``objective.name``; returns it."""
-    if not objective.name:
-        raise ValueError("an objective needs a name")
-    _REGISTRY[objective.name] = objective
-    return objective
+    return _REGISTRY.add(objective.name, objective)
 
 
 def unregister(name: str) -> None:
     """Remove a registered objective (tests undo what they register)."""
-    _load_builtin()
-    _REGISTRY.pop(name, None)
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for name in BUILTIN:
-            importlib.import_module(f"edgetrgl.objectives.{name}")  # each file registers its objectives
+    _REGISTRY.remove(name)
 
 
 def get_objective(name: str) -> Objective:
@@ -70,21 +56,15 @@ def get_objective(name: str) -> Objective:
     Raises:
         UserError: no such objective (the message lists the registered ones).
     """
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UserError(f"--method must be one of {', '.join(objective_names())}; got {name!r}") from None
+    return _REGISTRY.get(name)
 
 
 def objective_names() -> tuple[str, ...]:
-    _load_builtin()
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def objectives() -> list[Objective]:
-    _load_builtin()
-    return list(_REGISTRY.values())
+    return _REGISTRY.values()
 
 
 def objective_of(head) -> Objective | None:

@@ -11,7 +11,6 @@ on rank 0): for one process they do nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from pathlib import Path

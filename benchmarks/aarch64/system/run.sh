@@ -30,7 +30,7 @@ RECORDS=$HERE/records.jsonl
 if [[ $# -gt 0 ]]; then STEPS=("$@"); else
     STEPS=(full:2.11.0 oom:2.11.0 resume:2.11.0 full:2.4.1 full:2.14.1 full:2.10.0 full:2.6.0); fi
 # torchvision 0.(m+15) pairs with torch 2.m; the release that pip resolves for each pair
-declare -A VISION=([2.4.1]=0.19.1 [2.5.1]=0.20.1 [2.6.0]=0.21.0 [2.10.0]=0.25.0 [2.11.0]=0.26.0 [2.14.1]=0.29.1)
+declare -A VISION=([2.4.1]=0.19.1 [2.5.1]=0.20.1 [2.6.0]=0.21.0 [2.7.1]=0.22.1 [2.8.0]=0.23.0 [2.9.1]=0.24.1 [2.10.0]=0.25.0 [2.11.0]=0.26.0 [2.14.1]=0.29.1)
 EXTRA_DEPS=(numpy psutil nvidia-ml-py rich)   # edgetrgl's own, besides torch and torchvision
 
 log() { printf '\n[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }

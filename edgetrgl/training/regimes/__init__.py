@@ -11,12 +11,11 @@ needed, how many epochs module k trains) asks the registry, never compares names
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgetrgl.errors import UserError
 from edgetrgl.planning.traits import RegimeTraits  # plain data, below the planner
+from edgetrgl.registry import Registry
 
 if TYPE_CHECKING:
     from edgetrgl.training.trainer import Trainer
@@ -40,27 +39,18 @@ class Regime:
         return self.epochs_for(cfg, k) if self.epochs_for is not None else cfg.epochs
 
 
-_REGISTRY: dict[str, Regime] = {}
-_loaded = False
+# each regime file's REGIME, collected when a regime is first looked up
+_REGISTRY: Registry[Regime] = Registry("--regime", __name__, BUILTIN, lambda module: [(module.REGIME.name, module.REGIME)])
 
 
 def register(regime: Regime) -> Regime:
     """Add (or replace) a regime; returns it, so a regime file can write ``REGIME = register(...)``."""
-    _REGISTRY[regime.name] = regime
-    return regime
+    return _REGISTRY.add(regime.name, regime)
 
 
 def unregister(name: str) -> None:
     """Remove a regime added with :func:`register` (a test undoes its toy regime with it)."""
-    _REGISTRY.pop(name, None)
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for name in BUILTIN:
-            register(importlib.import_module(f"edgetrgl.training.regimes.{name}").REGIME)
+    _REGISTRY.remove(name)
 
 
 def get_regime(name: str) -> Regime:
@@ -69,18 +59,12 @@ def get_regime(name: str) -> Regime:
     Raises:
         UserError: no such regime (the message lists the known ones).
     """
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UserError(f"--regime must be one of {', '.join(regime_names())}; got {name!r}") from None
+    return _REGISTRY.get(name)
 
 
 def regime_names() -> tuple[str, ...]:
-    _load_builtin()
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def regimes() -> list[Regime]:
-    _load_builtin()
-    return list(_REGISTRY.values())
+    return _REGISTRY.values()

@@ -1,0 +1,74 @@
+"""A registry of named things (local objectives, training regimes): what each registry shares.
+
+Entries are looked up by name; the built-in ones are the modules of one package, imported on first
+use (so importing the registry costs nothing), and a user adds their own with ``register``. An
+unknown name is the user's mistake: one line naming the flag and every registered name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Generic, TypeVar
+
+from edgetrgl.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind.
+
+    Args:
+        flag: the option that names an entry, for the error message (``--method``).
+        package: where the built-in entries live (``edgetrgl.objectives``).
+        builtin: the built-in modules of ``package``, imported on first use.
+        collect: what a built-in module contributes: ``(name, entry)`` pairs read from it (default:
+            nothing, the module registers its entries itself).
+    """
+
+    def __init__(self, flag: str, package: str, builtin: tuple[str, ...],
+                 collect: Callable[[object], list[tuple[str, T]]] | None = None) -> None:
+        self.flag, self.package, self.builtin, self._collect = flag, package, builtin, collect
+        self._entries: dict[str, T] = {}
+        self._loaded = False
+
+    def add(self, name: str, entry: T) -> T:
+        """Add (or replace) ``entry`` under ``name``; returns it."""
+        if not name:
+            raise ValueError(f"a {self.flag} entry needs a name")
+        self._entries[name] = entry
+        return entry
+
+    def remove(self, name: str) -> None:
+        """Remove an entry (tests undo what they add); a name not there is ignored."""
+        self._load()
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``.
+
+        Raises:
+            UserError: no such entry (the message lists the registered ones).
+        """
+        self._load()
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name from a config file
+            raise UserError(f"{self.flag} must be one of {', '.join(self.names())}; got {name!r}") from None
+
+    def names(self) -> tuple[str, ...]:
+        self._load()
+        return tuple(self._entries)
+
+    def values(self) -> list[T]:
+        self._load()
+        return list(self._entries.values())
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # first: a built-in module registering itself calls back into add()
+        for name in self.builtin:
+            module = importlib.import_module(f"{self.package}.{name}")
+            for entry_name, entry in self._collect(module) if self._collect else []:
+                self.add(entry_name, entry)
