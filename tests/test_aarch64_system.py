@@ -272,6 +272,25 @@ def test_collect_keeps_a_step_the_power_cut_stopped_and_write_keeps_the_latest_b
     assert "`killed`: no result (cut off by the machine's end, or still running at a snapshot)" in text
 
 
+def test_collect_of_a_boot_whose_host_record_was_lost_reads_its_console(tmp_path):
+    """The host's run.sh (and boot.py with it) stopped while the guest ran on to its power-off: no
+    boot.json, but the console says how it ended, and a failed step shows the program's last words."""
+    boot_dir = _fake_boot(tmp_path)
+    (boot_dir / "boot.json").unlink()
+    out = boot_dir / "share" / "out"
+    steps = [{"step": "train", "rc": 1, "wall_s": 160.0, "limit_s": 5400, "command": "python3 -m edgetrgl train"}]
+    (out / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    (out / "train.log").write_text("Traceback (most recent call last):\nModuleNotFoundError: No module named 'x'\n"
+                                   "memwatch: exit 1, ru_maxrss 273.9 MiB\n")
+    (out / "smoke.log").unlink(); (out / "predict.log").unlink()
+    assert results.collect(boot_dir, "full-2.4.1", "full", "2.4.1", "")["outcome"] is None  # no console either
+    (boot_dir / "console.log").write_text("edgetrgl-init: powering off\n[  815.4] reboot: Power down\n")
+    record = results.collect(boot_dir, "full-2.4.1", "full", "2.4.1", "")
+    assert record["outcome"].startswith("powered_off (host record lost") and record["boot_wall_s"] is None
+    text = results.report([record])
+    assert "exit 1: ModuleNotFoundError: No module named 'x'" in text and "after None s" not in text
+
+
 def test_collect_of_a_missing_boot_folder_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         results.main(["collect", str(tmp_path / "nope"), "--name", "x", "--job", "full", "--torch", "2.14.1",
