@@ -124,6 +124,8 @@ PARTS = {
                 lambda s, e: _grid("small10", s, e, fraction=0.1, test_images=SMALL_TEST, k=4, method=CORE + LOCAL_OBJECTIVES)),
     "full": (2, 1, "ResNet-20, full set (60,000), sequential K=4, e2e / VanGL / TRGL, 1 epoch per module",
              lambda s, e: _grid("full", s, e, fraction=1.0, k=4, method=("e2e", "vangl", "trgl"))),
+    "full_long": (1, 1, "ResNet-20, full set: e2e trained 3x longer (3 epochs), toward the published anchors",
+                  lambda s, e: _grid("full", s, e, fraction=1.0, method=("e2e-long",))),
     "small2_parallel": (5, 5, "ResNet-20, 2%, parallel block-wise and K=4",
                         lambda s, e: _grid("small2_parallel", s, e, fraction=0.02, test_images=SMALL_TEST, regime="parallel", k=("block", 4),
                                            method=("vangl", "trgl-tau1", "trgl"))),
