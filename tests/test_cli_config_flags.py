@@ -111,7 +111,7 @@ def test_registry_choices_are_read_when_parsing_not_when_building(monkeypatch, c
 
     parser = build_parser()
     regimes.regime_names()  # the built-in ones, loaded
-    monkeypatch.setitem(regimes._REGISTRY, "toy-late", regimes.Regime("toy-late", lambda t: None, regimes.get_regime(
+    monkeypatch.setitem(regimes._REGISTRY._entries, "toy-late", regimes.Regime("toy-late", lambda t: None, regimes.get_regime(
         "parallel").traits, "registered after the parser was built"))
     assert parser.parse_args(["train", "--regime", "toy-late"]).regime == "toy-late"
     assert "toy-late: registered after the parser was built" in " ".join(help_text(capsys).split())
