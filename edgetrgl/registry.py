@@ -22,21 +22,23 @@ class Registry(Generic[T]):
         flag: the option that names an entry, for the error message (``--method``).
         package: where the built-in entries live (``edgetrgl.objectives``).
         builtin: the built-in modules of ``package``, imported on first use.
-        collect: what a built-in module contributes: ``(name, entry)`` pairs read from it (default:
-            nothing, the module registers its entries itself).
+        collect: what a built-in module contributes: entries read from it (default: nothing, the
+            module registers its entries itself).
+
+    Every entry has a ``name``: what the flag calls it.
     """
 
     def __init__(self, flag: str, package: str, builtin: tuple[str, ...],
-                 collect: Callable[[object], list[tuple[str, T]]] | None = None) -> None:
+                 collect: Callable[[object], list[T]] | None = None) -> None:
         self.flag, self.package, self.builtin, self._collect = flag, package, builtin, collect
         self._entries: dict[str, T] = {}
         self._loaded = False
 
-    def add(self, name: str, entry: T) -> T:
-        """Add (or replace) ``entry`` under ``name``; returns it."""
-        if not name:
+    def register(self, entry: T) -> T:
+        """Add (or replace) ``entry`` under its ``name``; returns it."""
+        if not getattr(entry, "name", ""):
             raise ValueError(f"a {self.flag} entry needs a name")
-        self._entries[name] = entry
+        self._entries[entry.name] = entry
         return entry
 
     def remove(self, name: str) -> None:
@@ -67,8 +69,8 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True  # first: a built-in module registering itself calls back into add()
+        self._loaded = True  # first: a built-in module registering itself calls back into register()
         for name in self.builtin:
             module = importlib.import_module(f"{self.package}.{name}")
-            for entry_name, entry in self._collect(module) if self._collect else []:
-                self.add(entry_name, entry)
+            for entry in self._collect(module) if self._collect else []:
+                self.register(entry)

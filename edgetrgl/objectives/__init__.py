@@ -40,31 +40,13 @@ TRANSPORT_CHOICES = ("auto", "on", "off")
 _REGISTRY: Registry[Objective] = Registry("--method", __name__, BUILTIN)  # each file registers its own
 
 
-def register(objective: Objective) -> Objective:
-    """Add (or replace) an objective under ``objective.name``; returns it."""
-    return _REGISTRY.add(objective.name, objective)
-
-
-def unregister(name: str) -> None:
-    """Remove a registered objective (tests undo what they register)."""
-    _REGISTRY.remove(name)
-
-
-def get_objective(name: str) -> Objective:
-    """The objective called ``name``.
-
-    Raises:
-        UserError: no such objective (the message lists the registered ones).
-    """
-    return _REGISTRY.get(name)
-
-
-def objective_names() -> tuple[str, ...]:
-    return _REGISTRY.names()
-
-
-def objectives() -> list[Objective]:
-    return _REGISTRY.values()
+# the registry's own methods are the public API: register(objective), unregister(name),
+# get_objective(name) (an unknown name: a UserError listing the registered ones), the names and entries
+register = _REGISTRY.register
+unregister = _REGISTRY.remove
+get_objective = _REGISTRY.get
+objective_names = _REGISTRY.names
+objectives = _REGISTRY.values
 
 
 def objective_of(head) -> Objective | None:

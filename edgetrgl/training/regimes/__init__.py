@@ -40,31 +40,13 @@ class Regime:
 
 
 # each regime file's REGIME, collected when a regime is first looked up
-_REGISTRY: Registry[Regime] = Registry("--regime", __name__, BUILTIN, lambda module: [(module.REGIME.name, module.REGIME)])
+_REGISTRY: Registry[Regime] = Registry("--regime", __name__, BUILTIN, lambda module: [module.REGIME])
 
-
-def register(regime: Regime) -> Regime:
-    """Add (or replace) a regime; returns it, so a regime file can write ``REGIME = register(...)``."""
-    return _REGISTRY.add(regime.name, regime)
-
-
-def unregister(name: str) -> None:
-    """Remove a regime added with :func:`register` (a test undoes its toy regime with it)."""
-    _REGISTRY.remove(name)
-
-
-def get_regime(name: str) -> Regime:
-    """The regime called ``name``.
-
-    Raises:
-        UserError: no such regime (the message lists the known ones).
-    """
-    return _REGISTRY.get(name)
-
-
-def regime_names() -> tuple[str, ...]:
-    return _REGISTRY.names()
-
-
-def regimes() -> list[Regime]:
-    return _REGISTRY.values()
+# the registry's own methods are the public API: register(regime) (returns it, so a regime file can
+# write ``REGIME = register(...)``), unregister(name), get_regime(name) (an unknown name: a
+# UserError listing the known ones), the names and the regimes
+register = _REGISTRY.register
+unregister = _REGISTRY.remove
+get_regime = _REGISTRY.get
+regime_names = _REGISTRY.names
+regimes = _REGISTRY.values
