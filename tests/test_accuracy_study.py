@@ -139,3 +139,12 @@ def test_shards_split_the_grid_between_processes(tmp_path, capsys):
         listed.append(capsys.readouterr().out.split())
     whole = [c["id"] for c in run.cells_of(["small2"], None, None)]
     assert sorted(listed[0] + listed[1]) == sorted(whole) and not set(listed[0]) & set(listed[1])
+
+
+def test_model_filter_keeps_only_that_family(tmp_path, capsys):
+    argv = ["--part", "families", "--seeds", "1", "--dry-run", "--results", str(tmp_path)]
+    assert run.main(argv + ["--model", "vit_tiny"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert len(ids) == 3 and all("|vit_tiny|" in i for i in ids)
+    assert run.main(argv) == 0
+    assert len(capsys.readouterr().out.split()) == 9

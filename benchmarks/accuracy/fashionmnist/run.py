@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", type=json.loads, default={}, metavar="JSON",
                         help='extra TrainConfig fields for every run, e.g. \'{"model_options": {"width": 4}}\' '
                              "(recorded in the run ids)")
+    parser.add_argument("--model", action="append", choices=sorted(BLOCKS),
+                        help="only this model's cells (repeatable), e.g. one family of the families part per process")
     parser.add_argument("--max-runs", type=int, help="stop after this many runs")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
                         help="run only the I-th of every N cells of the grid (0-based), so N processes share it")
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     shard, shards = (int(v) for v in args.shard.split("/"))
     grid = with_overrides(cells_of(parts, args.seeds, args.epochs), args.set)
+    if args.model:
+        grid = [c for c in grid if c["model"] in args.model]
     # sharded by position in the whole grid, not in what is left: processes started apart agree
     cells = [c for i, c in enumerate(grid) if i % shards == shard and c["id"] not in done]
     lacking = sorted({c["method"] for c in cells if not runnable(c, methods)})
