@@ -148,3 +148,21 @@ def test_model_filter_keeps_only_that_family(tmp_path, capsys):
     assert len(ids) == 3 and all("|vit_tiny|" in i for i in ids)
     assert run.main(argv) == 0
     assert len(capsys.readouterr().out.split()) == 9
+
+
+def test_report_puts_the_estimate_beside_the_measurement(tmp_path):
+    folder = tmp_path / "measured"
+    assert report.measured_table(folder) == ""  # nothing measured: no table
+    folder.mkdir()
+
+    def bench(k, peaks):
+        return {"setting": {"model": "resnet20", "modules": k, "num_blocks": 9},
+                "results": [{"method": m, "peak_bytes": v * 2**20, "peak_rss_bytes": 2 * v * 2**20} for m, v in peaks]}
+
+    for k, measured, estimated in ((4, 100, 110), (9, 50, 45)):
+        (folder / f"resnet20_k{k}.json").write_text(json.dumps(bench(k, [("e2e", 200), ("sequential-trgl", measured)])))
+        (folder / f"resnet20_k{k}.estimate.json").write_text(json.dumps(bench(k, [("e2e", 200), ("sequential-trgl", estimated)])))
+    table = report.measured_table(folder)
+    assert "| resnet20 | 4 | sequential-trgl | 110 | 100 | 1.10 | 200 |" in table
+    assert "| resnet20 | block | sequential-trgl | 45 | 50 | 0.90 | 100 |" in table
+    assert table.count("| e2e |") == 1  # e2e is in both files, shown once

@@ -138,6 +138,40 @@ def claim_table(groups: dict[tuple, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measured_table(folder: Path) -> str:
+    """The planner's estimate of one training step beside its measurement, for the study's models and
+    shape (``measure_memory.sh`` writes ``folder/<model>_k<K>.json`` and ``.estimate.json``); empty
+    when nothing was measured."""
+    benches = sorted(p for p in folder.glob("*.json") if not p.name.endswith(".estimate.json")) if folder.is_dir() else []
+    if not benches:
+        return ""
+    lines = ["### Estimate against measurement (one training step, batch 128, 1x28x28)\n",
+             "Written from `benchmarks/accuracy/fashionmnist/measure_memory.sh` (`edgetrgl bench`, a fresh process "
+             "per method): the planner's fake-tensor estimate (`--estimate`, the study's memory column), "
+             "MemTracker's measured tensor peak, and the process's RSS above its baseline (runtime and allocator "
+             "included).\n",
+             "| model | K | method | est. peak MiB | measured tensor peak MiB | est. / measured | measured RSS Δ MiB |",
+             "|---|---|---|---|---|---|---|"]
+    seen = set()
+    for path in benches:
+        bench = json.loads(path.read_text())
+        estimate_path = path.with_suffix(".estimate.json")
+        estimated = ({r["method"]: r["peak_bytes"] for r in json.loads(estimate_path.read_text())["results"]}
+                     if estimate_path.exists() else {})
+        setting = bench["setting"]
+        k = "block" if setting["modules"] == setting.get("num_blocks") else str(setting["modules"])
+        for r in bench["results"]:
+            shown_k = "1" if r["method"] == "e2e" else k
+            if (setting["model"], shown_k, r["method"]) in seen:  # e2e is in every file of a model
+                continue
+            seen.add((setting["model"], shown_k, r["method"]))
+            est = estimated.get(r["method"])
+            ratio = f"{est / r['peak_bytes']:.2f}" if est else "—"
+            lines.append(f"| {setting['model']} | {shown_k} | {r['method']} | {mib(est)} | {mib(r['peak_bytes'])} | "
+                         f"{ratio} | {mib(r.get('peak_rss_bytes'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def label(s: dict) -> str:
     where = "" if s["regime"] == "e2e" else f" {s['regime'][:3]} K={s['K']}"
     return f"{s['method']}{where}"
@@ -183,13 +217,14 @@ def chart(summaries: list[dict], path: Path) -> Path | None:
 BEGIN, END = "<!-- fashionmnist-table:begin -->", "<!-- fashionmnist-table:end -->"
 
 
-def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int) -> str:
+def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int, measured: str = "") -> str:
     """The README's Fashion-MNIST table: the claim, then every part that has a finished run."""
     parts = [part_table(p, groups, methods).replace("### ", "#### ", 1) for p in PARTS
              if any(key_of(c) in groups for c in cells_of([p], None, None))]
     return "\n".join([BEGIN, f"_Written by `python benchmarks/accuracy/fashionmnist/report.py --readme README.md` "
                       f"from {n_rows} runs; all tables: benchmarks/accuracy/fashionmnist/results/tables.md._\n",
-                      claim_table(groups).replace("### ", "#### ", 1), *parts, END])
+                      claim_table(groups).replace("### ", "#### ", 1), *parts,
+                      *([measured.replace("### ", "#### ", 1)] if measured else []), END])
 
 
 def write_readme(path: Path, block: str) -> None:
@@ -221,10 +256,12 @@ def main(argv: list[str] | None = None) -> int:
            f"Machine: {json.dumps(machine)}\n", claim_table(groups)]
     out += [part_table(part, groups, methods) for part in PARTS]
     out.append(other_table(groups, {key_of(c) for c in cells_of(list(PARTS), None, None)}))  # protocol changes
+    measured = measured_table(args.results / "measured")
+    out.append(measured)
     (args.results / "tables.md").write_text("\n".join(out))
     (args.results / "summary.json").write_text(json.dumps(summaries, indent=1))
     if args.readme:
-        write_readme(args.readme, readme_block(groups, methods, len(rows)))
+        write_readme(args.readme, readme_block(groups, methods, len(rows), measured))
     planned = {key_of(c) for c in cells_of(list(PARTS), None, None)}
     png = chart([s for s in summaries if key_of(s) in planned], args.chart or args.results.parent / "accuracy_memory.png")
     print(f"{len(rows)} runs -> {args.results / 'tables.md'}" + (f", {png}" if png else " (no chart: too few points)"))
