@@ -172,14 +172,20 @@ def measured_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def label(s: dict) -> str:
-    where = "" if s["regime"] == "e2e" else f" {s['regime'][:3]} K={s['K']}"
-    return f"{s['method']}{where}"
+METHOD_ORDER = ("e2e", "e2e-long", "vangl", "trgl-tau1", "trgl", "infopro", "infopro-c", "dgl", "predsim")
+MARKERS = {("e2e", "1"): "*", ("sequential", "4"): "o", ("sequential", "block"): "s", ("parallel", "4"): "^",
+           ("parallel", "block"): "v"}
+
+
+def shape_of(s: dict) -> str:
+    return "backprop (K=1)" if s["regime"] == "e2e" else f"{s['regime'][:3]} K={s['K']}"
 
 
 def chart(summaries: list[dict], path: Path) -> Path | None:
-    """Accuracy (last module, mean over seeds) against the estimated peak, one panel per setting,
-    the Pareto front (the best accuracy for each memory) drawn as a step line."""
+    """Accuracy (last module, mean over seeds) against the estimated peak, one panel per setting:
+    colour is the method, the marker the regime and K, the Pareto front (the best accuracy for each
+    memory) a step line through ringed points. The y range follows the means, so one wide interval
+    (two seeds) does not flatten the rest."""
     panels: dict[tuple, list[dict]] = defaultdict(list)
     for s in summaries:
         if s["estimated_peak_bytes"]:
@@ -187,28 +193,39 @@ def chart(summaries: list[dict], path: Path) -> Path | None:
     panels = {k: v for k, v in panels.items() if len(v) >= 2}
     if not panels:
         return None
-    fig = new_figure(figsize=(6.4 * min(3, len(panels)), 4.8 * math.ceil(len(panels) / 3)), dpi=100)
+    cols, rows = min(3, len(panels)), math.ceil(len(panels) / 3)
+    fig = new_figure(figsize=(6.4 * cols, 4.6 * rows + 0.6), dpi=100)
+    colour = {m: f"C{i}" for i, m in enumerate(METHOD_ORDER)}
+    legend: dict[str, object] = {}
     for i, (setting, points) in enumerate(sorted(panels.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])), 1):
-        ax = fig.add_subplot(math.ceil(len(panels) / 3), min(3, len(panels)), i)
+        ax = fig.add_subplot(rows, cols, i)
         xs = [p["estimated_peak_bytes"] / 2**20 for p in points]
         ys = [mean_ci95([100 * v for v in p["last"]]) for p in points]
         front = set(pareto_front([(x, -y[0]) for x, y in zip(xs, ys)]))
         for j, (p, x, (y, half)) in enumerate(zip(points, xs, ys)):
-            ax.errorbar(x, y, yerr=0 if math.isnan(half) else half, fmt="o" if j in front else "x", capsize=3,
-                        color="C3" if j in front else "C0")
-            ax.annotate(label(p), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            marker = MARKERS.get((p["regime"], str(p["K"])), "D")
+            ax.errorbar(x, y, yerr=0 if math.isnan(half) else half, fmt="none", ecolor=colour.get(p["method"], "k"),
+                        alpha=0.5, capsize=2)
+            ax.scatter([x], [y], marker=marker, s=70 if j in front else 40, color=colour.get(p["method"], "k"),
+                       edgecolors="k" if j in front else "none", linewidths=1.2, zorder=3)
+            legend.setdefault(p["method"], ax.scatter([], [], marker="o", color=colour.get(p["method"], "k")))
+            legend.setdefault(shape_of(p), ax.scatter([], [], marker=marker, facecolors="none", edgecolors="k"))
         order = sorted(front, key=lambda j: xs[j])
-        ax.step([xs[j] for j in order], [ys[j][0] for j in order], where="post", color="C3", alpha=0.6,
-                label="front: best accuracy for its memory")
+        ax.step([xs[j] for j in order], [ys[j][0] for j in order], where="post", color="k", alpha=0.4)
+        means = [y for y, _ in ys]
+        ax.set_ylim(min(means) - 3, max(means) + 3)
         model, fraction, recipe = setting
         ax.set_title(f"{model}, {'full set' if fraction == 1.0 else f'{100 * fraction:g}% of the data'}, {recipe}")
         ax.set_xscale("log")
         ax.set_xlabel("planner's estimated peak of one step (MiB, log)")
         ax.set_ylabel("test accuracy, last module (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    rank = {name: i for i, name in enumerate(METHOD_ORDER + tuple(shape_of({"regime": r, "K": k}) for r, k in MARKERS))}
+    legend = dict(sorted(legend.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    legend["front: best accuracy for its memory (ringed)"] = fig.axes[0].plot([], [], color="k", alpha=0.4)[0]
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=math.ceil(len(legend) / 2), fontsize=8)
     fig.suptitle("Fashion-MNIST: accuracy against memory (mean ± 95% interval over seeds)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.6 / (4.6 * rows + 0.6), 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
