@@ -166,3 +166,12 @@ def test_report_puts_the_estimate_beside_the_measurement(tmp_path):
     assert "| resnet20 | 4 | sequential-trgl | 110 | 100 | 1.10 | 200 |" in table
     assert "| resnet20 | block | sequential-trgl | 45 | 50 | 0.90 | 100 |" in table
     assert table.count("| e2e |") == 1  # e2e is in both files, shown once
+
+
+def test_transport_on_top_of_a_local_objective_is_a_method_of_its_own():
+    cells = run.cells_of(["small10_transport"], 1, 1)
+    assert {c["method"] for c in cells} == {m + run.TRANSPORT for m in run.LOCAL_OBJECTIVES}
+    dgl = next(c for c in cells if c["method"] == "dgl+transport")
+    assert dgl["config"]["method"] == "dgl" and dgl["config"]["transport"] == "on"
+    assert run.runnable(dgl, run.available_methods())
+    assert run.TrainConfig(**dgl["config"]).transport == "on"  # a config the library takes as it is

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import PARTS, available_methods, cells_of, read_rows, runnable  # noqa: E402
+from run import PARTS, TRANSPORT, available_methods, cells_of, read_rows, runnable  # noqa: E402
 
 from edgetrgl.bench.pareto import pareto_front  # noqa: E402
 from edgetrgl.plots import mean_ci95, new_figure  # noqa: E402
@@ -204,11 +204,15 @@ def chart(summaries: list[dict], path: Path) -> Path | None:
         front = set(pareto_front([(x, -y[0]) for x, y in zip(xs, ys)]))
         for j, (p, x, (y, half)) in enumerate(zip(points, xs, ys)):
             marker = MARKERS.get((p["regime"], str(p["K"])), "D")
-            ax.errorbar(x, y, yerr=0 if math.isnan(half) else half, fmt="none", ecolor=colour.get(p["method"], "k"),
-                        alpha=0.5, capsize=2)
-            ax.scatter([x], [y], marker=marker, s=70 if j in front else 40, color=colour.get(p["method"], "k"),
-                       edgecolors="k" if j in front else "none", linewidths=1.2, zorder=3)
-            legend.setdefault(p["method"], ax.scatter([], [], marker="o", color=colour.get(p["method"], "k")))
+            base, transport = p["method"].removesuffix(TRANSPORT), p["method"].endswith(TRANSPORT)
+            c = colour.get(base, "k")  # an objective + transport: its colour, hollow
+            ax.errorbar(x, y, yerr=0 if math.isnan(half) else half, fmt="none", ecolor=c, alpha=0.5, capsize=2)
+            ax.scatter([x], [y], marker=marker, s=70 if j in front else 40, facecolors="white" if transport else c,
+                       edgecolors="k" if j in front else c, linewidths=1.2, zorder=3)
+            legend.setdefault(base, ax.scatter([], [], marker="o", color=c))
+            if transport:
+                legend.setdefault("hollow: + transport", ax.scatter([], [], marker="o", facecolors="white",
+                                                                   edgecolors="k"))
             legend.setdefault(shape_of(p), ax.scatter([], [], marker=marker, facecolors="none", edgecolors="k"))
         order = sorted(front, key=lambda j: xs[j])
         ax.step([xs[j] for j in order], [ys[j][0] for j in order], where="post", color="k", alpha=0.4)

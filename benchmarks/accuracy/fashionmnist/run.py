@@ -6,7 +6,8 @@ accuracies and the planner's estimated peak, and a rerun skips the rows already 
 study runs in resumable pieces (``--part NAME``, in the order of PARTS: most important first).
 
 Methods are names: ``e2e`` (backprop, one head), ``e2e-long`` (e2e trained LONG times longer: to
-convergence), ``trgl`` (our default tau), ``trgl-tau1`` (the paper's tau: 0.5 then 1), and any
+convergence), ``trgl`` (our default tau), ``trgl-tau1`` (the paper's tau: 0.5 then 1),
+``<objective>+transport`` (the transport term on top of a local objective, at our tau), and any
 local objective the checkout's ``TrainConfig.method`` accepts (``vangl``, ``infopro``, ...); a
 method this checkout lacks is skipped with a note, and ``report.py`` shows it as "not run yet".
 
@@ -45,6 +46,7 @@ ROOT = HERE.parent.parent.parent
 LONG = 3  # e2e-long trains this many times the epochs of its part
 TAU_PAPER = 1.0  # with the "double" schedule: 0.5 for the first half of the modules, 1 for the second
 LOCAL_OBJECTIVES = ("infopro", "infopro-c", "dgl", "predsim")
+TRANSPORT = "+transport"  # e.g. "dgl+transport": the objective's loss plus the transport term
 CORE = ("e2e", "vangl", "trgl-tau1", "trgl")
 CLAIM = ("e2e", "vangl", "trgl-tau1")  # the paper's small-data claim: first, before our own tau
 BLOCKS = {"resnet20": 9, "resnet56": 27, "resnet110": 54, "vgg11_bn": 8, "vit_tiny": 12}
@@ -67,6 +69,8 @@ def method_fields(method: str) -> dict:
         return {"regime": "e2e", "method": "vangl"}  # one module: no transport, no local objective
     if method == "trgl-tau1":
         return {"method": "trgl", "tau": TAU_PAPER, "tau_schedule": "double"}
+    if method.endswith(TRANSPORT):  # a local objective with the transport term on top (our tau)
+        return {"method": method.removesuffix(TRANSPORT), "transport": "on"}
     return {"method": method}
 
 
@@ -136,6 +140,9 @@ PARTS = {
     "small10_parallel": (3, 3, "ResNet-20, 10%, parallel K=4 and block-wise, every method available",
                          lambda s, e: _grid("small10_parallel", s, e, fraction=0.1, test_images=SMALL_TEST, regime="parallel", k=(4, "block"),
                                             method=("vangl", "trgl-tau1", "trgl") + LOCAL_OBJECTIVES)),
+    "small10_transport": (3, 3, "ResNet-20, 10%, sequential K=4: the transport term (tau 10) on top of each local objective",
+                          lambda s, e: _grid("small10", s, e, fraction=0.1, test_images=SMALL_TEST, k=4,
+                                             method=tuple(m + TRANSPORT for m in LOCAL_OBJECTIVES))),
     "small10_block": (3, 3, "ResNet-20, 10%, sequential block-wise, every method available",
                       lambda s, e: _grid("small10_block", s, e, fraction=0.1, test_images=SMALL_TEST, k="block",
                                          method=("vangl", "trgl-tau1", "trgl") + LOCAL_OBJECTIVES)),
