@@ -191,6 +191,9 @@ class TrainingConfig:
     epochs: int = setting(2, "per module (sequential), per lap (multilap), or in total (e2e, parallel)")
     epochs_step: int = setting(0, "sequential: module k trains epochs + k * epochs_step")
     laps: int = setting(2, "multilap: passes over the modules")
+    recalibrate_bn: bool = setting(False, "after each module trains, recompute its BatchNorm statistics over one "
+                                          "pass of its training inputs: for few steps, where the running averages "
+                                          "are stale (the paper's recipe on small data scores chance without it)")
 
     def validate(self) -> None:
         # the regime's name is checked against the registry when the run is planned: the registry
@@ -211,6 +214,8 @@ class TrainingConfig:
                 raise UserError(f"{_flag(name)} must be a non-negative integer, got {getattr(self, name)!r}")
         _finite_number(self, "tau", above=0.0)
         _finite_number(self, "multiplier_step", at_least=0.0)
+        if not isinstance(self.recalibrate_bn, bool):
+            raise UserError(f"--recalibrate-bn must be true or false, got {self.recalibrate_bn!r}")
 
 
 @dataclass

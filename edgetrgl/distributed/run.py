@@ -53,6 +53,8 @@ def train(cfg: TrainConfig, *, model=None, data: tuple | None = None, out: str |
           overwrite: bool = False, quiet: bool = False, console: Console | None = None,
           head_factory: HeadFactory | None = None) -> RunResult:
     """:func:`edgetrgl.train` for one rank of a torchrun job (same arguments, same result on rank 0)."""
+    if cfg.recalibrate_bn:  # each rank would average its own shard or modules: the ranks' statistics would differ
+        raise UserError(f"--recalibrate-bn runs in one process; {_mode(cfg)} under torchrun does not take it")
     env = init_from_env(_mode(cfg), cfg.device, cfg.dist_timeout)
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     options = dict(model=model, data=data, head_factory=head_factory, quiet=quiet, console=console)

@@ -15,6 +15,7 @@ PHASES = {
     "steps": "training steps: forward, local loss, backward, optimizer",
     "data": "waiting for the next training batch: loading, augmentation, cache reads, a recomputed prefix",
     "evaluate": "test accuracy of the heads",
+    "recalibrate_bn": "--recalibrate-bn: one forward pass over the training inputs, for BatchNorm's statistics",
     "cache_fill": "writing a finished module's outputs to the activation cache (train and test sets)",
     "checkpoint": "writing checkpoints",
 }

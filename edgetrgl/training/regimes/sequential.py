@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from edgetrgl.objectives import objective_of
 from edgetrgl.step import local_step
+from edgetrgl.training.batchnorm import recalibrate_batchnorm
 from edgetrgl.training.images import ImageBatches
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.inputs import ModuleInputs
@@ -79,6 +80,9 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
         run_epoch(trainer, modules=[k], epoch=epoch, batches=batches, step=step,
                   label=f"module {k + 1} epoch {epoch + 1}/{epochs}", steps_per_epoch=steps_per_epoch,
                   where={"lap": lap, "module": k})
+    if cfg.recalibrate_bn:  # before the cache fill: the next module trains on these statistics' outputs
+        with trainer.phases.phase("recalibrate_bn"):
+            recalibrate_batchnorm([(stage, head)], inputs.train_batches(k, max(epochs - 1, 0)), trainer.device)
     trainer.modules[k]["epochs"] += epochs
     if inputs.fills_cache(k):  # one pass over the test set: cache module k's outputs and score its head on them
         with trainer.phases.phase("cache_fill"):
