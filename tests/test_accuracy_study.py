@@ -175,3 +175,18 @@ def test_transport_on_top_of_a_local_objective_is_a_method_of_its_own():
     assert dgl["config"]["method"] == "dgl" and dgl["config"]["transport"] == "on"
     assert run.runnable(dgl, run.available_methods())
     assert run.TrainConfig(**dgl["config"]).transport == "on"  # a config the library takes as it is
+
+
+def test_report_pairs_each_objective_with_its_transport_variant():
+    def rows(method, accs):
+        out = []
+        for seed, acc in enumerate(accs):
+            c = run.cell("small10", seed, fraction=0.1, k=4, epochs=3, method=method, test_images=run.SMALL_TEST)
+            out.append({**{k: c[k] for k in report.GROUP}, "seed": seed, "last": acc, "config": c["config"]})
+        return out
+
+    groups = report.group_rows(rows("dgl", (0.80, 0.82, 0.78)) + rows("dgl+transport", (0.81, 0.84, 0.78)))
+    table = report.transport_table(groups)
+    assert "| dgl | 80.0 ± 5.0 | 81.0 ± 7.5 |" in table  # sd 2 and 3 over 3 seeds: t(2) = 4.303
+    assert "1.0 ± 2.5 (3 seeds)" in table  # differences 1, 2, 0 points: sd 1
+    assert report.transport_table(report.group_rows(rows("dgl", (0.8,)))) == ""

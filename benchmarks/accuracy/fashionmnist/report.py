@@ -138,6 +138,20 @@ def claim_table(groups: dict[tuple, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def transport_table(groups: dict[tuple, list[dict]]) -> str:
+    """What the transport term adds on top of each local objective, paired by seed; empty without runs."""
+    with_term = sorted((k for k in groups if str(k[4]).endswith(TRANSPORT)), key=str)
+    if not with_term:
+        return ""
+    lines = ["### The transport term on top of a local objective, paired by seed (points, last module)\n",
+             "| setting | objective | objective alone | with transport | with − alone |", "|---|---|---|---|---|"]
+    for key in with_term:
+        alone = tuple(key[4].removesuffix(TRANSPORT) if f == "method" else v for f, v in zip(GROUP, key))
+        lines.append(f"| {describe(key)} | {alone[4]} | {fmt([r['last'] for r in groups.get(alone, [])])} | "
+                     f"{fmt([r['last'] for r in groups[key]])} | {paired(groups, key, alone)} |")
+    return "\n".join(lines) + "\n"
+
+
 def measured_table(folder: Path) -> str:
     """The planner's estimate of one training step beside its measurement, for the study's models and
     shape (``measure_memory.sh`` writes ``folder/<model>_k<K>.json`` and ``.estimate.json``); empty
@@ -244,7 +258,9 @@ def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int
              if any(key_of(c) in groups for c in cells_of([p], None, None))]
     return "\n".join([BEGIN, f"_Written by `python benchmarks/accuracy/fashionmnist/report.py --readme README.md` "
                       f"from {n_rows} runs; all tables: benchmarks/accuracy/fashionmnist/results/tables.md._\n",
-                      claim_table(groups).replace("### ", "#### ", 1), *parts,
+                      claim_table(groups).replace("### ", "#### ", 1),
+                      *([transport_table(groups).replace("### ", "#### ", 1)] if transport_table(groups) else []),
+                      *parts,
                       *([measured.replace("### ", "#### ", 1)] if measured else []), END])
 
 
@@ -274,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
            "Fashion-MNIST's test images: all 10,000 for the full-set parts, a fixed balanced 2,000 (200 per class, "
            "the same for every seed) for the small-data parts. \"est. peak\": the planner's fake-tensor estimate "
            "of one training step's peak (tensors only, the worst module).\n",
-           f"Machine: {json.dumps(machine)}\n", claim_table(groups)]
+           f"Machine: {json.dumps(machine)}\n", claim_table(groups), transport_table(groups)]
     out += [part_table(part, groups, methods) for part in PARTS]
     out.append(other_table(groups, {key_of(c) for c in cells_of(list(PARTS), None, None)}))  # protocol changes
     measured = measured_table(args.results / "measured")
