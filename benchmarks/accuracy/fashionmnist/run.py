@@ -56,10 +56,12 @@ SMALL_TEST = 2000  # test images of the small-data parts: 200 per class (binomia
 
 
 def recipe(name: str) -> dict:
-    """``ours`` (TrainConfig's defaults), ``paper`` (configs/paper.toml's optimiser and init) or
-    ``paper-bn`` (the same with ``--recalibrate-bn``: BatchNorm statistics recomputed after training)."""
+    """``ours`` (TrainConfig's defaults), ``paper`` (configs/paper.toml's optimiser and init), and
+    either with ``-bn`` (``--recalibrate-bn``: BatchNorm statistics recomputed after training)."""
     if name == "ours":
         return {}
+    if name == "ours-bn":
+        return {"recalibrate_bn": True}
     values = tomllib.loads((ROOT / "configs" / "paper.toml").read_text())
     values = {k: v for k, v in values.items() if k not in ("regime", "method", "modules", "tau", "tau_schedule")}
     return {**values, "recalibrate_bn": True} if name == "paper-bn" else values
@@ -155,6 +157,9 @@ PARTS = {
                  "after 25 steps), sequential and parallel K=4",
                  lambda s, e: _grid("paper", s, e, fraction=0.02, test_images=SMALL_TEST, regime=("sequential", "parallel"),
                                     k=4, method=("vangl", "trgl-tau1"), recipe_name="paper-bn")),
+    "small2_bn": (5, 5, "ResNet-20, 2%, sequential block-wise, our recipe with --recalibrate-bn: does it help our defaults?",
+                  lambda s, e: _grid("small2", s, e, fraction=0.02, test_images=SMALL_TEST, k="block",
+                                     method=("vangl", "trgl"), recipe_name="ours-bn")),
     "full_more": (3, 1, "ResNet-20, full set: third seed, block-wise, TRGL tau 1, local objectives",
                   lambda s, e: _grid("full", s, e, fraction=1.0, k=(4, "block"),
                                      method=("e2e", "vangl", "trgl-tau1", "trgl") + LOCAL_OBJECTIVES)),
