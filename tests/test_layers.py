@@ -30,7 +30,7 @@ LAYERS = [
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
      "edgetrgl.training.run_lock", "edgetrgl.training.phases", "edgetrgl.training.loading",
-     "edgetrgl.training.results", "edgetrgl.training.images"],
+     "edgetrgl.training.results", "edgetrgl.training.images", "edgetrgl.training.batchnorm"],
     ["edgetrgl.training.regimes"],  # the loops (the pipeline's links are handed to it by its trainer)
     ["edgetrgl.training.trainer"],
     ["edgetrgl.training.run"],  # the one run body, and the single-process hooks
