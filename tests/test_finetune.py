@@ -87,12 +87,14 @@ def test_finetune_resnet18_from_torchvision_trains_only_the_unfrozen_modules(tor
             assert not torch.equal(tensor, tv_tensor), free_key  # modules 3-4 trained
 
 
-@pytest.mark.parametrize("regime", ["sequential", "parallel", "e2e"])
-def test_finetune_from_a_run_folder_keeps_the_frozen_prefix_bit_identical(source_run, tmp_path, regime):
+@pytest.mark.parametrize("regime,recalibrate", [("sequential", False), ("parallel", False), ("e2e", False),
+                                                ("sequential", True), ("parallel", True), ("e2e", True)])
+def test_finetune_from_a_run_folder_keeps_the_frozen_prefix_bit_identical(source_run, tmp_path, regime, recalibrate):
+    """With --recalibrate-bn too: the kept modules' BatchNorm statistics are not recomputed."""
     before = torch.load(source_run / "model.pt", weights_only=True)["state_dict"]
     ranges = [(0, 3), (3, 6), (6, 9)]  # resnet20: 9 blocks in 3 modules
     cfg = tiny_config(regime=regime, modules=3, epochs=1, dataset_options=DATA, init_from=str(source_run),
-                      freeze_modules=1, out=str(tmp_path / "ft"))
+                      freeze_modules=1, out=str(tmp_path / "ft"), recalibrate_bn=recalibrate)
     result = train(cfg, quiet=True)
     after = {split_free(k, result.net.block_ranges): v for k, v in result.net.state_dict().items()}
     source = {split_free(k, ranges): v for k, v in before.items()}

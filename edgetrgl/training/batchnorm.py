@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import update_bn
 
 
 class _Chain(nn.Module):
@@ -33,19 +32,28 @@ class _Chain(nn.Module):
         return x
 
 
-def has_batchnorm(*modules: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for module in modules for m in module.modules())
-
-
+@torch.no_grad()
 def recalibrate_batchnorm(pairs: list[tuple[nn.Module, nn.Module]], batches: Iterable, device) -> bool:
     """Reset the BatchNorm statistics of ``pairs`` (stage, head) and recompute them as exact
     averages over one pass of ``batches`` (``(x, y)`` or ``x``; x is the first stage's input).
-    The weights do not change; training modes are restored. Returns whether any BatchNorm was there."""
+
+    ``torch.optim.swa_utils.update_bn``'s rule (momentum None: a cumulative average), but only for
+    the BatchNorms that train: a part frozen for fine-tuning stays in eval mode through ``train()``
+    (:func:`edgetrgl.finetune.freeze`) and keeps its statistics, as its weights are kept. The weights
+    do not change; training modes are restored. Returns whether any statistics were recomputed."""
     chain = _Chain(pairs)
-    if not has_batchnorm(chain):
-        return False
     modes = [(m, m.training) for m in chain.modules()]
-    update_bn(batches, chain, device=torch.device(device))
-    for m, training in modes:  # update_bn leaves every submodule in the chain's mode
+    chain.train()
+    norms = [m for m in chain.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    if norms:
+        for batch in batches:
+            chain((batch[0] if isinstance(batch, (list, tuple)) else batch).to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    for m, training in modes:
         m.training = training
-    return True
+    return bool(norms)

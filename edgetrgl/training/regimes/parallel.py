@@ -50,7 +50,7 @@ def run(trainer) -> None:
         with trainer.phases.phase("recalibrate_bn"):
             loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
                                  epoch=max(cfg.epochs - 1, 0))
-            recalibrate_batchnorm(list(zip(net.stages, net.heads)), loader, device)
+            recalibrate_batchnorm(list(zip(net.stages, net.heads)), loader, device)  # frozen parts: kept
     with trainer.phases.phase("evaluate"):
         accuracies = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)
     trainer.finish_module_clock(K - 1, clock)

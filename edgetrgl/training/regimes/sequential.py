@@ -80,7 +80,8 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
         run_epoch(trainer, modules=[k], epoch=epoch, batches=batches, step=step,
                   label=f"module {k + 1} epoch {epoch + 1}/{epochs}", steps_per_epoch=steps_per_epoch,
                   where={"lap": lap, "module": k})
-    if cfg.recalibrate_bn:  # before the cache fill: the next module trains on these statistics' outputs
+    # not a module kept for fine-tuning (0 epochs); before the cache fill, which the next module trains on
+    if cfg.recalibrate_bn and epochs > 0:
         with trainer.phases.phase("recalibrate_bn"):
             recalibrate_batchnorm([(stage, head)], inputs.train_batches(k, max(epochs - 1, 0)), trainer.device)
     trainer.modules[k]["epochs"] += epochs
