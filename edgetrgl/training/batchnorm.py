@@ -16,6 +16,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from edgetrgl.data import make_loader
+
 
 class _Chain(nn.Module):
     """Stages in order, each feeding its head too: every BatchNorm sees the input it sees in eval."""
@@ -57,3 +59,11 @@ def recalibrate_batchnorm(pairs: list[tuple[nn.Module, nn.Module]], batches: Ite
     for m, training in modes:
         m.training = training
     return bool(norms)
+
+
+def recalibrate_network(net, train_set, cfg, device) -> bool:
+    """Every module of ``net`` at once (the parallel and e2e regimes, where each module's input is
+    its trained prefix's output), over the last epoch's batches of ``train_set``."""
+    loader = make_loader(train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
+                         epoch=max(cfg.epochs - 1, 0))
+    return recalibrate_batchnorm(list(zip(net.stages, net.heads)), loader, device)

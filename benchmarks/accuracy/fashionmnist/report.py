@@ -256,16 +256,16 @@ def chart(summaries: list[dict], path: Path) -> Path | None:
 BEGIN, END = "<!-- fashionmnist-table:begin -->", "<!-- fashionmnist-table:end -->"
 
 
-def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int, measured: str = "") -> str:
+def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int, transport: str = "",
+                 measured: str = "") -> str:
     """The README's Fashion-MNIST table: the claim, then every part that has a finished run."""
     parts = [part_table(p, groups, methods).replace("### ", "#### ", 1) for p in PARTS
              if any(key_of(c) in groups for c in cells_of([p], None, None))]
     return "\n".join([BEGIN, f"_Written by `python benchmarks/accuracy/fashionmnist/report.py --readme README.md` "
                       f"from {n_rows} runs; all tables: benchmarks/accuracy/fashionmnist/results/tables.md._\n",
                       claim_table(groups).replace("### ", "#### ", 1),
-                      *([transport_table(groups).replace("### ", "#### ", 1)] if transport_table(groups) else []),
-                      *parts,
-                      *([measured.replace("### ", "#### ", 1)] if measured else []), END])
+                      *[t.replace("### ", "#### ", 1) for t in (transport,) if t], *parts,
+                      *[t.replace("### ", "#### ", 1) for t in (measured,) if t], END])
 
 
 def write_readme(path: Path, block: str) -> None:
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
            "Fashion-MNIST's test images: all 10,000 for the full-set parts, a fixed balanced 2,000 (200 per class, "
            "the same for every seed) for the small-data parts. \"est. peak\": the planner's fake-tensor estimate "
            "of one training step's peak (tensors only, the worst module).\n",
-           f"Machine: {json.dumps(machine)}\n", claim_table(groups), transport_table(groups)]
+           f"Machine: {json.dumps(machine)}\n", claim_table(groups), transport := transport_table(groups)]
     out += [part_table(part, groups, methods) for part in PARTS]
     out.append(other_table(groups, {key_of(c) for c in cells_of(list(PARTS), None, None)}))  # protocol changes
     measured = measured_table(args.results / "measured")
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "tables.md").write_text("\n".join(out))
     (args.results / "summary.json").write_text(json.dumps(summaries, indent=1))
     if args.readme:
-        write_readme(args.readme, readme_block(groups, methods, len(rows), measured))
+        write_readme(args.readme, readme_block(groups, methods, len(rows), transport, measured))
     planned = {key_of(c) for c in cells_of(list(PARTS), None, None)}
     png = chart([s for s in summaries if key_of(s) in planned], args.chart or args.results.parent / "accuracy_memory.png")
     print(f"{len(rows)} runs -> {args.results / 'tables.md'}" + (f", {png}" if png else " (no chart: too few points)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgetrgl.data import make_loader
 from edgetrgl.step import local_step
-from edgetrgl.training.batchnorm import recalibrate_batchnorm
+from edgetrgl.training.batchnorm import recalibrate_network
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.regimes import Regime, RegimeTraits
@@ -33,11 +33,9 @@ def run(trainer) -> None:
         run_epoch(trainer, modules=[0], epoch=epoch, batches=loader, step=step,
                   label=f"e2e epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch=steps_per_epoch)
     trainer.modules[0]["epochs"] = cfg.epochs
-    if cfg.recalibrate_bn:  # the whole network at once: every module's input is its trained prefix's
+    if cfg.recalibrate_bn:  # frozen parts keep theirs (see recalibrate_batchnorm)
         with trainer.phases.phase("recalibrate_bn"):
-            loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
-                                 epoch=max(cfg.epochs - 1, 0))
-            recalibrate_batchnorm(list(zip(net.stages, net.heads)), loader, device)
+            recalibrate_network(net, trainer.train_set, cfg, device)
     with trainer.phases.phase("evaluate"):
         trainer.modules[0]["test_accuracy"] = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)[0]
     trainer.finish_module_clock(0, clock)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from edgetrgl.data import make_loader
 from edgetrgl.step import frozen_step, local_step
-from edgetrgl.training.batchnorm import recalibrate_batchnorm
+from edgetrgl.training.batchnorm import recalibrate_network
 from edgetrgl.training.epoch import run_epoch
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.regimes import Regime, RegimeTraits
@@ -46,11 +46,9 @@ def run(trainer) -> None:
         loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, epoch=epoch)
         run_epoch(trainer, modules=list(range(K)), epoch=epoch, batches=loader, step=step,
                   label=f"parallel epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch=steps_per_epoch)
-    if cfg.recalibrate_bn:  # the whole network at once: every module's input is its trained prefix's
+    if cfg.recalibrate_bn:  # frozen parts keep theirs (see recalibrate_batchnorm)
         with trainer.phases.phase("recalibrate_bn"):
-            loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
-                                 epoch=max(cfg.epochs - 1, 0))
-            recalibrate_batchnorm(list(zip(net.stages, net.heads)), loader, device)  # frozen parts: kept
+            recalibrate_network(net, trainer.train_set, cfg, device)
     with trainer.phases.phase("evaluate"):
         accuracies = evaluate_heads(net, trainer.test_set, cfg.batch_size, device)
     trainer.finish_module_clock(K - 1, clock)

@@ -83,7 +83,7 @@ def train_module(trainer, k: int, lap: int, inputs: ModuleInputs, offloader: Off
     # not a module kept for fine-tuning (0 epochs); before the cache fill, which the next module trains on
     if cfg.recalibrate_bn and epochs > 0:
         with trainer.phases.phase("recalibrate_bn"):
-            recalibrate_batchnorm([(stage, head)], inputs.train_batches(k, max(epochs - 1, 0)), trainer.device)
+            recalibrate_batchnorm([(stage, head)], inputs.train_batches(k, epochs - 1), trainer.device)
     trainer.modules[k]["epochs"] += epochs
     if inputs.fills_cache(k):  # one pass over the test set: cache module k's outputs and score its head on them
         with trainer.phases.phase("cache_fill"):
