@@ -7,8 +7,8 @@ normalisation, before the add). A block can report it in one of three ways, chec
    (a transformer block reports two residues: attention and MLP). A block that computes each
    residue as ``residue_tail(last_layer, h)`` gets its transport gradient at no memory cost
    (:mod:`edgetrgl.transport`); any other residue falls back to the plain formulation;
-2. its output has the same shape as its input: the residue is ``out - x`` (DESIGN.md: "for a
-   module that is not residual ... the transport term is mean((T(x) - x) ** 2)");
+2. its output has the same shape as its input: the residue is ``out - x`` (the paper's rule for
+   a module that is not residual: the transport term is mean((T(x) - x) ** 2));
 3. neither: the block has no transport term (for example a plain downsampling conv).
 
 :func:`run_block` returns which case applied (its third value), and

@@ -307,7 +307,7 @@ class DistributedConfig:
 
     def validate(self) -> None:
         # data_parallel with a multi-process regime (pipeline) is refused where the regime is looked
-        # up (edgetrgl.distributed.run.is_distributed): the registry sits above this layer
+        # up (edgetrgl.training.run.runs_on_ranks): the registry sits above this layer
         _choice("pipeline_split", self.pipeline_split, PIPELINE_SPLITS)
         for name in ("data_parallel", "sync_bn"):
             if not isinstance(getattr(self, name), bool):

@@ -1,4 +1,4 @@
-"""The TRGL module loss and its tau schedules (DESIGN.md section 2, the paper's Eq. 10).
+"""The TRGL module loss and its tau schedules (the paper's Eq. 10).
 
     loss_k = CE(F_k(T_k(x)), y) + (1 / (2 * tau_k)) * sum_m mean(r_m ** 2)
 

@@ -1,4 +1,4 @@
-"""The package's import graph: layers import downward only, and there is no cycle (STYLE.md 12).
+"""The package's import graph: layers import downward only, and there is no cycle.
 
 Every ``edgetrgl`` import statement in the source is read with ``ast``: at module level and inside
 functions (a lazy import is still an import: it runs, and a circle through it is a circle);

@@ -1,7 +1,7 @@
 """Run a command inside a memory cgroup and report what the kernel saw: peak, limit, OOM kills.
 
 The honest proof that a run "fits in 2 GB" on a board is the kernel's own accounting and OOM
-killer (DESIGN.md section 6). This script, run as root, creates a cgroup under its own (cgroup v2
+killer. This script, run as root, creates a cgroup under its own (cgroup v2
 preferred, v1 fallback), sets a memory limit with swap disabled, optionally throttles the disk
 that holds a folder (the activation cache's) to a board's storage speed, puts the child into the
 cgroup *before* it execs (so no allocation escapes the count), waits, reads the peak and the OOM

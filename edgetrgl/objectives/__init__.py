@@ -1,8 +1,8 @@
-"""The local-objective registry: what each module's local loss is (DESIGN.md section 8).
+"""The local-objective registry: what each module's local loss is.
 
 An objective says which auxiliary modules a module needs (its classifier, a decoder, a
 projection), how the module's loss is formed from its output, the input images, the labels and
-its position k of K, and which named terms it logs. The transport term (TRGL, DESIGN.md section 2)
+its position k of K, and which named terms it logs. The transport term (TRGL)
 is not part of an objective: it is a regulariser added by the step on top of any objective,
 ``--transport auto|on|off`` (auto: the objective's default; only ``trgl`` defaults to on).
 

@@ -1,4 +1,4 @@
-"""TRGL: VanGL plus the transport term (DESIGN.md section 2, the paper's Eq. 10).
+"""TRGL: VanGL plus the transport term (the paper's Eq. 10).
 
 The loss is the same cross-entropy through the auxiliary classifier; only the default of
 ``--transport`` differs: the step adds the memory-free fused transport term

@@ -1,6 +1,6 @@
 """VanGL: plain greedy training, cross-entropy through each module's auxiliary classifier.
 
-The TRGL paper's baseline (DESIGN.md section 2): TRGL without the transport term. The network's
+The TRGL paper's baseline: TRGL without the transport term. The network's
 own heads are the classifiers (``edgetrgl.heads``: DGL's "1CNN" for conv features).
 """
 
