@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import tiny_config  # noqa: E402
 
-from edgetrgl import training  # noqa: E402
+from edgetrgl import api as training
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

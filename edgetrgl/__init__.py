@@ -12,7 +12,7 @@ from edgetrgl.errors import UserError
 from edgetrgl.export import export_run, predict
 from edgetrgl.models import BlockNet, create_model, list_models
 from edgetrgl.modular import ModularNet, build_modular, split_blocks
-from edgetrgl.training import RunResult, build_network, evaluate, load_run, resume, train
+from edgetrgl.api import RunResult, build_network, evaluate, load_run, resume, train
 from edgetrgl._version import __version__
 
 __all__ = [

@@ -1,14 +1,14 @@
 """A registry of named things (local objectives, training regimes): what each registry shares.
 
-Entries are looked up by name; the built-in ones are the modules of one package, imported on first
-use (so importing the registry costs nothing), and a user adds their own with ``register``. An
-unknown name is the user's mistake: one line naming the flag and every registered name.
+Entries are looked up by name; the built-in ones are loaded on first use by a function the owning
+package gives (its own modules, imported there by plain import statements, so the import graph
+sees them and importing the registry costs nothing), and a user adds their own with ``register``.
+An unknown name is the user's mistake: one line naming the flag and every registered name.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
 from edgetrgl.errors import UserError
 
@@ -20,17 +20,14 @@ class Registry(Generic[T]):
 
     Args:
         flag: the option that names an entry, for the error message (``--method``).
-        package: where the built-in entries live (``edgetrgl.objectives``).
-        builtin: the built-in modules of ``package``, imported on first use.
-        collect: what a built-in module contributes: entries read from it (default: nothing, the
-            module registers its entries itself).
+        load_builtin: called once, on first use: imports the built-in entries and returns them
+            (or registers them itself and returns nothing).
 
     Every entry has a ``name``: what the flag calls it.
     """
 
-    def __init__(self, flag: str, package: str, builtin: tuple[str, ...],
-                 collect: Callable[[object], list[T]] | None = None) -> None:
-        self.flag, self.package, self.builtin, self._collect = flag, package, builtin, collect
+    def __init__(self, flag: str, load_builtin: Callable[[], Iterable[T] | None]) -> None:
+        self.flag, self._load_builtin = flag, load_builtin
         self._entries: dict[str, T] = {}
         self._loaded = False
 
@@ -70,7 +67,5 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True  # first: a built-in module registering itself calls back into register()
-        for name in self.builtin:
-            module = importlib.import_module(f"{self.package}.{name}")
-            for entry in self._collect(module) if self._collect else []:
-                self.register(entry)
+        for entry in self._load_builtin() or ():
+            self.register(entry)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from edgetrgl.config import TrainConfig, load_toml
-from edgetrgl.training import train
+from edgetrgl.api import train
 
 ONE_BODY_REGIMES = (("sequential", {}), ("parallel", {}), ("e2e", {}), ("multilap", {"laps": 2, "epochs": 1}))
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from edgetrgl.config import TrainConfig, load_toml
-from edgetrgl.training import train
+from edgetrgl.api import train
 
 root, values = Path(sys.argv[1]), load_toml(sys.argv[2])
 for regime, extra in (("parallel", {}), ("sequential", {"cache": "disk", "epochs": 1}), ("e2e", {"epochs": 1})):

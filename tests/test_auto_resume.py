@@ -11,7 +11,7 @@ from torch import nn
 
 from edgetrgl.devices import current_footprint
 from edgetrgl.tables import module_table
-from edgetrgl.training import train
+from edgetrgl.api import train
 from tests.conftest import tiny_config
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgetrgl.cache import ActivationCache, Prefetcher
-from edgetrgl.training import train
+from edgetrgl.api import train
 from tests.conftest import tiny_config
 
 

@@ -6,7 +6,7 @@ import torch
 
 from edgetrgl.cache import ActivationCache, device_feed
 from edgetrgl.cache.device_feed import StreamFeed, device_batches_ahead, feed
-from edgetrgl.training import train
+from edgetrgl.api import train
 from tests.conftest import tiny_config
 
 

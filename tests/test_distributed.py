@@ -145,7 +145,7 @@ def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
     from edgetrgl.distributed.data_parallel import shard_dataset
     from edgetrgl.metrics import MetricsWriter
     from edgetrgl.training.run import plan_run
-    from edgetrgl.step import local_step
+    from edgetrgl.step import local_step, set_lr
     from edgetrgl.training.loading import load_data
     from edgetrgl.training.trainer import Trainer
 
@@ -159,7 +159,7 @@ def _data_parallel_reference(cfg: TrainConfig, world: int) -> dict:
         for batch, parts in enumerate(zip(*loaders)):
             x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             for k in range(net.num_modules):
-                trainer.set_lr(k, epoch * steps + batch, cfg.epochs * steps)
+                set_lr(trainer.optimizers[k], cfg.lr_schedule, cfg.lr, epoch * steps + batch, cfg.epochs * steps)
                 x, _ = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], x, y, trainer.tau.weights(k),
                                   cfg.label_smoothing)
     return net.state_dict()
@@ -170,7 +170,7 @@ def test_torchrun_world_of_one_equals_one_process_for_every_single_process_regim
     """The same seed gives the same run whichever way it is started: a torchrun world of one
     (--data-parallel) and one process run the same body, so every regime's weights, accuracies and
     epoch records are identical (one thread each, as torchrun's workers)."""
-    from edgetrgl.training import train
+    from edgetrgl.api import train
     from tests._dist_one_body_worker import ONE_BODY_REGIMES
 
     (tmp_path / "tiny.toml").write_text(RESNET + 'dataset = "synthetic"\nmodules = 3\nepochs = 2\nbatch_size = 64\n'
@@ -195,7 +195,7 @@ def test_torchrun_fine_tunes_records_phases_and_bounds_every_ranks_allocator(tmp
     """What the torchrun copy of the run used to drop: --init-from (the frozen prefix keeps the
     source's weights), the summary's phases, and the allocator bound of a whole-process budget on
     every rank, not only on rank 0 (which plans)."""
-    from edgetrgl.training import train
+    from edgetrgl.api import train
 
     (tmp_path / "tiny.toml").write_text(RESNET)
     values = {**load_toml(tmp_path / "tiny.toml"), "dataset": "synthetic", "modules": 3, "epochs": 1,
@@ -214,6 +214,32 @@ def test_torchrun_fine_tunes_records_phases_and_bounds_every_ranks_allocator(tmp
     assert {"steps", "data", "evaluate", "other"} <= set(result["phases_s"]) and result["phases_s"]["steps"] > 0
     assert [r["rank"] for r in result["ranks"]] == [0, 1]
     assert all("128 KiB" in (r["allocator"] or "") for r in result["ranks"]), result["ranks"]
+
+
+def test_pipeline_fine_tunes_with_frozen_modules(tmp_path):
+    """--freeze-modules under the pipeline: the frozen module only runs forward on its rank (it used to
+    crash in the backward: "element 0 of tensors does not require grad"), keeps the source's weights
+    bit for bit, and the modules after it train."""
+    from edgetrgl.api import train
+
+    (tmp_path / "tiny.toml").write_text(RESNET)
+    values = {**load_toml(tmp_path / "tiny.toml"), "dataset": "synthetic", "modules": 3, "epochs": 1,
+              "batch_size": 64, "device": "cpu", "regime": "parallel"}
+    train(TrainConfig.from_dict(values), out=tmp_path / "source", quiet=True)
+    out = tmp_path / "run"
+    proc = torchrun(2, "-m", "edgetrgl", "train", *COMMON, "--config", str(tmp_path / "tiny.toml"), "--regime",
+                    "pipeline", "--init-from", str(tmp_path / "source"), "--freeze-modules", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    source, tuned = weights(tmp_path / "source"), weights(out)
+    frozen = [k for k in source if k.startswith(("stages.0.", "heads.0."))]
+    assert frozen and all(torch.equal(tuned[k], source[k]) for k in frozen)
+    for k in (1, 2):  # rank 0 trains module 2 beside the frozen one, rank 1 module 3
+        assert any(not torch.equal(tuned[n], source[n]) for n in source if n.startswith(f"stages.{k}."))
+    result = summary(out)
+    assert [m["epochs"] for m in result["modules"]] == [0, 2, 2]
+    assert all(m["test_accuracy"] is not None for m in result["modules"])
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["module"] for r in logged if r["event"] == "module"] == [1, 2, 3]  # each module once, in order
 
 
 def test_a_ranks_trainer_restores_the_phases_on_resume(synthetic_data):
@@ -240,20 +266,20 @@ def test_a_ranks_trainer_restores_the_phases_on_resume(synthetic_data):
     assert resumed.serial == 3
 
 
-def test_resuming_a_torchrun_run_keeps_the_head_factory(tmp_path, monkeypatch):
-    """``edgetrgl.resume(..., head_factory=f)`` of a torchrun run hands f to the ranks' resume (which
-    runs the one body, where the heads are built from it)."""
-    import edgetrgl.distributed.run as ranks
-    from edgetrgl.training import resume
-
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"config": TrainConfig(data_parallel=True).to_dict()}))
-    seen = {}
-    monkeypatch.setattr(ranks, "resume", lambda run_dir, **options: seen.update(options) or "resumed")
-    factory = lambda shape, classes: torch.nn.Identity()  # noqa: E731
-    assert resume(run, head_factory=factory) == "resumed"
-    assert seen["head_factory"] is factory
+def test_resuming_a_torchrun_run_keeps_the_head_factory(tmp_path):
+    """``edgetrgl.resume(..., head_factory=f)`` of a torchrun run builds the heads from f on the ranks:
+    a data-parallel run with the user's heads is killed in its second epoch, then resumed under
+    torchrun through the front door; it finishes with those heads (a default head would not even
+    load the checkpoint's weights)."""
+    (tmp_path / "tiny.toml").write_text(RESNET + 'dataset = "synthetic"\nmodules = 3\nepochs = 2\nbatch_size = 64\n'
+                                        'regime = "parallel"\n')
+    worker, run = str(ROOT / "tests" / "_dist_head_factory_worker.py"), tmp_path / "run"
+    killed = torchrun(1, worker, "train", str(run), str(tmp_path / "tiny.toml"), env={"EDGETRGL_CRASH_AT": "step:6"})
+    assert killed.returncode != 0 and not (run / "summary.json").exists()
+    proc = torchrun(1, worker, "resume", str(run), str(tmp_path / "tiny.toml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "heads.txt").read_text() == "TaggedHead"
+    assert summary(run)["modules"][2]["epochs"] == 2
 
 
 # ---- bad input: one line, non-zero exit ----------------------------------------------------------

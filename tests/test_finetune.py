@@ -10,7 +10,7 @@ from edgetrgl.cli.main import main
 from edgetrgl.data import load_dataset
 from edgetrgl.finetune import InitSource, plan_init, read_source
 from edgetrgl.finetune.mapping import split_free
-from edgetrgl.training import build_network
+from edgetrgl.api import build_network
 from tests.conftest import tiny_config
 
 DATA = {"num_train": 128, "num_test": 64}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgetrgl.errors import UserError
-from edgetrgl.training import train
+from edgetrgl.api import train
 from tests.conftest import tiny_config
 
 

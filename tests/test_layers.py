@@ -1,10 +1,12 @@
 """The package's import graph: layers import downward only, and there is no cycle.
 
-Every ``edgetrgl`` import statement in the source is read with ``ast``: at module level and inside
-functions (a lazy import is still an import: it runs, and a circle through it is a circle);
-``if TYPE_CHECKING:`` blocks are type hints, not imports. ``from edgetrgl.x import y`` also
-imports the submodule ``edgetrgl.x.y`` where there is one, and importing ``edgetrgl.x.y`` runs
-``edgetrgl/x/__init__.py`` first. A new package must be given a layer here.
+Every ``edgetrgl`` import in the source is read with ``ast``: import statements at module level,
+inside functions (a lazy import is still an import: it runs, and a circle through it is a circle)
+and inside ``if TYPE_CHECKING:`` (a type hint that needs a module above is a tie to it all the
+same), and ``importlib.import_module("edgetrgl...")`` calls (an f-string counts as an import of
+its literal prefix's package). ``from edgetrgl.x import y`` also imports the submodule
+``edgetrgl.x.y`` where there is one, and importing ``edgetrgl.x.y`` runs ``edgetrgl/x/__init__.py``
+first. A new package must be given a layer here.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ LAYERS = [
     ["edgetrgl.training.inputs", "edgetrgl.training.offload", "edgetrgl.training.epoch",
      "edgetrgl.training.evaluation", "edgetrgl.training.checkpoint", "edgetrgl.training.run_dir",
      "edgetrgl.training.run_lock", "edgetrgl.training.phases", "edgetrgl.training.loading",
-     "edgetrgl.training.results", "edgetrgl.training.images", "edgetrgl.training.batchnorm"],
+     "edgetrgl.training.results", "edgetrgl.training.images", "edgetrgl.training.batchnorm",
+     "edgetrgl.training"],
+    ["edgetrgl.training.context"],  # what a loop may use: below both the loops and the trainer
     ["edgetrgl.training.regimes"],  # the loops (the pipeline's links are handed to it by its trainer)
     ["edgetrgl.training.trainer"],
     ["edgetrgl.training.run"],  # the one run body, and the single-process hooks
     ["edgetrgl.distributed"],  # torchrun: the process group, links, checkpoint parts, a rank's hooks
-    ["edgetrgl.training.api", "edgetrgl.training.auto_resume", "edgetrgl.training"],  # the front door
+    ["edgetrgl.api"],  # the front door: train, resume, auto-resume, load_run
     ["edgetrgl.bench", "edgetrgl.export", "edgetrgl"],
     ["edgetrgl.cli", "edgetrgl.__main__"],
 ]
@@ -61,25 +65,39 @@ def module_names(root: Path, package: str) -> dict[str, Path]:
 
 
 def imports(path: Path, package: str, known: set[str]) -> list[tuple[str, bool]]:
-    """``(imported module, at module level)`` for every import of ``package`` outside TYPE_CHECKING,
-    with the submodules that ``from package.x import y`` names."""
+    """``(imported module, at module level)`` for every import of ``package`` (``TYPE_CHECKING`` blocks
+    and ``importlib.import_module`` calls included), with the submodules that ``from package.x import y`` names."""
     found: list[tuple[str, bool]] = []
     own = lambda name: name == package or name.startswith(package + ".")  # noqa: E731
 
     def visit(node: ast.AST, top: bool) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            return
         if isinstance(node, ast.Import):
             found.extend((a.name, top) for a in node.names if own(a.name))
         elif isinstance(node, ast.ImportFrom) and node.module and own(node.module) and node.level == 0:
             found.append((node.module, top))
             found.extend((f"{node.module}.{a.name}", top) for a in node.names if f"{node.module}.{a.name}" in known)
+        elif isinstance(node, ast.Call) and (target := _import_module_target(node)) and own(target):
+            found.append((target, top))
         inner = top and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
             visit(child, inner)
 
     visit(ast.parse(path.read_text()), True)
     return found
+
+
+def _import_module_target(call: ast.Call) -> str | None:
+    """The module an ``importlib.import_module(...)`` call loads: its string, or an f-string's
+    literal prefix up to the last dot (the package whose submodule it loads)."""
+    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", None)
+    if name != "import_module" or not call.args:
+        return None
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        return str(arg.values[0].value).rsplit(".", 1)[0]
+    return None
 
 
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:
@@ -150,7 +168,7 @@ def test_no_import_cycles_lazy_imports_included():
 def test_the_graph_sees_the_run_body_shared_below_both_ways_of_running():
     graph = import_graph(ROOT, "edgetrgl")
     assert "edgetrgl.training.run" in graph["edgetrgl.distributed.run"]  # torchrun runs the one body
-    assert "edgetrgl.training.run" in graph["edgetrgl.training.api"]
+    assert "edgetrgl.training.run" in graph["edgetrgl.api"]
     assert not any(t.startswith(("edgetrgl.training", "edgetrgl.distributed")) for t in graph["edgetrgl.planning.run_plan"])
     assert not any(t.startswith("edgetrgl.distributed") for t in graph["edgetrgl.training.regimes.pipeline"])
 
@@ -179,7 +197,7 @@ def test_a_lazy_import_circle_is_caught(tmp_path, lazy_in):
     assert found and not any(top for _, top in found)  # every import of b is lazy, and counted
 
 
-def test_a_circle_through_a_package_init_is_caught_and_type_hints_are_not_imports(tmp_path):
+def test_a_circle_through_a_package_init_is_caught_and_type_hints_count_as_imports(tmp_path):
     pkg = _fake_package(tmp_path, {
         "sub/__init__.py": "from fakepkg.sub.low import x\n",
         "sub/low.py": "x = 1\n",
@@ -188,6 +206,26 @@ def test_a_circle_through_a_package_init_is_caught_and_type_hints_are_not_import
     })
     (pkg / "sub" / "low.py").write_text("def later():\n    import fakepkg.top\n")
     graph = import_graph(pkg, "fakepkg")
-    assert graph["fakepkg.top"] == {"fakepkg.sub", "fakepkg.sub.low"} and graph["fakepkg.hints"] == set()
+    assert graph["fakepkg.top"] == {"fakepkg.sub", "fakepkg.sub.low"} and graph["fakepkg.hints"] == {"fakepkg.top"}
     cycle = find_cycle(graph)
     assert cycle and cycle[0] == cycle[-1] and {"fakepkg.sub.low", "fakepkg.top"} <= set(cycle)
+
+
+def test_importlib_loads_are_imports(tmp_path):
+    pkg = _fake_package(tmp_path, {
+        "low.py": "import importlib\ndef load(name):\n    return importlib.import_module(f'fakepkg.high.{name}')\n",
+        "plain.py": "from importlib import import_module\nimport_module('fakepkg.low')\n",
+        "high/__init__.py": "from fakepkg.high import x\n", "high/x.py": "from fakepkg.low import load\n",
+    })
+    graph = import_graph(pkg, "fakepkg")
+    assert graph["fakepkg.low"] == {"fakepkg.high"} and graph["fakepkg.plain"] == {"fakepkg.low"}
+    assert find_cycle(graph)  # low -> high (its __init__) ... and high.x -> low: a circle only through importlib
+
+
+def test_the_regimes_see_only_their_context():
+    """The loops import the contract from below, never the trainer that implements it."""
+    graph = import_graph(ROOT, "edgetrgl")
+    for name in (n for n in graph if n.startswith("edgetrgl.training.regimes")):
+        assert not any(t.startswith("edgetrgl.training.trainer") for t in graph[name]), name
+    assert not any(t.startswith(("edgetrgl.training.trainer", "edgetrgl.training.regimes"))
+                   for t in graph["edgetrgl.training.context"])

@@ -20,7 +20,7 @@ from edgetrgl.objectives import (LocalLoss, ModuleSpec, Objective, ObjectiveHead
 from edgetrgl.objectives.dgl import DGLAuxNet
 from edgetrgl.objectives.infopro import module_weights, supervised_contrastive
 from edgetrgl.objectives.predsim import similarity_matrix
-from edgetrgl.training import train
+from edgetrgl.api import train
 from tests.conftest import tiny_config
 
 BUILTIN = ("trgl", "vangl", "infopro", "infopro-c", "dgl", "predsim")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from edgetrgl.training import train
+from edgetrgl.api import train
 from edgetrgl.training.phases import PHASES, PhaseClock, describe
 from tests.conftest import tiny_config
 

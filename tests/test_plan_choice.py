@@ -7,7 +7,7 @@ from edgetrgl.memory.planner import INEXACT_MARGIN, _builder_from_blocknet, plan
 from edgetrgl.memory.work import MachineSpeed, count_work
 from edgetrgl.models import create_model
 from edgetrgl.planning.speed import CPU, machine_speed
-from edgetrgl.training import train
+from edgetrgl.api import train
 from tests.conftest import tiny_config
 
 SHAPE = (32, 3, 32, 32)

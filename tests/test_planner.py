@@ -13,7 +13,7 @@ from edgetrgl.memory.planner import _builder_from_blocknet, linear_partition, pl
 from edgetrgl.memory.tensor import track_peak
 from edgetrgl.models import create_model
 from edgetrgl.modular import Stage
-from edgetrgl.training import train
+from edgetrgl.api import train
 from edgetrgl.step import local_step
 from tests.conftest import tiny_config
 from tests.test_losses import Affine

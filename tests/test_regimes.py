@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from edgetrgl.data import make_loader
+import ast
+from pathlib import Path
+
+from edgetrgl.api import evaluate, train
 from edgetrgl.errors import UserError
-from edgetrgl.step import local_step
-from edgetrgl.training import evaluate, train
-from edgetrgl.training.epoch import run_epoch
+from edgetrgl.training.context import RegimeContext
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.regimes import Regime, RegimeTraits, get_regime, register, regime_names, unregister
-from edgetrgl.training.trainer import Trainer
 from tests.conftest import tiny_config
 
 CHANCE = 0.10
@@ -54,17 +54,19 @@ def test_multiplier_schedule_trains(synthetic_data):
 def test_sequential_keeps_finished_modules_off_the_device_and_frozen(synthetic_data, tmp_path, monkeypatch):
     """Once module 1 has finished it is offloaded (here to disk: its tensors leave memory) while
     module 2 trains, and its weights end the run exactly as they were when it finished."""
+    from edgetrgl.training.offload import Offloader
+
     seen = {}
-    log_module = Trainer.log_module
+    release = Offloader.release
 
-    def watch(trainer, k, lap):  # called right after module k is frozen and released
-        stage = trainer.net.stages[0]
-        seen[k] = {"weights": {n: t.clone() for n, t in trainer.offloader.stage_state(0).items()},
+    def watch(offloader, k):  # module k has finished: it is frozen and released
+        release(offloader, k)
+        stage = offloader.net.stages[0]
+        seen[k] = {"weights": {n: t.clone() for n, t in offloader.stage_state(0).items()},
                    "devices": {p.device.type for p in stage.parameters()},
-                   "head": {p.device.type for p in trainer.net.heads[0].parameters()}}
-        log_module(trainer, k, lap)
+                   "head": {p.device.type for p in offloader.net.heads[0].parameters()}}
 
-    monkeypatch.setattr(Trainer, "log_module", watch)
+    monkeypatch.setattr(Offloader, "release", watch)
     cfg = tiny_config(regime="sequential", epochs=1, modules=2, offload="disk", cache="host")
     result = train(cfg, data=synthetic_data, out=tmp_path / "run", quiet=True)
     assert seen[0]["devices"] == {"meta"} and seen[1]["devices"] == {"meta"}  # on disk, not in memory
@@ -77,45 +79,88 @@ def test_sequential_keeps_finished_modules_off_the_device_and_frozen(synthetic_d
     assert result.modules[1]["cache_bytes"] == 0  # nothing cached after the last module
 
 
-# ---- the registry ------------------------------------------------------------------------------
+# ---- the registry and the context ----------------------------------------------------------------
+CONTEXT = {name for name in dir(RegimeContext) if not name.startswith("_")} | set(RegimeContext.__annotations__)
+
+
+class OnlyTheContext:
+    """Hands a regime the trainer's RegimeContext members and fails on anything else it touches."""
+
+    def __init__(self, ctx) -> None:
+        object.__setattr__(self, "_ctx", ctx)
+
+    def __getattr__(self, name):
+        assert name in CONTEXT, f"the regime touched {name!r}, which is not part of RegimeContext"
+        return getattr(self._ctx, name)
+
+    def __setattr__(self, name, value) -> None:
+        assert name in CONTEXT, f"the regime set {name!r}, which is not part of RegimeContext"
+        setattr(self._ctx, name, value)
+
+
 @pytest.fixture
 def toy_regime():
-    """A toy regime that trains only the last module; unregistered afterwards, so later tests (and
-    the CLI's choices) never see it."""
+    """A toy regime that trains only the last module, written against the context alone (checked:
+    it is handed nothing else); unregistered afterwards, so later tests (and the CLI's choices)
+    never see it."""
 
-    def run(trainer):
-        net, cfg = trainer.net, trainer.cfg
-        net.to(trainer.device)
-        K = net.num_modules
+    def toy(ctx: RegimeContext) -> None:
+        net, cfg = ctx.net, ctx.cfg
+        net.to(ctx.device)
+        last = net.num_modules - 1
+        ctx.start_modules()
 
         def step(x, y, global_step):
             with torch.no_grad():
-                for k in range(K - 1):
-                    x = net.stages[k](x)
-            trainer.set_lr(K - 1, global_step, cfg.epochs * trainer.steps_per_epoch)
-            return [local_step(net.stages[K - 1], net.heads[K - 1], trainer.optimizers[K - 1], x, y,
-                               trainer.tau.weights(K - 1), cfg.label_smoothing)[1]]
+                for k in range(last):
+                    x = net.stages[k](x.to(ctx.device))
+            return ctx.train_step([last], x, y, global_step)[1]
 
-        for epoch in range(trainer.position["epoch"], cfg.epochs):
-            loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=False, seed=cfg.seed, epoch=epoch)
-            run_epoch(trainer, modules=[K - 1], epoch=epoch, batches=loader, step=step, label="toy",
-                      steps_per_epoch=trainer.steps_per_epoch)
-        accuracies = evaluate_heads(net, trainer.test_set, cfg.batch_size, trainer.device)
-        for k in range(K):
-            trainer.modules[k]["test_accuracy"] = accuracies[k]
+        for epoch in range(ctx.position["epoch"], cfg.epochs):
+            ctx.run_epoch([last], epoch, ctx.loader(epoch), step, label="toy")
+        ctx.finish_modules(list(range(net.num_modules)), lap=0,
+                           evaluate=lambda: dict(enumerate(evaluate_heads(net, ctx.test_set, cfg.batch_size, ctx.device))))
 
-    register(Regime("last-only", run, RegimeTraits(modular=True, needs_cache=False, plans_budget=False), "toy"))
+    register(Regime("last-only", lambda ctx: toy(OnlyTheContext(ctx)),
+                    RegimeTraits(modular=True, needs_cache=False, plans_budget=False), "toy"))
     yield "last-only"
     unregister("last-only")
 
 
 def test_a_toy_regime_is_one_function_and_one_registry_line(toy_regime, synthetic_data, tmp_path):
-    """Every batch trains only the last module (a toy): the shared epoch bookkeeping does the rest."""
+    """Every batch trains only the last module (a toy, touching only the context): the context does
+    the rest: epoch and module records, the measured step, checkpoints."""
     assert toy_regime in regime_names()
     result = train(tiny_config(regime=toy_regime, epochs=1), data=synthetic_data, out=tmp_path / "run", quiet=True)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["module"] for r in records if r["event"] == "epoch"] == [3]  # only the last module trained
+    assert [r["module"] for r in records if r["event"] == "module"] == [1, 2, 3]
+    assert result.modules[2]["peak_bytes"] > 0 and result.modules[0]["peak_bytes"] is None
+    assert all(m["test_accuracy"] is not None for m in result.modules)
     assert result.extra["plan"]["regime"] == toy_regime
+
+
+def test_a_regime_touching_more_than_the_context_is_caught(synthetic_data):
+    """The guard above is real: a loop reaching past the context (the trainer's tau schedule) fails."""
+    register(Regime("reaches-past", lambda ctx: OnlyTheContext(ctx).tau,
+                    RegimeTraits(modular=True, needs_cache=False, plans_budget=False), "toy"))
+    try:
+        with pytest.raises(AssertionError, match="'tau', which is not part of RegimeContext"):
+            train(tiny_config(regime="reaches-past", epochs=1), data=synthetic_data, out=None, quiet=True)
+    finally:
+        unregister("reaches-past")
+
+
+def test_the_builtin_regimes_use_only_the_context():
+    """Every attribute a built-in loop reads or sets on its ``ctx`` is a RegimeContext member."""
+    folder = Path(__file__).resolve().parents[1] / "edgetrgl" / "training" / "regimes"
+    used = {}
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ctx":
+                used.setdefault(node.attr, set()).add(path.name)
+    assert used and {"train_step", "run_epoch", "finish_modules"} <= set(used)
+    assert {name: files for name, files in used.items() if name not in CONTEXT} == {}
 
 
 def test_the_toy_regime_is_gone_after_its_test():

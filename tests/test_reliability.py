@@ -174,7 +174,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_while_caching_falls_back_to_host_memory(small_disk, tmp_path):
     """The cache of module 1 (256+128 samples x 4x16x16 fp32 = 393 KiB) plus views won't fit in 1 MiB."""
-    from edgetrgl.training import train
+    from edgetrgl.api import train
     from tests.conftest import tiny_config
 
     filler = small_disk / "filler"

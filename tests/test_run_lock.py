@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgetrgl.errors import UserError
-from edgetrgl.training.auto_resume import run_state
+from edgetrgl.api import run_state
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.run_lock import RunDirLocked, hold_run_dir
 

@@ -10,7 +10,7 @@ import pytest
 
 from edgetrgl.errors import UserError
 from edgetrgl.planning.run_plan import make_plan
-from edgetrgl.training import train
+from edgetrgl.api import train
 from edgetrgl.training.regimes import get_regime
 from tests.conftest import tiny_config
 

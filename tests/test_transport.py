@@ -17,7 +17,7 @@ from edgetrgl.memory.tensor import track_live_peak
 from edgetrgl.models import create_model
 from edgetrgl.modular import Stage, build_modular
 from edgetrgl.precision import autocast_for
-from edgetrgl.training import train
+from edgetrgl.api import train
 from edgetrgl.step import local_step
 from tests.conftest import tiny_config
 

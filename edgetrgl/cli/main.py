@@ -10,7 +10,9 @@ import argparse
 import errno
 import sys
 
+from edgetrgl import stop
 from edgetrgl.errors import UserError
+from edgetrgl.stop import Interrupted
 
 EXIT_USER_ERROR = 2
 
@@ -41,11 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from edgetrgl.training.trainer import Interrupted
-
+    previous = stop.install()  # first: a SIGTERM while torch imports or the run plans is honoured too
     try:
+        args = build_parser().parse_args(argv)
+        if args.command != "train":  # only a run has safe points to stop at: the others keep the default handlers
+            stop.restore(previous)
+            previous = {}
+        return _run(args)
+    finally:
+        stop.restore(previous)  # in-process callers (the tests) get their handlers back
+        stop.reset()
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        stop.check("starting")  # a signal that arrived while the arguments were read
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"edgetrgl: error: {one_line(str(exc))}", file=sys.stderr)

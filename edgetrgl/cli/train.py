@@ -65,12 +65,11 @@ def given_settings(args: argparse.Namespace, cfg) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from edgetrgl.errors import UserError
-    from edgetrgl.training import resume, train
+    from edgetrgl.api import resume, train, train_or_resume
 
     if args.auto_resume:
         if args.resume or args.overwrite:
             raise UserError("--auto-resume decides itself whether to start or resume --out: drop --resume/--overwrite")
-        from edgetrgl.training.auto_resume import train_or_resume
 
         cfg = config_from_args(args)
         result = train_or_resume(cfg, changes=given_settings(args, cfg), quiet=args.quiet)

@@ -40,7 +40,7 @@ from edgetrgl.metrics import MetricsWriter
 from edgetrgl.modular import ModularNet
 from edgetrgl.planning.run_plan import RunPlan
 from edgetrgl.training.results import RunResult, load_run
-from edgetrgl.training.run import OneProcess, run
+from edgetrgl.training.run import Ranks, run
 from edgetrgl.training.run_dir import agreed_changes, prepare_run_dir, read_json
 from edgetrgl.training.run_lock import hold_run_dir
 
@@ -117,7 +117,7 @@ def _resume(env: DistEnv, run_dir: Path, changes: dict, **options) -> RunResult:
                **options)
 
 
-class TorchrunRanks(OneProcess):
+class TorchrunRanks(Ranks):
     """The hooks of one torchrun rank: rank 0 plans and decides for all; data parallel shards the data;
     the pipeline's ranks own the plan's layout; records and weights meet on rank 0."""
 
@@ -205,8 +205,7 @@ def _collect_modules(trainer: DistributedTrainer, modules: list[dict]) -> None:
         for k, record in records:
             modules[k] = record
         net.to("cpu").load_state_dict(dict(weights), strict=False)
-        for k in range(net.num_modules):
-            trainer.log_module(k, 0)
+        trainer.log_gathered()
 
 
 def _same_torchrun(run_dir: Path, run_id: str) -> bool:

@@ -77,6 +77,16 @@ class DistributedTrainer(Trainer):
         finally:
             self.writer = writer
 
+    def log_module(self, k: int, lap: int) -> None:
+        if not self.is_pipeline:
+            super().log_module(k, lap)
+        # a pipeline rank's modules are logged by rank 0 once every rank's records have met (log_gathered)
+
+    def log_gathered(self) -> None:
+        """Rank 0 of a pipeline: log every module, in order, from the records gathered from the ranks."""
+        for k in range(self.net.num_modules):
+            super().log_module(k, 0)
+
     def checkpoint(self, **position: int) -> None:
         """Collective: rank 0 logs every rank's pending epoch records, then every rank writes its
         part and rank 0 commits (no part without a run folder)."""
@@ -93,9 +103,6 @@ class DistributedTrainer(Trainer):
 
     def _prefixes(self) -> tuple[str, ...]:
         return tuple(f"stages.{k}." for k in self.owned) + tuple(f"heads.{k}." for k in self.owned)
-
-    def _install_signal_handlers(self) -> dict:
-        return {}  # torchrun owns SIGINT/SIGTERM (see the module docstring)
 
 
 class _Collect:

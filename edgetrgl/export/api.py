@@ -83,7 +83,7 @@ def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "tor
         UserError: not a finished run, no weights, a bad ``exit`` or ``format``, ``out`` exists,
             the onnx extra missing, the dataset unavailable, or the exporter failing on this network.
     """
-    from edgetrgl.training import load_run
+    from edgetrgl.training.results import load_run
 
     fmt = get_format(format)
     run = load_run(run_dir)

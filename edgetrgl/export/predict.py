@@ -44,7 +44,7 @@ def load_classifier(model_or_run: str | Path, exit: str | int | None = None) -> 
     path = Path(model_or_run)
     if path.is_dir():
         from edgetrgl.export.api import run_metadata
-        from edgetrgl.training import load_run
+        from edgetrgl.training.results import load_run
 
         run = load_run(path)
         k = resolve_exit(exit or "best", run.modules)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from edgetrgl._faults import crash_point
+from edgetrgl.metrics import MetricsWriter
 from edgetrgl.step import StepResult
-
-if TYPE_CHECKING:
-    from edgetrgl.training.trainer import Trainer
+from edgetrgl.training.phases import PhaseClock
 
 
 @dataclass
@@ -38,10 +37,25 @@ class Tally:
         return ce
 
 
-StepFn = Callable[[object, object, int], list[StepResult]]  # (x, y, global step) -> one result per module
+class EpochOwner(Protocol):
+    """What the epoch's bookkeeping reads and calls: the trainer's side of it."""
+
+    position: dict[str, Any]
+    writer: MetricsWriter
+    phases: PhaseClock
+    stop_requested: bool
+
+    def check_finite(self, ce: float, k: int, epoch: int) -> None: ...
+    def observe_loss(self, k: int, ce: float) -> None: ...
+    def interrupt(self, **position: Any) -> None: ...
+    def log_epoch(self, k: int, epoch: int, lap: int, tally: "Tally", started: float) -> None: ...
+    def checkpoint(self, **position: Any) -> None: ...
 
 
-def run_epoch(trainer: "Trainer", *, modules: list[int], epoch: int, batches: Iterable, step: StepFn, label: str,
+StepFn = Callable[[Any, Any, int], list[StepResult]]  # (x, y, global step) -> one result per module
+
+
+def run_epoch(trainer: EpochOwner, *, modules: list[int], epoch: int, batches: Iterable, step: StepFn, label: str,
               steps_per_epoch: int, where: dict[str, int] | None = None) -> list[Tally]:
     """Run one epoch of ``step`` over ``batches`` and do the bookkeeping around it.
 
@@ -75,7 +89,7 @@ def run_epoch(trainer: "Trainer", *, modules: list[int], epoch: int, batches: It
             for k, tally, res in zip(modules, tallies, results):
                 ce = tally.add(res)  # the step's one host sync: its time ends here
                 trainer.check_finite(ce, k, epoch)
-                trainer.tau.observe(k, ce)
+                trainer.observe_loss(k, ce)
             waited = time.perf_counter()
             clock.add("steps", waited - stepping)
             bar.advance(f"ce {ce:.3f}")

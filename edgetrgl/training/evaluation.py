@@ -22,3 +22,15 @@ def evaluate_heads(net, dataset, batch_size: int, device: torch.device | str) ->
         total += y.numel()
         crash_point("evaluate")
     return [c / max(total, 1) for c in correct]
+
+
+@torch.no_grad()
+def module_accuracy(stage, head, batches) -> float:
+    """Test accuracy of one module's head on its inputs ``batches`` (``(x, y)``, x the stage's input)."""
+    stage.eval(), head.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += count_correct(head(stage(x)), y)
+        total += y.numel()
+        crash_point("evaluate")
+    return correct / max(total, 1)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
+from edgetrgl import stop
 from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import apply_finetune, plan_finetune
@@ -42,10 +43,11 @@ if TYPE_CHECKING:
     from edgetrgl.devices.process import ProcessFacts
 
 
-class OneProcess:
-    """The per-rank hooks of a single-process run: one rank, the main one, nothing to agree on.
-
-    A torchrun rank's hooks (``edgetrgl.distributed.run.TorchrunRanks``) override these.
+class Ranks:
+    """What differs between the ways of running, as hooks of the one body: how many ranks, which is
+    this one, who plans, how the data is sharded, how results meet. Each default is what a single
+    process does (nothing to agree on); a torchrun rank's hooks
+    (``edgetrgl.distributed.run.TorchrunRanks``) override them.
     """
 
     rank, world_size, is_main = 0, 1, True
@@ -89,7 +91,11 @@ class OneProcess:
         """The results are written: the last step before every rank leaves."""
 
 
-def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model: BlockNet | None = None,
+class OneProcess(Ranks):
+    """A single-process run: one rank, the main one; every hook as :class:`Ranks` defines it."""
+
+
+def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: BlockNet | None = None,
         head_factory: HeadFactory | None = None, run_dir: Path | None = None, overwrite: bool = False,
         state: dict | None = None, quiet: bool = False, console: Console | None = None) -> RunResult:
     """Plan (a fresh run) or reload (``state``, a checkpoint), train, and write the results: the run
@@ -107,6 +113,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
     # every rank bounds its own allocator (process-wide); the planning rank measures its footprint
     process = _prepare_process(cfg) if cfg.device_profile else None
     if state is None:
+        crash_point("plan")  # the tests send a SIGTERM here: the stop is honoured once the plan is made
         plan, net = ranks.plan(lambda: plan_run(run_cfg, plan_spec, model, run_dir, world_size=ranks.world_size,
                                                 process=process))
         extra = ranks.fresh_extra(cfg)
@@ -118,6 +125,7 @@ def run(cfg: TrainConfig, ranks: OneProcess, *, data: tuple | None = None, model
                             seed=cfg.seed, method=cfg.method, objective_options=cfg.objective_options)
     planned_cfg = as_planned(cfg, plan, regime.traits)
     init = None
+    stop.check("planning" if state is None else "loading the checkpoint")  # nothing in run_dir touched yet
     if state is None:
         init = plan_finetune(planned_cfg, net, plan.model)  # a mismatching --init-from fails first
         if run_dir:
@@ -243,7 +251,7 @@ def resume_in_process(run_dir: str | Path, *, changes: dict[str, Any] | None = N
         return run(cfg, OneProcess(), run_dir=run_dir, state=state, **options)
 
 
-__all__ = ["OneProcess", "as_planned", "plan_run", "resume_in_process", "run", "runs_on_ranks", "train_in_process"]
+__all__ = ["OneProcess", "Ranks", "as_planned", "plan_run", "resume_in_process", "run", "runs_on_ranks", "train_in_process"]
 
 
 def _prepare_process(cfg: TrainConfig) -> ProcessFacts:

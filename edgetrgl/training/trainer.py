@@ -1,21 +1,24 @@
-"""The Trainer: state of one run (modules, heads, optimizers, tau multipliers) and its loops.
+"""The Trainer: the state of one run (modules, heads, optimizers, tau multipliers) and the
+:class:`~edgetrgl.training.context.RegimeContext` its regime's loop runs against.
 
-The loops live one per file in ``regimes/`` and read top to bottom: forward, local loss, backward,
-step, detach, cache write. The trainer reads the run's :class:`RunPlan`; it decides nothing itself.
+The loops live one per file in ``regimes/`` and read top to bottom; what every loop must do
+(learning rates, freezing, the measured step, records, recalibration, checkpoints, signals) is
+here, once. The trainer reads the run's :class:`RunPlan`; it decides nothing itself.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from edgetrgl._faults import crash_point
+from edgetrgl import stop
 from edgetrgl.config import TrainConfig
+from edgetrgl.data import make_loader
 from edgetrgl.errors import UserError
 from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import open_file_count, peak_rss_bytes, rss_bytes
@@ -25,9 +28,12 @@ from edgetrgl.modular import ModularNet
 from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import BudgetExceeded
 from edgetrgl.planning.run_plan import RunPlan
-from edgetrgl.step import count_correct, make_sgd, set_lr
+from edgetrgl.step import StepResult, frozen_step, local_step, make_sgd, set_lr
+from edgetrgl.training.batchnorm import recalibrate_batchnorm
 from edgetrgl.training.checkpoint import save_checkpoint
+from edgetrgl.training.epoch import StepFn, Tally, run_epoch
 from edgetrgl.training.phases import PhaseClock
+from edgetrgl.stop import Interrupted
 from edgetrgl.training.regimes import get_regime
 
 __all__ = ["BudgetExceeded", "Interrupted", "NonFiniteLoss", "Trainer"]
@@ -35,14 +41,6 @@ __all__ = ["BudgetExceeded", "Interrupted", "NonFiniteLoss", "Trainer"]
 
 class NonFiniteLoss(UserError):
     """The loss became NaN or infinite: training stops rather than writing garbage."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: the current step finished and a checkpoint was written."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 class Trainer:
@@ -84,24 +82,26 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         # what to do next: the loops start here, and a checkpoint records it
         self.position = {"lap": 0, "module": 0, "epoch": 0, "batch": 0}
+        self.owned = range(K)  # a pipeline rank trains fewer (DistributedTrainer)
         self.offloader = None  # set by the sequential loop: frozen modules may live on disk
-        self._signal: int | None = None
         self.extra: dict[str, Any] = {}  # plan and cache choice, carried into checkpoints
         self.phases = PhaseClock()  # where the wall time goes (metrics.jsonl, summary.json)
         self._phases_at_module_start = self.phases.snapshot()
+        self._module_started = time.perf_counter()
         self.started = time.perf_counter()
 
     def train(self) -> list[dict[str, Any]]:
         """Run the planned regime; return the per-module records."""
         self.budget.limit_cuda(self.device)
-        previous = self._install_signal_handlers()
+        previous = stop.install()  # the CLI installed them at its first line; the Python API here, for the run
         try:
-            self.regime.run(self)
+            self.regime.run(self)  # the loop sees the RegimeContext's members only
         except torch.OutOfMemoryError:
             raise self.budget.out_of_memory(self.device) from None
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            if previous:
+                stop.restore(previous)
+                stop.reset()
         return self.modules
 
     # ---- state, checkpoints, signals -----------------------------------------------------------
@@ -140,55 +140,84 @@ class Trainer:
         return state
 
     def checkpoint(self, **position: int) -> None:
-        """Record the next position and write a checkpoint (atomically) if the run has a folder."""
+        """Record the next position and write a checkpoint (atomically) if the run has a folder; then,
+        if a stop was requested (SIGTERM, SIGINT, SIGHUP), stop here: nothing is lost."""
         self.position.update(position)
         if self.run_dir is not None:
             with self.phases.phase("checkpoint"):
                 save_checkpoint(self.run_dir, self.state_dict())
+        if self.stop_requested:
+            name = signal.Signals(stop.requested()).name
+            where = f"; resume with: edgetrgl train --resume {self.run_dir}" if self.run_dir else ""
+            raise Interrupted(f"{name} received: stopped after the current step{where}", stop.requested())
 
     @property
     def stop_requested(self) -> bool:
-        return self._signal is not None
+        return stop.requested() is not None
 
     def interrupt(self, **position: int) -> None:
-        """Called by a loop between steps after a signal: checkpoint, then stop."""
+        """Called by the epoch loop between steps after a signal: checkpoint, then stop."""
         self.checkpoint(**position)
-        name = signal.Signals(self._signal).name
-        where = f"; resume with: edgetrgl train --resume {self.run_dir}" if self.run_dir else ""
-        raise Interrupted(f"{name} received: stopped after the current step{where}", self._signal)
 
-    def _install_signal_handlers(self) -> dict:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, self._on_signal)
-        return previous
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self._signal = signum
-
-    # ---- helpers the loops share ---------------------------------------------------------------
-    def epochs_for(self, k: int) -> int:
-        """Epochs for module k, as the regime says (sequential: base + k * step); 0 for a module frozen
-        for fine-tuning (it is evaluated and cached, not trained)."""
-        if k < self.cfg.freeze_modules:
-            return 0
-        return self.regime.module_epochs(self.cfg, k)
-
+    # ---- the RegimeContext: what the loops use ------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
         return -(-len(self.train_set) // self.cfg.batch_size)
 
-    def set_lr(self, k: int, step: int, total: int) -> None:
-        """Module k's learning rate at ``step`` of its ``total`` (``--lr-schedule``)."""
-        set_lr(self.optimizers[k], self.cfg.lr_schedule, self.cfg.lr, step, total)
+    def frozen(self, k: int) -> bool:
+        """Is module k kept as loaded (``--freeze-modules``)? e2e's one module never is: its frozen
+        prefix is blocks inside it, which ``requires_grad`` already keeps out of the step."""
+        return self.regime.traits.modular and k < self.cfg.freeze_modules
 
-    def check_finite(self, ce: float, k: int, epoch: int) -> None:
-        if ce != ce or ce in (float("inf"), float("-inf")):
-            raise NonFiniteLoss(f"loss became {ce} in module {k + 1}, epoch {epoch + 1}: lower --lr or raise --tau")
+    def epochs(self, k: int) -> int:
+        """Epochs for module k, as the regime says (sequential: base + k * step); 0 for a module frozen
+        for fine-tuning (it is evaluated and cached, not trained)."""
+        return 0 if self.frozen(k) else self.regime.module_epochs(self.cfg, k)
+
+    def loader(self, epoch: int) -> Iterable:
+        return make_loader(self.train_set, self.cfg.batch_size, shuffle=True, augment=self.cfg.augment,
+                           seed=self.cfg.seed, epoch=epoch)
+
+    def train_step(self, modules: Sequence[int], x: torch.Tensor, y: torch.Tensor, global_step: int, *,
+                   image: torch.Tensor | None = None) -> tuple[torch.Tensor, list[StepResult]]:
+        """One batch through ``modules`` in order; each steps on its own loss (a frozen one runs
+        forward only) and hands its output on detached, so no gradient crosses a module boundary.
+
+        The regime's second step (see :meth:`measure_at`) is measured tensor by tensor with every
+        module of the step resident; on the CPU that is where the budget is enforced.
+        """
+        same = image is x  # the parallel regime's InfoPro reads the batch itself: one copy on the device
+        x, y = x.to(self.device), y.to(self.device)
+        image = x if same else image.to(self.device) if image is not None else None
+        plan, spe = self.plan, self.steps_per_epoch
+
+        def step(h=x):
+            results = []
+            for k in modules:
+                set_lr(self.optimizers[k], self.cfg.lr_schedule, self.cfg.lr, global_step,
+                       self.regime.module_epochs(self.cfg, k) * spe)
+                parts = (self.net.stages[k], self.net.heads[k], self.optimizers[k], h, y, self.tau.weights(k),
+                         self.cfg.label_smoothing, plan.micro_batch)
+                if self.frozen(k):
+                    h, res = frozen_step(*parts)
+                else:
+                    h, res = local_step(*parts, checkpoint_blocks=plan.checkpoint_blocks, precision=plan.precision,
+                                        image=image)
+                results.append(res)
+            return h, results
+
+        if global_step != self.measure_at(self.regime.module_epochs(self.cfg, modules[0]) * spe):
+            return step()
+        resident = [part for k in modules for part in (self.net.stages[k], self.net.heads[k], self.optimizers[k])]
+        resident += [x, y] + ([image] if image is not None and image is not x else [])
+        out = {}
+        peak = track_live_peak(lambda: out.setdefault("step", step()), *resident)
+        for k in modules:
+            self.modules[k]["peak_bytes"] = peak
+            if self.budget.limited:
+                self.modules[k]["budget_fraction"] = self.budget.fraction(peak)
+        self.budget.check(peak, f"module {modules[0] + 1}" if len(modules) == 1 else "the whole step")
+        return out["step"]
 
     @staticmethod
     def measure_at(total_steps: int) -> int:
@@ -196,53 +225,58 @@ class Trainer:
         (the steady state the planner estimates), or the only one."""
         return 1 if total_steps > 1 else 0
 
-    def measured_step(self, k: int | None, step_fn, *external) -> Any:
-        """Run a step under the tensor-level counter and record its peak for module k (None: the
-        whole parallel step, recorded for every module).
+    def run_epoch(self, modules: Sequence[int], epoch: int, batches: Iterable, step: StepFn, *, label: str,
+                  where: Mapping[str, int] | None = None) -> list[Tally]:
+        return run_epoch(self, modules=list(modules), epoch=epoch, batches=batches, step=step, label=label,
+                         steps_per_epoch=self.steps_per_epoch, where=dict(where or {}))
 
-        On the CPU this is where the budget is enforced: the step's tensors must fit in it.
-        """
-        result = {}
-        peak = track_live_peak(lambda: result.setdefault("out", step_fn()), *external)
-        for record in (self.modules if k is None else [self.modules[k]]):
-            record["peak_bytes"] = peak
-            if self.budget.limited:
-                record["budget_fraction"] = self.budget.fraction(peak)
-        self.budget.check(peak, "the whole step" if k is None else f"module {k + 1}")
-        return result["out"]
-
-    def start_module_clock(self) -> float:
+    def start_modules(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self._phases_at_module_start = self.phases.snapshot()
-        return time.perf_counter()
+        self._module_started = time.perf_counter()
 
-    def finish_module_clock(self, k: int, started: float) -> None:
-        record = self.modules[k]
-        record["time_s"] += time.perf_counter() - started
-        spent, before = self.phases.since(self._phases_at_module_start), record.get("phases_s") or {}
-        record["phases_s"] = {name: round(before.get(name, 0.0) + value, 3) for name, value in spent.items()}  # laps add up
-        record["peak_rss_bytes"] = peak_rss_bytes()
-        record["rss_bytes"] = rss_bytes()  # now, not the peak: the soak benchmark watches it for growth
-        from edgetrgl.devices.footprint import current_footprint  # only here: `import edgetrgl` stays light
+    def finish_modules(self, modules: Sequence[int], *, lap: int, evaluate: Callable[[], Mapping[int, float]],
+                       recalibrate_on: Callable[[], Iterable] | None = None,
+                       record: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """See :meth:`RegimeContext.finish_modules`. The time and peaks since :meth:`start_modules`
+        go to the last of ``modules`` (they trained together); a module's epochs add up over laps."""
+        trained = [k for k in modules if not self.frozen(k)]
+        if self.cfg.recalibrate_bn and trained and recalibrate_on is not None:
+            with self.phases.phase("recalibrate_bn"):  # frozen parts keep theirs (see recalibrate_batchnorm)
+                recalibrate_batchnorm([(self.net.stages[k], self.net.heads[k]) for k in modules], recalibrate_on(),
+                                      self.device)
+        for k in modules:
+            self.modules[k]["epochs"] += self.epochs(k)
+        accuracies = evaluate()
+        for k in modules:
+            self.modules[k]["test_accuracy"] = accuracies[k]
+        self._finish_clock(modules[-1])
+        extra = dict(record()) if record is not None else {}
+        for k in modules:
+            self.modules[k].update(extra)
+            self.log_module(k, lap)
 
-        record["anon_bytes"] = current_footprint().anon_bytes  # what a memory cgroup cannot reclaim, now
-        record["open_files"] = open_file_count()
-        if self.device.type == "cuda":
-            record.update(cuda_peaks(self.device))
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return self.phases.phase(name)
 
-    @torch.no_grad()
-    def accuracy(self, k: int, batches) -> float:
-        """Test accuracy of module k's head on its inputs ``batches``."""
-        stage, head = self.net.stages[k], self.net.heads[k]
-        stage.eval(), head.eval()
-        correct = total = 0
-        with self.phases.phase("evaluate"):
-            for x, y in batches:
-                correct += count_correct(head(stage(x)), y)
-                total += y.numel()
-                crash_point("evaluate")
-        return correct / max(total, 1)
+    def warn(self, message: str) -> None:
+        self.writer.warn(message)
+
+    def restart_multiplier(self, k: int) -> None:
+        self.tau.restart(k)
+
+    def open_link(self, in_shape: tuple[int, ...]) -> Any:
+        raise UserError("the pipeline regime runs one process per rank: start it with torchrun, e.g. "
+                        "torchrun --nproc-per-node 2 -m edgetrgl train --regime pipeline")
+
+    # ---- what run_epoch calls back --------------------------------------------------------------
+    def check_finite(self, ce: float, k: int, epoch: int) -> None:
+        if ce != ce or ce in (float("inf"), float("-inf")):
+            raise NonFiniteLoss(f"loss became {ce} in module {k + 1}, epoch {epoch + 1}: lower --lr or raise --tau")
+
+    def observe_loss(self, k: int, ce: float) -> None:
+        self.tau.observe(k, ce)  # the multiplier schedule grows with the loss
 
     def log_epoch(self, k: int, epoch: int, lap: int, tally, started: float) -> None:
         steps = max(tally.steps, 1)
@@ -256,6 +290,21 @@ class Trainer:
             "time_s": round(time.perf_counter() - started, 3),
         }
         self.writer.log(record)
+
+    # ---- records --------------------------------------------------------------------------------
+    def _finish_clock(self, k: int) -> None:
+        record = self.modules[k]
+        record["time_s"] += time.perf_counter() - self._module_started
+        spent, before = self.phases.since(self._phases_at_module_start), record.get("phases_s") or {}
+        record["phases_s"] = {name: round(before.get(name, 0.0) + value, 3) for name, value in spent.items()}  # laps add up
+        record["peak_rss_bytes"] = peak_rss_bytes()
+        record["rss_bytes"] = rss_bytes()  # now, not the peak: the soak benchmark watches it for growth
+        from edgetrgl.devices.footprint import current_footprint  # only here: `import edgetrgl` stays light
+
+        record["anon_bytes"] = current_footprint().anon_bytes  # what a memory cgroup cannot reclaim, now
+        record["open_files"] = open_file_count()
+        if self.device.type == "cuda":
+            record.update(cuda_peaks(self.device))
 
     def log_module(self, k: int, lap: int) -> None:
         record = {"event": "module", "lap": lap, **self.modules[k]}

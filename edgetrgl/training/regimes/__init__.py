@@ -1,5 +1,6 @@
-"""The regime registry: each regime is one file here with one entry point, ``run(trainer)``, and
-declares its traits; adding one is that file plus its name in ``BUILTIN``.
+"""The regime registry: each regime is one file here with one entry point, ``run(ctx)`` (``ctx``
+a :class:`~edgetrgl.training.context.RegimeContext`), and declares its traits; adding one is that
+file plus its import in ``_load_builtin``.
 
     from edgetrgl.training.regimes import Regime, RegimeTraits, register
     register(Regime("mine", run=my_loop, traits=RegimeTraits(modular=True, needs_cache=False,
@@ -11,36 +12,21 @@ needed, how many epochs module k trains) asks the registry, never compares names
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
-
-from edgetrgl.planning.traits import RegimeTraits  # plain data, below the planner
 from edgetrgl.registry import Registry
+from edgetrgl.training.context import Regime, RegimeContext, RegimeTraits
 
-if TYPE_CHECKING:
-    from edgetrgl.training.trainer import Trainer
-
-__all__ = ["BUILTIN", "Regime", "RegimeTraits", "get_regime", "regime_names", "regimes", "register", "unregister"]
-
-BUILTIN = ("e2e", "parallel", "sequential", "multilap", "pipeline")  # one line per regime file in this folder
+__all__ = ["Regime", "RegimeContext", "RegimeTraits", "get_regime", "regime_names", "regimes", "register",
+           "unregister"]
 
 
-@dataclass(frozen=True)
-class Regime:
-    """A training regime: its name, its loop, its traits and a one-line help."""
+def _load_builtin() -> list[Regime]:
+    """The regime files of this folder, one import each, in ``--regime``'s order."""
+    from edgetrgl.training.regimes import e2e, parallel, sequential, multilap, pipeline
 
-    name: str
-    run: Callable[["Trainer"], None]
-    traits: RegimeTraits
-    help: str
-    epochs_for: Callable[[Any, int], int] | None = None  # (cfg, k) -> epochs of module k; default cfg.epochs
-
-    def module_epochs(self, cfg, k: int) -> int:
-        return self.epochs_for(cfg, k) if self.epochs_for is not None else cfg.epochs
+    return [module.REGIME for module in (e2e, parallel, sequential, multilap, pipeline)]
 
 
-# each regime file's REGIME, collected when a regime is first looked up
-_REGISTRY: Registry[Regime] = Registry("--regime", __name__, BUILTIN, lambda module: [module.REGIME])
+_REGISTRY: Registry[Regime] = Registry("--regime", _load_builtin)
 
 # the registry's own methods are the public API: register(regime) (returns it, so a regime file can
 # write ``REGIME = register(...)``), unregister(name), get_regime(name) (an unknown name: a

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from edgetrgl.training.regimes import Regime, RegimeTraits
+from edgetrgl.training.context import Regime, RegimeContext, RegimeTraits
 from edgetrgl.training.regimes.sequential import train_laps
 
 
-def run(trainer) -> None:
-    train_laps(trainer, trainer.cfg.laps)
+def run(ctx: RegimeContext) -> None:
+    train_laps(ctx, ctx.cfg.laps)
 
 
 REGIME = Regime("multilap", run, RegimeTraits(modular=True, needs_cache=True, plans_budget=True),

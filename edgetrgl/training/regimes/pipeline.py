@@ -9,10 +9,10 @@ another's backward pass. Sends are asynchronous, so rank r works on batch t whil
 works on batch t-1. With the same seed and data order the weights equal the single-process
 ``parallel`` regime's (bit for bit on the CPU at the same thread count).
 
-The trainer is a :class:`edgetrgl.distributed.trainer.DistributedTrainer` (``owned``, ``env``),
-built by :mod:`edgetrgl.distributed.run`; its checkpoints and epoch records are collective, and it
-opens the link to the neighbouring ranks (``trainer.open_link``): this loop, below the
-distributed layer, only calls it.
+The context is a rank's trainer (``edgetrgl.distributed``): its ``owned`` modules, its collective
+checkpoints and epoch records, and the link to the neighbouring ranks (``ctx.open_link``), which
+this loop, below the distributed layer, only calls. Freezing (``--freeze-modules``) is the
+context's: a frozen module only runs forward, on any rank.
 """
 
 from __future__ import annotations
@@ -20,85 +20,56 @@ from __future__ import annotations
 import torch
 
 from edgetrgl.data import make_loader
-from edgetrgl.errors import UserError
 from edgetrgl.objectives import objective_of
-from edgetrgl.step import local_step
-from edgetrgl.training.epoch import run_epoch
-from edgetrgl.training.regimes import Regime, RegimeTraits
+from edgetrgl.training.context import Regime, RegimeContext, RegimeTraits
 
 
-def run(trainer) -> None:
-    if getattr(trainer, "owned", None) is None:
-        raise UserError("the pipeline regime runs one process per rank: start it with torchrun, e.g. "
-                        "torchrun --nproc-per-node 2 -m edgetrgl train --regime pipeline")
-    cfg, net, device, owned = trainer.cfg, trainer.net, trainer.device, trainer.owned
+def run(ctx: RegimeContext) -> None:
+    cfg, net, device, owned = ctx.cfg, ctx.net, ctx.device, list(ctx.owned)
+    link = ctx.open_link(module_input_shape(net, owned[0], ctx.train_set))  # one line without torchrun
     for k in owned:
         net.stages[k].to(device), net.heads[k].to(device)
-    link = trainer.open_link(module_input_shape(net, owned.start, trainer.train_set))
-    n, steps_per_epoch = len(trainer.train_set), trainer.steps_per_epoch
-    total_steps = cfg.epochs * steps_per_epoch
-    clock = trainer.start_module_clock()
-    objective = objective_of(net.heads[owned.start])
+    n, steps_per_epoch = len(ctx.train_set), ctx.steps_per_epoch
+    ctx.start_modules()
+    objective = objective_of(net.heads[owned[0]])
     # objectives that read the input images (InfoPro) get them from rank 0, beside the activations
-    image_shape = tuple(trainer.train_set[0][0].shape) if objective is not None and objective.needs_image else None
+    image_shape = tuple(ctx.train_set[0][0].shape) if objective is not None and objective.needs_image else None
 
     def step(x, y, global_step):
         x, image = x if isinstance(x, tuple) else (x, x if image_shape is not None else None)
-
-        def step_own_modules(h=x):
-            results = []
-            for k in owned:
-                trainer.set_lr(k, global_step, total_steps)
-                h, res = local_step(net.stages[k], net.heads[k], trainer.optimizers[k], h, y,
-                                    trainer.tau.weights(k), cfg.label_smoothing, trainer.plan.micro_batch,
-                                    checkpoint_blocks=trainer.plan.checkpoint_blocks, precision=trainer.plan.precision,
-                                    image=image)
-                results.append(res)
-            return h, results
-
-        if global_step == trainer.measure_at(total_steps):
-            resident = [m for k in owned for m in (net.stages[k], net.heads[k], trainer.optimizers[k])]
-            h, results = trainer.measured_step(None, step_own_modules, *resident, x, y)
-        else:
-            h, results = step_own_modules()
+        h, results = ctx.train_step(owned, x, y, global_step, image=image)
         link.send(h, y, image)  # asynchronous: the next rank starts on this batch while this one goes on
         return results
 
-    for epoch in range(trainer.position["epoch"], cfg.epochs):
+    for epoch in range(ctx.position["epoch"], cfg.epochs):
         for k in owned:
             net.stages[k].train(), net.heads[k].train()
         if link.prev is None:  # rank 0 reads the data, in the single-process order
-            loader = make_loader(trainer.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
-                                 epoch=epoch)
-            batches = ((x.to(device), y.to(device)) for x, y in loader)
+            batches = ((x.to(device), y.to(device)) for x, y in ctx.loader(epoch))
         else:  # the others receive what the rank before sends (a checkpoint falls on an epoch's end)
             batches = link.receive([min(cfg.batch_size, n - b * cfg.batch_size) for b in range(steps_per_epoch)],
                                    image_shape)
-        run_epoch(trainer, modules=list(owned), epoch=epoch, batches=batches, step=step,
-                  label=f"pipeline epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch=steps_per_epoch)
+        ctx.run_epoch(owned, epoch, batches, step, label=f"pipeline epoch {epoch + 1}/{cfg.epochs}")
         link.flush()
-    accuracies = evaluate(trainer, link)
-    trainer.finish_module_clock(owned.stop - 1, clock)
-    for k in owned:
-        trainer.modules[k]["epochs"] = cfg.epochs
-        trainer.modules[k]["test_accuracy"] = accuracies[k]
+    # no BatchNorm recalibration: torchrun refuses --recalibrate-bn (each rank would average its own part)
+    ctx.finish_modules(owned, lap=0, evaluate=lambda: evaluate(ctx, link))
 
 
-def evaluate(trainer, link) -> dict[int, float]:
+def evaluate(ctx: RegimeContext, link) -> dict[int, float]:
     """Test accuracy of every owned head, the test set flowing through the pipeline once."""
-    cfg, net, device = trainer.cfg, trainer.net, trainer.device
-    n = len(trainer.test_set)
-    with torch.no_grad():
-        for k in trainer.owned:
+    cfg, net, device = ctx.cfg, ctx.net, ctx.device
+    n = len(ctx.test_set)
+    with torch.no_grad(), ctx.phase("evaluate"):
+        for k in ctx.owned:
             net.stages[k].eval(), net.heads[k].eval()
         if link.prev is None:
-            loader = make_loader(trainer.test_set, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
+            loader = make_loader(ctx.test_set, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
             batches = ((x.to(device), y.to(device)) for x, y in loader)
         else:
             batches = link.receive([min(cfg.batch_size, n - s) for s in range(0, n, cfg.batch_size)])
-        correct = dict.fromkeys(trainer.owned, 0)
+        correct = dict.fromkeys(ctx.owned, 0)
         for x, y in batches:
-            for k in trainer.owned:
+            for k in ctx.owned:
                 x = net.stages[k](x)
                 correct[k] += int((net.heads[k](x).argmax(dim=1) == y).sum())
             link.send(x, y)
