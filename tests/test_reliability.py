@@ -253,3 +253,53 @@ def test_a_disk_with_no_space_at_all_is_one_line(small_disk):
     proc = edgetrgl("train", *tiny_args(small_disk.parent), "--out", str(small_disk / "run"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "no space left on the device" in proc.stderr
+
+
+# ---- signals from the first line: planning, cache fill, the last evaluation, SIGHUP ----------------
+def test_sigterm_during_planning_writes_nothing_and_the_same_command_starts_again(reference, tmp_path):
+    out = tmp_path / "run"
+    stopped = edgetrgl("train", *tiny_args(tmp_path), "--out", str(out), env={"EDGETRGL_TERM_AT": "plan:1"})
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "SIGTERM received while planning: nothing was written" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and len(stopped.stderr.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())  # the run folder was never prepared
+    again = edgetrgl("train", *tiny_args(tmp_path), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert_same_run(reference["sequential"], out)
+
+
+def test_sigterm_during_the_cache_fill_finishes_the_fill_checkpoints_and_resumes_bit_identical(reference, tmp_path):
+    out = tmp_path / "run"
+    stopped = edgetrgl("train", *tiny_args(tmp_path), "--out", str(out), env={"EDGETRGL_TERM_AT": "cache_write:2"})
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert load_checkpoint(out)["position"]["module"] == 1  # module 1 finished and its cache sealed first
+    resumed = edgetrgl("train", "--resume", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(reference["sequential"], out)
+
+
+def test_sighup_and_sigint_stop_with_their_own_codes(tmp_path):
+    """SIGHUP (a closed terminal) and SIGINT (Ctrl-C) are graceful too, each with 128 + its number."""
+    for signum in (signal.SIGHUP, signal.SIGINT):
+        out = tmp_path / signum.name
+        proc = subprocess.Popen([sys.executable, "-m", "edgetrgl.cli.main", "train", *tiny_args(tmp_path),
+                                 "--epochs", "40", "--out", str(out)],
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:  # training has started
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 128 + signum, stderr
+        assert f"{signum.name} received" in stderr and "Traceback" not in stderr
+        assert load_checkpoint(out)["position"]["epoch"] >= 1
+
+
+def test_the_python_api_leaves_the_callers_signal_handlers_as_they_were(synthetic_data):
+    from edgetrgl.api import train
+    from tests.conftest import tiny_config
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    train(tiny_config(regime="e2e", epochs=1), data=synthetic_data, out=None, quiet=True)
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
-from edgetrgl import stop
+import edgetrgl.stop as stop
 from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import apply_finetune, plan_finetune

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from edgetrgl import stop
+import edgetrgl.stop as stop
 from edgetrgl.config import TrainConfig
 from edgetrgl.data import make_loader
 from edgetrgl.errors import UserError
