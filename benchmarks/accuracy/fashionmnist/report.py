@@ -6,7 +6,7 @@ memory is the planner's fake-tensor estimate of a training step's peak (the wors
 of the grid with no finished run are listed as "not run yet". Works on a partial grid.
 
     python benchmarks/accuracy/fashionmnist/report.py     # -> results/tables.md, results/summary.json, accuracy_memory.png
-    python benchmarks/accuracy/fashionmnist/report.py --readme README.md   # and the README's table
+    python benchmarks/accuracy/fashionmnist/report.py --readme benchmarks/accuracy/fashionmnist/README.md   # and the README's table
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def readme_block(groups: dict[tuple, list[dict]], methods: set[str], n_rows: int
     """The README's Fashion-MNIST table: the claim, then every part that has a finished run."""
     parts = [part_table(p, groups, methods).replace("### ", "#### ", 1) for p in PARTS
              if any(key_of(c) in groups for c in cells_of([p], None, None))]
-    return "\n".join([BEGIN, f"_Written by `python benchmarks/accuracy/fashionmnist/report.py --readme README.md` "
+    return "\n".join([BEGIN, f"_Written by `python benchmarks/accuracy/fashionmnist/report.py --readme benchmarks/accuracy/fashionmnist/README.md` "
                       f"from {n_rows} runs; all tables: benchmarks/accuracy/fashionmnist/results/tables.md._\n",
                       claim_table(groups).replace("### ", "#### ", 1),
                       *[t.replace("### ", "#### ", 1) for t in (transport,) if t], *parts,
