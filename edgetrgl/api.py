@@ -37,11 +37,13 @@ from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.loading import load_data, with_head_factory
 from edgetrgl.training.regimes import get_regime
 from edgetrgl.training.results import RunResult, load_run, print_result
-from edgetrgl.training.run import resume_in_process, runs_on_ranks, train_in_process
+from edgetrgl.planning.run_plan import RunPlan
+from edgetrgl.planning.solver import AUTO
+from edgetrgl.training.run import dry_run, resume_in_process, runs_on_ranks, train_in_process
 from edgetrgl.training.run_dir import RUN_FILES, agreed_changes, read_json
 from edgetrgl.training.run_lock import hold_run_dir
 
-__all__ = ["RunResult", "build_network", "evaluate", "load_data", "load_run", "resume", "run_state", "train",
+__all__ = ["RunResult", "build_network", "evaluate", "load_data", "load_run", "plan", "resume", "run_state", "train",
            "train_or_resume"]
 
 
@@ -54,11 +56,26 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
     ``model.head_factory``) builds every module's head; default: the head that fits each module's
     output shape (see :mod:`edgetrgl.heads`).
     """
-    modular = get_regime(cfg.regime).traits.modular
+    modular = cfg.regime == AUTO or get_regime(cfg.regime).traits.modular  # auto: the module-wise split
     model = with_head_factory(model, head_factory, cfg, spec)
     return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
                         boundaries=cfg.boundaries if modular else None, seed=cfg.seed, method=cfg.method,
                         objective_options=cfg.objective_options)
+
+
+def plan(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,
+         quiet: bool = False, console: Console | None = None, head_factory: HeadFactory | None = None) -> RunPlan:
+    """What :func:`train` would do, without training or writing anything: the plan (device, modules,
+    micro-batch, step options, cache), printed unless ``quiet``; with ``regime="auto"`` also every
+    way to train that was weighed (``plan.solver``).
+
+    Raises:
+        UserError: as :func:`train` does before it trains (bad configuration, nothing fits).
+    """
+    cfg = cfg or TrainConfig()
+    if model is not None and cfg.model != model.name:
+        cfg = cfg.replace(model=model.name)
+    return dry_run(cfg, data=data, model=model, head_factory=head_factory, quiet=quiet, console=console)
 
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,

@@ -48,3 +48,17 @@ def plan_table(estimates: dict[str, Any]) -> Table:
         share = f"{100 * peak / budget:.0f}%" if budget else "-"
         table.add_row(str(m["module"]), f"{m['blocks'][0]}-{m['blocks'][1] - 1}", format_bytes(peak), share)
     return table
+
+
+def candidates_table(solver: dict[str, Any], budget: int | None) -> Table:
+    """``--regime auto``: every way to train that was weighed, whether it fits, its estimated peak and
+    modelled time per epoch, and the one chosen with why (``RunPlan.solver``)."""
+    title = "ways to train" + (f" under a budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB)" if budget else "")
+    table = Table(title=title, caption=f"chosen: {solver['chosen']}: {solver['why']}")
+    for column in ("candidate", "fits", "est. peak", "modelled time / epoch", ""):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for c in solver["candidates"]:
+        epoch = c["modelled_epoch_s"]
+        table.add_row(c["candidate"], "yes" if c["fits"] else "no", format_bytes(c["estimated_peak_bytes"]),
+                      "-" if epoch is None else f"{epoch:.1f} s", "chosen" if c["candidate"] == solver["chosen"] else "")
+    return table

@@ -34,13 +34,15 @@ PRECEDENCE = ("Settings, lowest precedence first: the defaults shown, the --conf
 def _regime_names() -> list[str]:
     from edgetrgl.training.regimes import regime_names
 
-    return list(regime_names())
+    return [*regime_names(), "auto"]  # auto: resolved by the planner to one of them (planning/solver.py)
 
 
 def _regime_help() -> str:
     from edgetrgl.training.regimes import regimes
 
-    return "; ".join(f"{r.name}: {r.help}" for r in regimes())
+    return "; ".join([*(f"{r.name}: {r.help}" for r in regimes()),
+                      "auto: weigh e2e (with checkpointing, micro-batches) against module-wise training under "
+                      "--budget and pick the most exact way that fits within 2x of the fastest"])
 
 
 def _objective_names() -> list[str]:

@@ -12,6 +12,7 @@ EPILOG = """examples:
   edgetrgl train --regime parallel --method vangl --epochs 5
   edgetrgl train --method infopro --transport on  # InfoPro with the transport term as a regulariser
   edgetrgl train --model resnet56 --dataset cifar10 --download --modules 8 --budget 2GB
+  edgetrgl train --regime auto --budget 25MB --dry-run   # every way to fit (e2e with checkpointing or micro-batches, module-wise), no training
   edgetrgl train --config run.toml --seed 3        # file values, flags override
   edgetrgl train --set optim.lr=0.02 --set multiplier_step=0.5   # any config field, by its section or alone
   edgetrgl train --log tensorboard                 # also TensorBoard event files in OUT/tb/: tensorboard --logdir runs/
@@ -35,6 +36,8 @@ def add_parser(sub) -> None:
     a("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     a("--auto-resume", action="store_true", help="start --out if new, resume it if unfinished, report it if finished")
     a("--quiet", action="store_true", help="no console output")
+    a("--dry-run", action="store_true", help="plan, print the plan (with --regime auto, every way to fit that was "
+                                              "weighed) and stop: nothing is trained or written")
     a("--plot", metavar="FILE.png", help="write the per-module test accuracy curve (needs matplotlib)")
     add_config_flags(p)  # one flag per config field, a group per section (edgetrgl/config.py)
     p.set_defaults(handler=run)
@@ -65,8 +68,13 @@ def given_settings(args: argparse.Namespace, cfg) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from edgetrgl.errors import UserError
-    from edgetrgl.api import resume, train, train_or_resume
+    from edgetrgl.api import plan, resume, train, train_or_resume
 
+    if args.dry_run:
+        if args.resume or args.auto_resume:
+            raise UserError("--dry-run plans a new run: drop --resume/--auto-resume")
+        plan(config_from_args(args), quiet=args.quiet)
+        return 0
     if args.auto_resume:
         if args.resume or args.overwrite:
             raise UserError("--auto-resume decides itself whether to start or resume --out: drop --resume/--overwrite")

@@ -57,6 +57,7 @@ class RunPlan:
     checkpoint_blocks: bool = False  # the step recomputes each block's activations in backward
     precision: str = "fp32"  # the step's autocast (resolved: never "auto")
     layout: list[list[int]] | None = None  # multi-process regimes: [first, stop) of the modules of each rank
+    solver: dict[str, Any] | None = None  # --regime auto: every way to fit that was weighed, and why this one
 
     @property
     def rank_ranges(self) -> list[range] | None:

@@ -28,8 +28,9 @@ from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network
 from edgetrgl.planning.run_plan import RunPlan, make_plan, warm_planner
+from edgetrgl.planning.solver import AUTO, solve_for
 from edgetrgl.planning.traits import RegimeTraits
-from edgetrgl.tables import plan_table
+from edgetrgl.tables import candidates_table, plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.loading import load_data, with_head_factory
 from edgetrgl.training.regimes import get_regime
@@ -106,9 +107,15 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
             (all before anything in ``run_dir`` is touched), or ``run_dir`` holds a run and not ``overwrite``.
     """
     console = console or Console(stderr=True)
-    regime = get_regime(cfg.regime)
+    if cfg.regime != AUTO:
+        get_regime(cfg.regime)  # an unknown regime: say so before loading any data
     train_set, test_set, spec = data or load_data(cfg)
     model = with_head_factory(model, head_factory, cfg, spec)
+    choice = None
+    if cfg.regime == AUTO:  # a fresh run (a saved config holds the regime it resolved to)
+        choice = solve_for(cfg, spec, model)
+        cfg = choice.config
+    regime = get_regime(cfg.regime)
     run_cfg, train_set, plan_spec = ranks.shard(cfg, train_set, spec)
     # every rank bounds its own allocator (process-wide); the planning rank measures its footprint
     process = _prepare_process(cfg) if cfg.device_profile else None
@@ -116,6 +123,9 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
         crash_point("plan")  # the tests send a SIGTERM here: the stop is honoured once the plan is made
         plan, net = ranks.plan(lambda: plan_run(run_cfg, plan_spec, model, run_dir, world_size=ranks.world_size,
                                                 process=process))
+        if choice is not None:
+            plan.solver = choice.to_dict()
+            plan.notes.insert(0, f"--regime auto: {choice.chosen.describe()}: {choice.why}")
         extra = ranks.fresh_extra(cfg)
     else:
         plan, net, extra = RunPlan.from_dict(state["plan"], config=cfg), None, dict(state.get("extra") or {})
@@ -130,6 +140,8 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
         init = plan_finetune(planned_cfg, net, plan.model)  # a mismatching --init-from fails first
         if run_dir:
             ranks.prepare_run_dir(run_dir, overwrite)  # only now is anything in the folder touched
+        if ranks.is_main and plan.solver and not quiet:
+            console.print(candidates_table(plan.solver, cfg.budget))
         if ranks.is_main and plan.estimates and plan.estimates.get("modules") and not quiet:
             console.print(plan_table(plan.estimates))
     init_report = apply_finetune(net, planned_cfg, init)  # --init-from (fresh runs), --freeze-modules
@@ -206,6 +218,33 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pat
     return make_plan(cfg, spec, model, run_dir, traits=traits, world_size=world_size, process=process)
 
 
+def dry_run(cfg: TrainConfig, *, data: tuple | None = None, model: BlockNet | None = None,
+            head_factory: HeadFactory | None = None, quiet: bool = False,
+            console: Console | None = None) -> RunPlan:
+    """Plan ``cfg`` as a fresh run would, print the plan (with ``--regime auto``, every way weighed)
+    and stop: nothing is trained and nothing is written."""
+    console = console or Console(stderr=True)
+    train_set, test_set, spec = data or load_data(cfg)
+    model = with_head_factory(model, head_factory, cfg, spec)
+    choice = solve_for(cfg, spec, model) if cfg.regime == AUTO else None
+    planned = choice.config if choice else cfg
+    plan, _ = plan_run(planned, spec, model, None)
+    if plan.cache.scratch and plan.cache.folder:
+        shutil.rmtree(plan.cache.folder, ignore_errors=True)
+    if choice is not None:
+        plan.solver = choice.to_dict()
+        plan.notes.insert(0, f"--regime auto: {choice.chosen.describe()}: {choice.why}")
+    if not quiet:
+        if plan.solver:
+            console.print(candidates_table(plan.solver, cfg.budget))
+        if plan.estimates and plan.estimates.get("modules"):
+            console.print(plan_table(plan.estimates))
+        console.print(f"plan: {plan.regime}, {plan.num_modules} module(s), cache {plan.cache.mode}, device {plan.device}")
+        for note in plan.notes:
+            console.print(f"  {note}")
+    return plan
+
+
 def as_planned(cfg: TrainConfig, plan: RunPlan, traits: RegimeTraits) -> TrainConfig:
     """``cfg`` with the plan's modules, for fine-tuning (e2e keeps the requested split: its frozen
     prefix is the first N modules of that split)."""
@@ -220,6 +259,8 @@ def runs_on_ranks(cfg: TrainConfig) -> bool:
     Raises:
         UserError: data parallel asked of a regime that is itself multi-process.
     """
+    if cfg.regime == AUTO:
+        return False  # --regime auto weighs single-process regimes (with --data-parallel it refuses)
     regime = get_regime(cfg.regime)
     if cfg.data_parallel and regime.traits.multi_process:
         raise UserError(f"--data-parallel is for the single-process regimes, not {regime.name} "
