@@ -8,7 +8,7 @@ Then it measures each module's step time and boundary activation size in one pro
 the pipeline on P devices: bubble efficiency B/(B+P-1), the slowest rank as the bottleneck, and the
 bytes each batch moves across each boundary at 25 GB/s (NVLink-class) and 10 GbE.
 
-    python benchmarks/distributed.py [--ranks 2] [--train 2048] [--batch 64]
+    python benchmarks/distributed.py [--ranks 2] [--train 2048] [--batch 64] [--record]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Contention, mib, table, write_results  # noqa: E402
+from _common import Contention, add_output_args, mib, output_folder, table, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LINKS = {"25 GB/s (NVLink-class)": 25e9, "10 GbE (1.25 GB/s)": 1.25e9}
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--modules", type=int, default=4)
+    add_output_args(parser)
     args = parser.parse_args()
     gauge = Contention()
     with tempfile.TemporaryDirectory(prefix="edgetrgl-dist-bench-") as tmp:
@@ -150,8 +151,10 @@ def main() -> None:
           f"Per batch each boundary moves " + ", ".join(mib(b) for b in prediction["boundary_bytes_per_batch"])
           + "; " + "; ".join(f"{name}: " + ", ".join(f"{1e3 * t:.3f} ms" for t in ts)
                              for name, ts in prediction["comm_s_per_batch"].items()) + ".\n")
-    write_results("distributed", {"modes": modes, "profile": profile, "prediction": prediction,
-                                  "other_busy_cores": busy, "args": vars(args)}, md)
+    if (folder := output_folder(args)) is not None:
+        write_results("distributed", {"modes": modes, "profile": profile, "prediction": prediction,
+                                      "other_busy_cores": busy, "args": {k: str(v) for k, v in vars(args).items()}},
+                      md, folder)
     print(md)
 
 
