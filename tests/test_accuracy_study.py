@@ -234,3 +234,9 @@ def test_report_pairs_each_objective_with_its_transport_variant():
     assert "| dgl | 80.0 ± 5.0 | 81.0 ± 7.5 |" in table  # sd 2 and 3 over 3 seeds: t(2) = 4.303
     assert "1.0 ± 2.5 (3 seeds)" in table  # differences 1, 2, 0 points: sd 1
     assert fm.transport_table(fm.group_rows(rows("dgl", (0.8,)))) == ""
+
+
+def test_quick_is_the_studys_tiny_flavour_one_seed_one_epoch(tmp_path, capsys):
+    assert run.main(["fashionmnist", "--quick", "--part", "small2", "--dry-run", "--results", str(tmp_path)]) == 0
+    ids = capsys.readouterr().out.splitlines()
+    assert len(ids) == 3 and all("|e=1|seed=0|" in i and i.endswith('model_options={"width": 4}') for i in ids)

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(parser)
     args = parser.parse_args(argv)
     study = load(args.study)
+    if args.quick:  # the study's tiny flavour (mnist5k builds its own; a study may name TrainConfig fields)
+        args.set, args.epochs = {**getattr(study, "QUICK_SET", {}), **args.set}, args.epochs or 1
     parts = args.part or list(study.PARTS)
     if unknown := [p for p in parts if p not in study.PARTS]:
         usage(f"unknown part {unknown[0]!r} of {args.study}; choose from {', '.join(study.PARTS)}")
