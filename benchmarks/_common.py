@@ -54,18 +54,6 @@ class Contention:
         return round(max(0.0, others) / wall, 2)
 
 
-def wait_for_quiet(max_wait_s: float = 600.0, threshold: float = 0.3) -> float:
-    """Wait (up to ``max_wait_s``) until other processes use under ``threshold`` cores; return the level."""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        gauge = Contention()
-        time.sleep(3.0)
-        level = gauge.busy_cores()
-        if level < threshold or time.monotonic() > deadline:
-            return level
-        print(f"  waiting for a quiet machine: other processes use {level:.1f} cores", file=sys.stderr)
-
-
 def add_output_args(parser) -> None:
     """``--record`` (write into benchmarks/results/, the recorded figures) or ``--results DIR``; with
     neither a benchmark prints what it measured and writes nothing."""
