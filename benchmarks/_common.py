@@ -54,16 +54,17 @@ class Contention:
         return round(max(0.0, others) / wall, 2)
 
 
-def wait_for_quiet(max_wait_s: float = 600.0, threshold: float = 0.3) -> float:
-    """Wait (up to ``max_wait_s``) until other processes use under ``threshold`` cores; return the level."""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        gauge = Contention()
-        time.sleep(3.0)
-        level = gauge.busy_cores()
-        if level < threshold or time.monotonic() > deadline:
-            return level
-        print(f"  waiting for a quiet machine: other processes use {level:.1f} cores", file=sys.stderr)
+def add_output_args(parser) -> None:
+    """``--record`` (write into benchmarks/results/, the recorded figures) or ``--results DIR``; with
+    neither a benchmark prints what it measured and writes nothing."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--record", action="store_true", help="write the results where they are recorded")
+    where.add_argument("--results", type=Path, metavar="DIR", help="write the results to DIR")
+
+
+def output_folder(args, recorded: Path = RESULTS) -> Path | None:
+    """Where ``add_output_args``' flags say to write (``recorded`` for ``--record``), or None: nowhere."""
+    return args.results if args.results is not None else (recorded if args.record else None)
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Path | None = None) -> tuple[Path, Path]:

@@ -8,7 +8,7 @@ precision by least squares on relative error and reports how well the fitted mod
 ``edgetrgl/planning/speed.py`` rank the options: pairs of one module's options, and pairs of whole
 plans (the options summed over a network's modules: the planner's choice). Only the ranking matters.
 
-    python benchmarks/step_time_model.py                                  # CPU, about 2 minutes on 2 cores
+    python benchmarks/step_time_model.py --record                         # CPU, about 2 minutes on 2 cores
     python benchmarks/step_time_model.py --device cuda --precision fp32,bf16 --rates-out cuda_rates.json
     python benchmarks/step_time_model.py --quick --precision fp32,bf16    # seconds: the code path only
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_results  # noqa: E402
+from _common import add_output_args, output_folder, table, write_results  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="one tiny network, one repeat: the code path in seconds")
     parser.add_argument("--deadline-s", type=float, help="stop measuring after this many seconds and fit what was measured")
-    parser.add_argument("--out", help="folder for the results (default benchmarks/results)")
+    add_output_args(parser)
+    parser.add_argument("--out", dest="results", type=Path, help="the same as --results (benchmarks/gpu's flag)")
     parser.add_argument("--name", help="results file name (default step_time_model_<precision> on the CPU, "
                                        "step_time_model_cuda-<gpu> on CUDA)")
     parser.add_argument("--rates-out", help="write cuda_rates.json's next version, with this device's fit, here")
@@ -230,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.rates_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.rates_out).write_text(json.dumps(rates, indent=2) + "\n")
         payload["rates_file"] = {"path": str(args.rates_out), "gpu": key, "install": f"cp {args.rates_out} {RATES_FILE.relative_to(RATES_FILE.parents[2])}"}
-    write_results(name, payload, _markdown(payload, rows, fitted), folder=args.out)
+    markdown = _markdown(payload, rows, fitted)
+    if (folder := output_folder(args)) is not None:
+        write_results(name, payload, markdown, folder=folder)
+    else:
+        print(markdown)
     print(_snippet(payload), file=sys.stderr)
     return 0
 

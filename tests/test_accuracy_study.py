@@ -1,5 +1,6 @@
-"""benchmarks/accuracy/fashionmnist: the runner appends a row per run and skips rows it has, the
-report turns rows into intervals, "not run yet" and a chart, and paper_scale.py keeps to its budget.
+"""benchmarks/accuracy: one harness for every study. The runner appends a row per run and skips rows it
+has, writes nowhere recorded unless told, the report turns rows into intervals, "not run yet", a chart
+and the README's generated blocks, and paper_scale.py keeps to its budget.
 
 Everything runs on tiny IDX files of our own (tests/_idx_files.py) and a width-4 ResNet-20: seconds.
 """
@@ -15,11 +16,13 @@ import pytest
 
 from _idx_files import fake_fashion_mnist
 
-STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy" / "fashionmnist"
-sys.path.insert(0, str(STUDY))
+HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy"
+sys.path.insert(0, str(HARNESS))
 
 import report  # noqa: E402
 import run  # noqa: E402
+import study_fashionmnist as fm  # noqa: E402
+import study_mnist5k as m5k  # noqa: E402
 
 TINY = '{"model_options": {"width": 4}}'
 
@@ -35,8 +38,8 @@ def _rows(path: Path) -> list[dict]:
 
 def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir, capsys):
     results = tmp_path / "results"
-    argv = ["--part", "small2", "--seeds", "1", "--epochs", "1", "--max-runs", "2", "--data-dir", str(data_dir),
-            "--results", str(results), "--set", TINY, "--threads", "1"]
+    argv = ["fashionmnist", "--part", "small2", "--seeds", "1", "--epochs", "1", "--max-runs", "2", "--data-dir",
+            str(data_dir), "--results", str(results), "--set", TINY, "--threads", "1"]
     assert run.main(argv) == 0
     rows = _rows(results / "runs.jsonl")
     assert [r["method"] for r in rows] == ["e2e", "vangl"]  # the part's order: e2e, vangl, trgl-tau1
@@ -45,12 +48,12 @@ def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir
     assert vangl["config"]["modules"] == 9 and vangl["config"]["model_options"] == {"width": 4}
     assert (e2e["train_size"], e2e["test_size"]) == (10, 100)  # 2% of 500, stratified: one image per class
     assert vangl["best"] == max(vangl["test_accuracy"]) and vangl["last"] == vangl["test_accuracy"][-1]
-    assert e2e["estimated_peak_bytes"] > 0 and vangl["estimated_peak_bytes"] > 0
-    assert vangl["estimated_peak_bytes"] < e2e["estimated_peak_bytes"]  # one block at a time
+    assert vangl["test_accuracy"][vangl["best_module"] - 1] == vangl["best"]
+    assert 0 < vangl["estimated_peak_bytes"] < e2e["estimated_peak_bytes"]  # one block at a time
     assert run.main(argv) == 0  # resumes: the two rows are kept, the part's last run is added
     again = _rows(results / "runs.jsonl")
     assert again[:2] == rows and [r["method"] for r in again[2:]] == ["trgl-tau1"]
-    assert run.main([*argv[:1], "small2_ours", *argv[2:]]) == 0
+    assert run.main([argv[0], "--part", "small2_ours", *argv[3:]]) == 0
     again = _rows(results / "runs.jsonl")
     assert [r["method"] for r in again[3:]] == ["trgl"]
     assert again[2]["tau"] == 1.0 and again[3]["tau"] == 10.0  # the paper's, ours (the library default)
@@ -60,62 +63,103 @@ def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir
     assert len(_rows(results / "sessions.jsonl")) == 3  # the dry run starts nothing
 
 
+def test_mnist5k_quick_runs_into_a_temporary_folder_never_the_recorded_one(tmp_path, monkeypatch, capsys):
+    recorded = tmp_path / "recorded"
+    monkeypatch.setattr(m5k, "RESULTS", recorded)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert run.main(["mnist5k", "--quick", "--part", "tau_default", "--threads", "1"]) == 0
+    assert not recorded.exists()
+    written = [p for p in tmp_path.glob("accuracy-mnist5k-*/runs.jsonl")]
+    assert len(written) == 1
+    (row,) = _rows(written[0])
+    assert row["id"].startswith("tau_default|sequential|trgl|f=1.0|seed=0") and len(row["test_accuracy"]) == 4
+    assert row["config"]["model_options"] == {"width": 4} and row["train_size"] == 4000
+
+
+def test_unknown_study_or_part_is_one_line_and_exit_2(tmp_path, capsys):
+    for argv in (["cifar"], ["mnist5k", "--part", "nope", "--results", str(tmp_path)]):
+        with pytest.raises(SystemExit) as stop:
+            run.main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: unknown")
+
+
 def test_methods_this_checkout_lacks_are_skipped_not_failed():
-    methods = run.available_methods()
+    methods = fm.available_methods()
     assert {"vangl", "trgl"} <= methods
-    cells = run.cells_of(["small10"], 1, 1)
-    listed = {c["method"] for c in cells}
-    assert set(run.LOCAL_OBJECTIVES) <= listed  # the grid names them whether or not they exist yet
+    cells = run.cells_of(fm, ["small10"], 1, 1)
+    assert set(fm.LOCAL_OBJECTIVES) <= {c["method"] for c in cells}  # named whether or not they exist yet
     for c in cells:
-        assert run.runnable(c, methods) == (c["config"]["method"] in methods)
+        assert fm.runnable(c) == (c["config"]["method"] in methods)
 
 
-def test_report_gives_intervals_not_run_yet_and_a_chart(tmp_path):
-    results = tmp_path / "results"
-    small = dict(fraction=0.02, k="block", epochs=5, test_images=run.SMALL_TEST)  # the small2 part's cells
-    base = run.cell("small2", 0, method="vangl", **small)
+def _fm_rows(part, accs_by_method, **setting):
     rows = []
-    for method, accs, peak in (("vangl", (0.60, 0.64, 0.62), 100 * 2**20), ("trgl-tau1", (0.66, 0.68, 0.70), 110 * 2**20),
-                               ("e2e", (0.70, 0.71, 0.72), 400 * 2**20)):
+    for method, accs, peak in accs_by_method:
         for seed, acc in enumerate(accs):
-            c = run.cell("small2", seed, method=method, **small)
-            rows.append({**{k: c[k] for k in ("id", "part", "model", "fraction", "regime", "K", "method", "recipe",
-                                              "epochs", "seed", "test_images")}, "config": c["config"],
-                         "train_size": 1200,
-                         "test_size": 10000, "test_accuracy": [acc - 0.1, acc], "last": acc, "best": acc,
-                         "best_module": 2, "estimated_peak_bytes": peak, "wall_time_s": 10.0})
-    assert base["id"] in {r["id"] for r in rows}
+            c = fm.cell(part, seed, method=method, **setting)
+            rows.append({**{k: c[k] for k in fm.LABELS}, "id": c["id"], "part": part, "config": c["config"],
+                         "train_size": 1200, "test_size": 10000, "test_accuracy": [acc - 0.1, acc], "last": acc,
+                         "best": acc, "best_module": 2, "estimated_peak_bytes": peak, "wall_time_s": 10.0})
+    return rows
+
+
+def test_report_gives_intervals_not_run_yet_a_chart_and_the_readme_blocks(tmp_path, capsys):
+    results = tmp_path / "results"
+    small = dict(fraction=0.02, k="block", epochs=5, test_images=fm.SMALL_TEST)  # the small2 part's cells
+    rows = _fm_rows("small2", [("vangl", (0.60, 0.64, 0.62), 100 * 2**20), ("trgl-tau1", (0.66, 0.68, 0.70), 110 * 2**20),
+                               ("e2e", (0.70, 0.71, 0.72), 400 * 2**20)], **small)
     results.mkdir()
     (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut short')
-    chart = tmp_path / "chart.png"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\nbefore\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
-    assert report.main(["--results", str(results), "--chart", str(chart), "--readme", str(readme)]) == 0
+    readme.write_text("# x\nbefore\n<!-- generated:summary -->\nold table\n<!-- /generated:summary -->\nafter\n"
+                      "<!-- generated:part:small2 --><!-- /generated:part:small2 -->\n")
+    assert report.main(["fashionmnist", "--results", str(results), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert "old table" not in text and text.startswith("# x\nbefore\n") and text.endswith("after\n")
-    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in text and "small10" not in text  # only parts that have runs
+    assert "old table" not in text and text.startswith("# x\nbefore\n<!-- generated:summary -->\n")
+    assert text.endswith("<!-- /generated:summary -->\nafter\n<!-- generated:part:small2 -->\n### small2:"
+                         + text.split("### small2:", 1)[1].split("<!--")[0] + "<!-- /generated:part:small2 -->\n")
+    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in text and "small10" not in text.split("after")[0]  # parts that have runs
     tables = (results / "tables.md").read_text()
     # mean 62.0, sd 2.0, t(2) = 4.303: half-width 4.303 * 2 / sqrt(3) = 5.0
-    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in tables
-    assert "| trgl | 0/5 | not run yet |" in tables
+    assert "| vangl | 3/5 | 62.0 ± 5.0 |" in tables and "| trgl | 0/5 | not run yet |" in tables
     # paired by seed: trgl-tau1 - vangl = 6, 4, 8 points: mean 6.0, half-width 4.303 * 2 / sqrt(3) = 5.0
     assert "6.0 ± 5.0 (3 seeds)" in tables
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads((results / "summary.json").read_text())
-    assert {s["method"] for s in summary} == {"vangl", "trgl-tau1", "e2e"}
+    assert (results / "accuracy_memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {s["method"] for s in json.loads((results / "summary.json").read_text())} == {"vangl", "trgl-tau1", "e2e"}
+    # without --record or --results: printed, nothing written
+    assert report.main(["fashionmnist"]) == 0 and "# Fashion-MNIST accuracy study" in capsys.readouterr().out
 
 
-def test_report_front_is_the_best_accuracy_for_each_memory():
-    points = [(100, -62.0), (110, -68.0), (400, -71.0), (420, -65.0)]  # (MiB, -accuracy)
-    assert report.pareto_front(points) == [0, 1, 2]  # 420 MiB at 65% is beaten by 110 MiB at 68%
+def test_a_readme_block_naming_no_table_is_an_error_not_silence(tmp_path, capsys):
+    (tmp_path / "runs.jsonl").write_text("")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated:nope -->\n<!-- /generated:nope -->\n")
+    with pytest.raises(SystemExit) as stop:
+        report.main(["mnist5k", "--results", str(tmp_path), "--readme", str(readme)])
+    assert stop.value.code == 2 and "no table named 'nope'" in capsys.readouterr().err
+    assert readme.read_text() == "<!-- generated:nope -->\n<!-- /generated:nope -->\n"  # left as it was
+
+
+def test_mnist5k_tables_pair_by_seed_and_count_the_seeds():
+    def row(seed, regime, method, last):
+        c = m5k.cell("core", seed, 0.01, regime, method)
+        return {**c, "train_size": 40, "test_accuracy": [last], "last": last, "best": last + 0.01, "wall_time_s": 1.0,
+                "other_busy_cores": 0.5}
+    rows = [row(s, "sequential", "vangl", v) for s, v in enumerate((0.60, 0.64, 0.62))]
+    rows += [row(s, "sequential", "trgl", v) for s, v in enumerate((0.66, 0.68, 0.70))]
+    made = m5k.tables(rows, Path("unused"))
+    assert "| 40 (1%) | 64 | 62.0 ± 5.0 (3) | 68.0 ± 5.0 (3) | — | 63.0 ± 5.0 (3) | 69.0 ± 5.0 (3) | 6.0 ± 5.0 (3) | — |" \
+        in made["core"]
+    assert "| core | 6 | 0.1 | 0.50 |" in made["wall_time"]
 
 
 def test_paper_scale_keeps_to_its_budget(tmp_path, data_dir):
     results = tmp_path / "ps"
-    script = STUDY / "paper_scale.py"
-    common = [sys.executable, str(script), "--model", "resnet20", "--ks", "2", "--epochs", "1",
-              "--fraction", "0.05", "--set", TINY, "--device", "cpu", "--data-dir", str(data_dir),
-              "--results", str(results)]
+    common = [sys.executable, str(HARNESS / "fashionmnist" / "paper_scale.py"), "--model", "resnet20", "--ks", "2",
+              "--epochs", "1", "--fraction", "0.05", "--set", TINY, "--device", "cpu", "--data-dir", str(data_dir),
+              "--out", str(results)]
     env = {"PYTHONPATH": ":".join(sys.path), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(common + ["--budget-s", "120", "--methods", "e2e,trgl-tau1"], capture_output=True,
                           text=True, timeout=300, env=env)
@@ -135,14 +179,14 @@ def test_paper_scale_keeps_to_its_budget(tmp_path, data_dir):
 def test_shards_split_the_grid_between_processes(tmp_path, capsys):
     listed = []
     for shard in ("0/2", "1/2"):
-        assert run.main(["--part", "small2", "--dry-run", "--shard", shard, "--results", str(tmp_path)]) == 0
+        assert run.main(["fashionmnist", "--part", "small2", "--dry-run", "--shard", shard, "--results", str(tmp_path)]) == 0
         listed.append(capsys.readouterr().out.split())
-    whole = [c["id"] for c in run.cells_of(["small2"], None, None)]
+    whole = [c["id"] for c in run.cells_of(fm, ["small2"])]
     assert sorted(listed[0] + listed[1]) == sorted(whole) and not set(listed[0]) & set(listed[1])
 
 
 def test_model_filter_keeps_only_that_family(tmp_path, capsys):
-    argv = ["--part", "families", "--seeds", "1", "--dry-run", "--results", str(tmp_path)]
+    argv = ["fashionmnist", "--part", "families", "--seeds", "1", "--dry-run", "--results", str(tmp_path)]
     assert run.main(argv + ["--model", "vit_tiny"]) == 0
     ids = capsys.readouterr().out.split()
     assert len(ids) == 3 and all("|vit_tiny|" in i for i in ids)
@@ -152,7 +196,7 @@ def test_model_filter_keeps_only_that_family(tmp_path, capsys):
 
 def test_report_puts_the_estimate_beside_the_measurement(tmp_path):
     folder = tmp_path / "measured"
-    assert report.measured_table(folder) == ""  # nothing measured: no table
+    assert fm.measured_table(folder) == ""  # nothing measured: no table
     folder.mkdir()
 
     def bench(k, peaks):
@@ -162,31 +206,37 @@ def test_report_puts_the_estimate_beside_the_measurement(tmp_path):
     for k, measured, estimated in ((4, 100, 110), (9, 50, 45)):
         (folder / f"resnet20_k{k}.json").write_text(json.dumps(bench(k, [("e2e", 200), ("sequential-trgl", measured)])))
         (folder / f"resnet20_k{k}.estimate.json").write_text(json.dumps(bench(k, [("e2e", 200), ("sequential-trgl", estimated)])))
-    table = report.measured_table(folder)
+    table = fm.measured_table(folder)
     assert "| resnet20 | 4 | sequential-trgl | 110 | 100 | 1.10 | 200 |" in table
     assert "| resnet20 | block | sequential-trgl | 45 | 50 | 0.90 | 100 |" in table
     assert table.count("| e2e |") == 1  # e2e is in both files, shown once
 
 
 def test_transport_on_top_of_a_local_objective_is_a_method_of_its_own():
-    cells = run.cells_of(["small10_transport"], 1, 1)
-    assert {c["method"] for c in cells} == {m + run.TRANSPORT for m in run.LOCAL_OBJECTIVES}
+    cells = run.cells_of(fm, ["small10_transport"], 1, 1)
+    assert {c["method"] for c in cells} == {m + fm.TRANSPORT for m in fm.LOCAL_OBJECTIVES}
     dgl = next(c for c in cells if c["method"] == "dgl+transport")
     assert dgl["config"]["method"] == "dgl" and dgl["config"]["transport"] == "on"
-    assert run.runnable(dgl, run.available_methods())
-    assert run.TrainConfig(**dgl["config"]).transport == "on"  # a config the library takes as it is
+    assert fm.runnable(dgl)
+    assert fm.TrainConfig(**dgl["config"]).transport == "on"  # a config the library takes as it is
 
 
 def test_report_pairs_each_objective_with_its_transport_variant():
     def rows(method, accs):
         out = []
         for seed, acc in enumerate(accs):
-            c = run.cell("small10", seed, fraction=0.1, k=4, epochs=3, method=method, test_images=run.SMALL_TEST)
-            out.append({**{k: c[k] for k in report.GROUP}, "seed": seed, "last": acc, "config": c["config"]})
+            c = fm.cell("small10", seed, fraction=0.1, k=4, epochs=3, method=method, test_images=fm.SMALL_TEST)
+            out.append({**{k: c[k] for k in fm.GROUP}, "seed": seed, "last": acc, "config": c["config"]})
         return out
 
-    groups = report.group_rows(rows("dgl", (0.80, 0.82, 0.78)) + rows("dgl+transport", (0.81, 0.84, 0.78)))
-    table = report.transport_table(groups)
+    groups = fm.group_rows(rows("dgl", (0.80, 0.82, 0.78)) + rows("dgl+transport", (0.81, 0.84, 0.78)))
+    table = fm.transport_table(groups)
     assert "| dgl | 80.0 ± 5.0 | 81.0 ± 7.5 |" in table  # sd 2 and 3 over 3 seeds: t(2) = 4.303
     assert "1.0 ± 2.5 (3 seeds)" in table  # differences 1, 2, 0 points: sd 1
-    assert report.transport_table(report.group_rows(rows("dgl", (0.8,)))) == ""
+    assert fm.transport_table(fm.group_rows(rows("dgl", (0.8,)))) == ""
+
+
+def test_quick_is_the_studys_tiny_flavour_one_seed_one_epoch(tmp_path, capsys):
+    assert run.main(["fashionmnist", "--quick", "--part", "small2", "--dry-run", "--results", str(tmp_path)]) == 0
+    ids = capsys.readouterr().out.splitlines()
+    assert len(ids) == 3 and all("|e=1|seed=0|" in i and i.endswith('model_options={"width": 4}') for i in ids)

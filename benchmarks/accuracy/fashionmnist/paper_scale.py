@@ -6,12 +6,13 @@ the last module's accuracy). Runs in priority order (e2e, then K = 4, 8, 16; TRG
 within a wall-time budget: a run is started only if the median of the runs so far fits in what
 is left, and one still going at the deadline is stopped after its current step (SIGTERM, the
 trainer's own clean stop) and written to ``cut.jsonl``, not ``runs.jsonl``. Finished runs are
-rows of ``runs.jsonl`` (the same rows as run.py, so report.py reads them) and are skipped on a rerun.
+rows of ``runs.jsonl`` (the rows of ``run.py fashionmnist``, so ``report.py fashionmnist --results DIR``
+reads them) and are skipped on a rerun; they go to ``results/paper_scale/`` with ``--record``.
 
 The data travel with the working tree: copy Debian's four files next to it and pass --data-dir,
     mkdir -p shared/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz shared/fashion-mnist/
-    python benchmarks/accuracy/fashionmnist/paper_scale.py --data-dir shared/fashion-mnist --budget-s 480
-    python benchmarks/accuracy/fashionmnist/report.py --results benchmarks/accuracy/fashionmnist/results/paper_scale
+    python benchmarks/accuracy/fashionmnist/paper_scale.py --data-dir shared/fashion-mnist --budget-s 480 --record
+    python benchmarks/accuracy/report.py fashionmnist --results benchmarks/accuracy/fashionmnist/results/paper_scale
 A tiny CPU version (what tests/test_accuracy_study.py runs):
     python benchmarks/accuracy/fashionmnist/paper_scale.py --model resnet20 --ks 2 --epochs 1 \\
         --fraction 0.01 --set '{"model_options": {"width": 4}}' --device cpu --budget-s 60
@@ -24,16 +25,21 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # benchmarks/accuracy: the harness and the study
 
+import study_fashionmnist as study  # noqa: E402
 import torch  # noqa: E402
+from _study import append_row, read_rows  # noqa: E402
+from run import run_cell, with_overrides  # noqa: E402
+from study_fashionmnist import cell  # noqa: E402
 
-from run import append_row, cell, done_ids, log_session, report_line, run_cell, with_overrides  # noqa: E402
+from _common import add_output_args, command, machine, output_folder  # noqa: E402
 
 from edgetrgl.training.trainer import Interrupted  # noqa: E402
 
@@ -66,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto: cuda where there is one")
     parser.add_argument("--set", type=json.loads, default={}, metavar="JSON", help="extra TrainConfig fields")
-    parser.add_argument("--results", "--out", dest="results", type=Path, default=HERE / "results" / "paper_scale",
-                        help="folder of runs.jsonl (benchmarks/gpu/run.sh passes its results folder as --out)")
+    add_output_args(parser)  # --record: results/paper_scale/; neither: a temporary folder
+    parser.add_argument("--out", dest="results", type=Path, help="the same as --results (benchmarks/gpu/run.sh's flag)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run of every code path (ResNet-20 width 4, 1%% of the data, K=2, 1 epoch): the "
                              "CPU check of benchmarks/gpu/run.sh --quick")
@@ -79,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     cells = grid(args.model, args.fraction, [int(k) for k in args.ks.split(",")], args.methods.split(","),
                  args.seeds, args.epochs, args.regime)
     cells = with_overrides(cells, {"device": args.device, **args.set})
-    log = args.results / "runs.jsonl"
-    todo = [c for c in cells if c["id"] not in done_ids(log)]
+    results = output_folder(args, HERE / "results" / "paper_scale") or Path(tempfile.mkdtemp(prefix="paper-scale-"))
+    log = results / "runs.jsonl"
+    done = {r["id"] for r in read_rows(log) if "id" in r}
+    todo = [c for c in cells if c["id"] not in done]
     print(f"{len(todo)} run(s) to do in {args.budget_s:.0f} s; finished rows go to {log}", file=sys.stderr)
-    log_session(args.results, len(todo))
+    append_row(results / "sessions.jsonl", {"command": command(), "machine": machine(), "runs": len(todo),
+                                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
     # Past the deadline, SIGTERM every few seconds: inside training the trainer stops after its current
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     timer = threading.Thread(target=nag, daemon=True)
     timer.start()
-    datasets, estimates, walls, finished = {}, {}, [], 0
+    cache, walls, finished = {}, [], 0
     try:
         for i, c in enumerate(todo, 1):
             left = deadline - time.monotonic()
@@ -109,17 +118,17 @@ def main(argv: list[str] | None = None) -> int:
                 break
             started = time.monotonic()
             try:
-                record = run_cell(c, args.data_dir, datasets, estimates)
+                record = run_cell(study, c, args.data_dir, cache)
             except Interrupted as stop:
-                append_row(args.results / "cut.jsonl", {"id": c["id"], "after_s": round(time.monotonic() - started, 1),
+                append_row(results / "cut.jsonl", {"id": c["id"], "after_s": round(time.monotonic() - started, 1),
                                                         "why": str(stop)})
                 print(f"cut at the deadline: {c['id']}", file=sys.stderr)
                 break
             walls.append(time.monotonic() - started)
             append_row(log, record)
             finished += 1
-            print(report_line(i, len(todo), args.budget_s - (deadline - time.monotonic()), record), file=sys.stderr,
-                  flush=True)
+            print(f"[{i}/{len(todo)} {args.budget_s - (deadline - time.monotonic()):6.0f} s] {record['id']}: last "
+                  f"{100 * record['last']:.1f}% in {record['wall_time_s']:.0f} s", file=sys.stderr, flush=True)
     finally:
         done_event.set()
     left = [c["id"] for c in todo[finished:]]
