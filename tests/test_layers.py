@@ -24,7 +24,7 @@ ROOT = Path(edgetrgl.__file__).parent
 LAYERS = [
     ["edgetrgl.errors", "edgetrgl.stop", "edgetrgl._faults", "edgetrgl._version", "edgetrgl.config", "edgetrgl.registry",
      "edgetrgl.weights_file"],
-    ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data",
+    ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data", "edgetrgl.data.image_check",
      "edgetrgl.transport", "edgetrgl.precision", "edgetrgl.objectives"],
     ["edgetrgl.modular", "edgetrgl.block_checkpoint", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics",
      "edgetrgl.tables", "edgetrgl.plots"],
