@@ -66,20 +66,44 @@ def wait_for_quiet(max_wait_s: float = 600.0, threshold: float = 0.3) -> float:
         print(f"  waiting for a quiet machine: other processes use {level:.1f} cores", file=sys.stderr)
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Path | None = None) -> tuple[Path, Path]:
-    """Write ``<folder>/<name>.json`` and ``.md`` (with command, machine and versions); ``folder``: results/."""
-    folder = Path(folder) if folder is not None else RESULTS
-    folder.mkdir(parents=True, exist_ok=True)
+def add_output_args(parser) -> None:
+    """``--record`` (write to benchmarks/results/, the recorded figures) or ``--results DIR``; neither:
+    print the results and write nothing, so a trial run never replaces what was recorded."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--record", action="store_true",
+                       help=f"write the results to {RESULTS.relative_to(RESULTS.parent.parent)}/ (the recorded figures)")
+    group.add_argument("--results", "--out", dest="results", metavar="DIR",
+                       help="write the results to DIR instead (default: print them, write nothing)")
+
+
+def output_folder(args) -> Path | None:
+    """Where the parsed ``add_output_args`` flags say results go; None: print only."""
+    if args.results:
+        return Path(args.results)
+    return RESULTS if args.record else None
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Path | None) -> tuple[Path, Path] | None:
+    """Write ``<folder>/<name>.json`` and ``.md`` (with command, machine and versions); ``folder`` None
+    (neither ``--record`` nor ``--results``): print the markdown and write nothing, returning None."""
     payload = {"command": command(), "machine": machine(), **payload}
-    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     header = (f"Command: `{payload['command']}`  \n"
               f"Machine: {m['platform']}, {m['cpu']}, {m['nproc']} CPUs, {m['ram_bytes'] / 2**30:.0f} GiB RAM"
               f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}  \n"
               f"Versions: torch {m['torch']}, Python {m['python']}, edgetrgl {m['edgetrgl_commit']}  \n"
               f"Date: {m['date']}\n\n")
-    md_path.write_text(f"# {name}\n\n" + header + markdown.rstrip() + "\n")
+    text = f"# {name}\n\n" + header + markdown.rstrip() + "\n"
+    if folder is None:
+        print(text)
+        print(f"({name}: not written; --record writes benchmarks/results/{name}.json and .md, --results DIR "
+              f"writes them to DIR)", file=sys.stderr)
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    md_path.write_text(text)
     return json_path, md_path
 
 

@@ -13,20 +13,24 @@ import argparse
 import json
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
 import torch
 
-from edgetrgl import TrainConfig, train
-from edgetrgl.config import format_bytes
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_output_args, output_folder  # noqa: E402
+
+from edgetrgl import TrainConfig, train  # noqa: E402
+from edgetrgl.config import format_bytes  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_output_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -46,10 +50,11 @@ def main() -> None:
     for r in rows:
         per_seed = " / ".join(f"{100 * a:.1f}" for a in r["last_module_accuracy"])
         lines.append(f"| {r['dtype']} | {per_seed} | {100 * r['mean']:.2f}% | {format_bytes(r['largest_cache_bytes'])} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cache_dtype.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "cache_dtype.md").write_text("\n".join(lines) + "\n")
+    out = output_folder(args)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cache_dtype.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (out / "cache_dtype.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_results  # noqa: E402
+from _common import table, add_output_args, output_folder, write_results  # noqa: E402
 
 from edgetrgl.bench.estimate import estimate_method  # noqa: E402
 from edgetrgl.bench.setting import BenchSetting, resolve_boundaries  # noqa: E402
@@ -27,6 +27,7 @@ MiB = 2**20
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure-k", type=int, default=8, choices=(4, 8))
+    add_output_args(parser)
     args = parser.parse_args()
     rows, payload = [], {"method": METHOD, "estimates": {}, "measured": None}
     for k in (4, 8):
@@ -51,7 +52,7 @@ def main() -> int:
                 "(MemTracker peak of the largest module) against e2e (estimated).\n\n"
                 + table(["K", "e2e (estimate)", "ours (estimate)", "ours / e2e", "target", "measured on the CPU"],
                         rows))
-    write_results("ckpt_inside_modules", payload, markdown)
+    write_results("ckpt_inside_modules", payload, markdown, output_folder(args))
     return 0
 
 

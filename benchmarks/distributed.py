@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Contention, mib, table, write_results  # noqa: E402
+from _common import Contention, mib, table, add_output_args, output_folder, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LINKS = {"25 GB/s (NVLink-class)": 25e9, "10 GbE (1.25 GB/s)": 1.25e9}
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--modules", type=int, default=4)
+    add_output_args(parser)
     args = parser.parse_args()
     gauge = Contention()
     with tempfile.TemporaryDirectory(prefix="edgetrgl-dist-bench-") as tmp:
@@ -151,7 +152,7 @@ def main() -> None:
           + "; " + "; ".join(f"{name}: " + ", ".join(f"{1e3 * t:.3f} ms" for t in ts)
                              for name, ts in prediction["comm_s_per_batch"].items()) + ".\n")
     write_results("distributed", {"modes": modes, "profile": profile, "prediction": prediction,
-                                  "other_busy_cores": busy, "args": vars(args)}, md)
+                                  "other_busy_cores": busy, "args": vars(args)}, md, output_folder(args))
     print(md)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import write_results  # noqa: E402
+from benchmarks._common import add_output_args, output_folder, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=200, help="examples per property (default 200)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_cli_bad_input.py", "-q", "-p", "no:cacheprovider",
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = (f"{result['properties_passed']} properties passed, {len(failed)} failed, over "
                 f"{result['examples_run']:,} generated examples ({args.examples} per property, derandomized) in "
                 f"{seconds / 60:.1f} min.\n" + "".join(f"\n- FAILED {name}" for name in failed))
-    write_results("fuzz_cli", result, markdown)
+    write_results("fuzz_cli", result, markdown, output_folder(args))
     print(markdown)
     return 1 if failed or proc.returncode else 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Contention, mib, table, wait_for_quiet, write_results  # noqa: E402
+from _common import Contention, mib, table, wait_for_quiet, add_output_args, output_folder, write_results  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from edgetrgl.bench import BenchSetting, parse_methods, run_bench  # noqa: E402
@@ -34,6 +34,7 @@ def main() -> int:
                         help="torch threads per worker (default 1: on a shared 2-core machine one thread avoids "
                              "OpenMP spin-wait slowdowns when another process holds the cores; 0: torch's choice)")
     parser.add_argument("--max-wait-s", type=float, default=120.0, help="wait this long for a quiet machine first")
+    add_output_args(parser)
     args = parser.parse_args()
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -65,7 +66,7 @@ def main() -> int:
                            "threads": args.threads or "torch default"},
                "other_processes_busy_cores": {"before": quiet_level, "during": busy},
                "runs": runs, "runtime_s": round(time.perf_counter() - started, 1)}
-    write_results("memory_measured", payload, _markdown(payload))
+    write_results("memory_measured", payload, _markdown(payload), output_folder(args))
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import mib, table, write_results  # noqa: E402
+from _common import mib, table, add_output_args, output_folder, write_results  # noqa: E402
 
 from edgetrgl.bench import BenchSetting  # noqa: E402
 from edgetrgl.bench.estimate import estimate_method  # noqa: E402
@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--model", default="resnet110")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=64)
+    add_output_args(parser)
     args = parser.parse_args()
     base = BenchSetting(model=args.model, image_size=args.image_size, batch_size=args.batch_size, modules=1)
     started = time.perf_counter()
@@ -69,7 +70,7 @@ def main() -> int:
                    "estimator": "FakeTensorMode + MemTracker (edgetrgl.bench.estimate)"}
     write_results("memory_paper", {"setting": setting_out, "e2e_peak_bytes": e2e, "paper_e2e_mib": PAPER_E2E_MIB,
                                    "rows": rows, "runtime_s": round(time.perf_counter() - started, 1)},
-                  _markdown(e2e, rows))
+                  _markdown(e2e, rows), output_folder(args))
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import mean, pstdev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_results  # noqa: E402
+from _common import table, add_output_args, output_folder, write_results  # noqa: E402
 
 from edgetrgl import TrainConfig, train  # noqa: E402
 
@@ -24,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    add_output_args(parser)
     args = parser.parse_args()
     rows = []
     for precision in args.precisions:
@@ -40,7 +41,7 @@ def main() -> None:
     markdown = ("Default `edgetrgl train` setting (ResNet-20, K=4, sequential TRGL, mnist5k, 2 epochs per module), "
                 "CPU.\n\n" + table(["precision", "last-module test accuracy per seed", "mean", "std",
                                       "wall time per run (s)"], lines))
-    write_results("precision", {"seeds": args.seeds, "rows": rows}, markdown)
+    write_results("precision", {"seeds": args.seeds, "rows": rows}, markdown, output_folder(args))
     print(markdown)
 
 if __name__ == "__main__":

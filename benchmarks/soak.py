@@ -4,7 +4,7 @@ Trains ResNet-56 (27 blocks) block-wise, one block per module, for several laps 
 disk cache is written, read and deleted 27 x laps times. After every module the trainer records the
 process's resident memory and open file descriptors; this script reports their trend.
 
-    .venv/bin/python benchmarks/soak.py [--laps 2] [--width 8] [--out benchmarks/results]
+    .venv/bin/python benchmarks/soak.py [--laps 2] [--width 8] [--record | --results DIR]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from datetime import date
@@ -21,7 +22,10 @@ from pathlib import Path
 
 import torch
 
-from edgetrgl import TrainConfig, train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_output_args, output_folder  # noqa: E402
+
+from edgetrgl import TrainConfig, train  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +33,7 @@ def main() -> None:
     parser.add_argument("--laps", type=int, default=2)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--train-fraction", type=float, default=0.25)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_output_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(2)
     run_dir = Path(tempfile.mkdtemp(prefix="edgetrgl-soak-"))
@@ -57,9 +61,10 @@ def main() -> None:
         "rss_peak_mib_per_lap": lap_peaks, "rss_end_mib_per_lap": lap_ends,
         "open_files_min_max": [min(fds), max(fds)], "cache_files_left": leftover,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = output_folder(args)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("per_module")}, indent=2))
 
 

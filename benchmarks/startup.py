@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Contention, mib, table, write_results  # noqa: E402
+from _common import Contention, mib, table, add_output_args, output_folder, write_results  # noqa: E402
 
 HEAVY = ("torchvision", "matplotlib", "pynvml", "rich", "PIL")
 _CHILD = """
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--name", default="startup", help="result file name under benchmarks/results/")
     parser.add_argument("--baseline-root", type=Path, help="another checkout whose `import edgetrgl` to measure too")
+    add_output_args(parser)
     args = parser.parse_args()
 
     here = Path(__file__).resolve().parent.parent
@@ -71,9 +72,10 @@ def main() -> None:
     markdown = (f"Median of {args.repeats} fresh interpreters; RSS read with psutil right after the import. "
                 f"Other processes kept {busy} cores busy on average during the run (timings are noisy).\n\n"
                 + table(["import", "RSS", "over `import torch`", "import time", "heavy modules loaded"], rows))
-    json_path, md_path = write_results(args.name, {"results": results, "other_busy_cores": busy}, markdown)
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
+    written = write_results(args.name, {"results": results, "other_busy_cores": busy}, markdown, output_folder(args))
+    if written:
+        print(markdown)
+        print(f"wrote {written[0]} and {written[1]}")
 
 
 if __name__ == "__main__":

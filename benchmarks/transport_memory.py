@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command, machine  # noqa: E402
+from _common import add_output_args, command, machine, output_folder  # noqa: E402
 
 from edgetrgl.memory.tensor import track_live_peak, track_peak  # noqa: E402
 from edgetrgl.models import create_model  # noqa: E402
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--modules", type=int, default=4)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--update", action="store_true", help="replace only these families' rows in an earlier result")
+    add_output_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -93,16 +93,17 @@ def main() -> None:
                 row[f"{name}_{key}_max_ratio"] = max(p / b for p, b in zip(peaks, base))  # module by module
         rows.append(row)
         print(family, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k.endswith("ratio")}, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.update and (out / "transport_memory.json").exists():
+    out = output_folder(args)
+    if out is not None and args.update and (out / "transport_memory.json").exists():
         earlier = json.loads((out / "transport_memory.json").read_text())["rows"]
         mine = {r["family"]: r for r in rows}
         rows = [mine.pop(r["family"], r) for r in earlier] + list(mine.values())
     meta = {"command": command(), "machine": machine(), "batch": args.batch, "image_size": args.image_size,
             "modules": args.modules}
-    (out / "transport_memory.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "transport_memory.md").write_text(_markdown(meta, rows))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "transport_memory.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        (out / "transport_memory.md").write_text(_markdown(meta, rows))
     print(_markdown(meta, rows))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Contention, table, wait_for_quiet, write_results  # noqa: E402
+from _common import Contention, table, wait_for_quiet, add_output_args, output_folder, write_results  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -44,6 +44,7 @@ def main() -> int:
                              "spin-wait slowdowns when another process holds the cores; 0: torch's choice)")
     parser.add_argument("--max-wait-s", type=float, default=120.0, help="wait this long for a quiet machine first")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="augmentation off")
+    add_output_args(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,7 +83,7 @@ def main() -> int:
                                     "not data loading or network build"},
                "other_processes_busy_cores": {"before": quiet_level, "during": gauge.busy_cores()},
                "summary": summary, "targets": targets, "runs": runs, "runtime_s": round(time.perf_counter() - started, 1)}
-    write_results("walltime_cache", payload, _markdown(payload))
+    write_results("walltime_cache", payload, _markdown(payload), output_folder(args))
     return 0
 
 
