@@ -265,3 +265,11 @@ def test_predict_on_a_broken_image_is_one_line(data, finished_run, tmp_path):
     (tmp_path / "photo.png").write_bytes(data)
     rc, stdout, stderr = cli(["predict", str(finished_run), str(tmp_path / "photo.png")])
     assert "photo.png is not an image" in one_error_line(rc, stderr) and stdout == ""
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "photos.zip", "empty.pt"])
+def test_predict_with_a_file_that_is_not_a_model_is_one_line(name, tmp_path):
+    INIT_FROM[name][0](tmp_path / name)  # a foreign zip: torch.export.load logged its own error line first
+    (tmp_path / "seven.png").write_bytes(png_bytes())
+    rc, stdout, stderr = cli(["predict", str(tmp_path / name), str(tmp_path / "seven.png")])
+    assert f"{name} is not a model file" in one_error_line(rc, stderr) and stdout == ""
