@@ -68,7 +68,7 @@ def decode_problem(path: str) -> str:
 
 
 def describe_unreadable(bad: dict[str, str]) -> str:
-    """``"train/a/x.jpg (cannot identify image file) and 2 more"``: the first bad file, and how many more."""
+    """``"train/a/x.jpg (image file is truncated) and 2 more"``: the first bad file, and how many more."""
     path, reason = next(iter(bad.items()))
     more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
     return f"{path} ({reason}){more}"

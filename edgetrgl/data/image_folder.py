@@ -62,8 +62,9 @@ def _leave_out_unreadable(root: Path, folders: list, skip: bool) -> None:
     if not bad:
         return
     if not skip:
-        raise UserError(f"unreadable image {describe_unreadable(bad)} in {root}: replace or remove them, or "
-                        f"pass --skip-bad-images to leave them out")
+        them = "them" if len(bad) > 1 else "it"
+        raise UserError(f"unreadable image {describe_unreadable(bad)} in {root}: replace or remove {them}, or "
+                        f"pass --skip-bad-images to leave {them} out")
     for folder in folders:
         folder.samples = [(p, t) for p, t in folder.samples if p not in bad]
         folder.targets = [t for _, t in folder.samples]
