@@ -156,10 +156,14 @@ class Injector:
         rc = launch.wait()
         return Fault("none", False, rc, launch.seconds, unexpected=check_exit(rc, launch.stderr, (0,)))
 
-    def kill_at_point(self) -> Fault:
-        """SIGKILL the Nth time a named point is reached (``_faults``: step, cache write, checkpoint write/rename)."""
-        point = self.rng.choice([p for p, n in self.points.items() if n and p != "evaluate"])
-        nth = self.rng.randint(1, self.points[point])
+    def kill_at_point(self, at: str | None = None) -> Fault:
+        """SIGKILL the Nth time a named point is reached (``_faults``: step, cache write, checkpoint write/rename);
+        ``at`` (``"point:N"``) fixes both, else they are drawn."""
+        if at:
+            point, nth = at.split(":")[0], int(at.split(":")[1])
+        else:
+            point = self.rng.choice([p for p, n in self.points.items() if n and p != "evaluate"])
+            nth = self.rng.randint(1, self.points[point])
         launch = self.launch({"EDGETRGL_CRASH_AT": f"{point}:{nth}"})
         rc = launch.wait()
         fired = rc == -signal.SIGKILL
@@ -184,19 +188,30 @@ class Injector:
             bad = bad or f"exit {rc} without saying {name} was received: {tail(launch.stderr)}"
         return Fault(f"{name.lower()} timed", fired and rc != 0, rc, launch.seconds, f"after {delay:.2f} s", bad)
 
-    def sigterm_in_evaluation(self) -> Fault:
-        """SIGTERM while the test set is being scored: finish the step, checkpoint, exit 143."""
-        nth = self.rng.randint(1, max(self.points.get("evaluate", 1), 1))
+    def sigterm_in_evaluation(self, at: str | None = None) -> Fault:
+        """SIGTERM while the test set is being scored: finish the step, checkpoint, exit 143; ``at``
+        (``"evaluate:N"``) fixes the instant, else it is drawn."""
+        nth = int(at.split(":")[1]) if at else self.rng.randint(1, max(self.points.get("evaluate", 1), 1))
         launch = self.launch({"EDGETRGL_TERM_AT": f"evaluate:{nth}"})
         rc = launch.wait()
         bad = check_exit(rc, launch.stderr, (0, 128 + signal.SIGTERM)) or checkpoint_intact(self.run_dir)
         # after the last evaluation there is no step left to stop at: the run finishes (exit 0)
         return Fault("sigterm in evaluation", rc == 128 + signal.SIGTERM, rc, launch.seconds, f"evaluate:{nth}", bad)
 
-    def second_writer(self) -> list[Fault]:
-        """The same command started again while the run trains: one of the two is refused; then a SIGKILL."""
-        first = self.launch()
-        time.sleep(self.rng.uniform(0.5, self.launch_s))
+    def second_writer(self, at: str | None = None) -> list[Fault]:
+        """The same command started again while the run trains: one of the two is refused; then a SIGKILL.
+
+        ``at`` (``"step:N"``): the first launch stalls there (holding the run folder) and the second
+        starts once it has; else the second starts at a random instant, perhaps after the first ended."""
+        if at:
+            first = self.launch({"EDGETRGL_STALL_AT": at})
+            waited = time.monotonic()
+            while "stalled at" not in first.stderr and first.proc.poll() is None \
+                    and time.monotonic() - waited < LAUNCH_TIMEOUT_S:
+                time.sleep(0.1)
+        else:
+            first = self.launch()
+            time.sleep(self.rng.uniform(0.5, self.launch_s))
         second = self.launch()
         rc2 = second.wait()
         refused = rc2 == 2 and "is in use by" in second.stderr
@@ -243,10 +258,11 @@ class Injector:
             "cache moved to host memory" if fell_back else "nothing needed the space")
         return Fault("disk full", fired and (rc == 2 or bool(fell_back)), rc, launch.seconds, detail, bad)
 
-    def corrupt_file(self, what: str) -> list[Fault]:
-        """What a power cut or a failing card leaves: a SIGKILL, then a cache shard or the checkpoint cut short
-        or with one bit flipped. A bad shard is rebuilt; a bad checkpoint is refused with one line."""
-        kill = self.kill_at_point()
+    def corrupt_file(self, what: str, at: str | None = None) -> list[Fault]:
+        """What a power cut or a failing card leaves: a SIGKILL (at ``at``, else at a drawn point), then a cache
+        shard or the checkpoint cut short or with one bit flipped. A bad shard is rebuilt; a bad checkpoint is
+        refused with one line."""
+        kill = self.kill_at_point(at)
         if kill.unexpected or not kill.fired:
             return [kill]
         if what == "shard":

@@ -55,32 +55,43 @@ class Contention:
 
 
 def add_output_args(parser) -> None:
-    """``--record`` (write into benchmarks/results/, the recorded figures) or ``--results DIR``; with
-    neither a benchmark prints what it measured and writes nothing."""
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--record", action="store_true", help="write the results where they are recorded")
-    where.add_argument("--results", type=Path, metavar="DIR", help="write the results to DIR")
+    """``--record`` (write to benchmarks/results/, the recorded figures) or ``--results DIR``; neither:
+    print the results and write nothing, so a trial run never replaces what was recorded."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--record", action="store_true",
+                       help=f"write the results to {RESULTS.relative_to(RESULTS.parent.parent)}/ (the recorded figures)")
+    group.add_argument("--results", "--out", dest="results", metavar="DIR",
+                       help="write the results to DIR instead (default: print them, write nothing)")
 
 
 def output_folder(args, recorded: Path = RESULTS) -> Path | None:
-    """Where ``add_output_args``' flags say to write (``recorded`` for ``--record``), or None: nowhere."""
-    return args.results if args.results is not None else (recorded if args.record else None)
+    """Where the parsed ``add_output_args`` flags say results go (``recorded`` for ``--record``); None: print only."""
+    if args.results:
+        return Path(args.results)
+    return recorded if args.record else None
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Path | None = None) -> tuple[Path, Path]:
-    """Write ``<folder>/<name>.json`` and ``.md`` (with command, machine and versions); ``folder``: results/."""
-    folder = Path(folder) if folder is not None else RESULTS
-    folder.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Path | None) -> tuple[Path, Path] | None:
+    """Write ``<folder>/<name>.json`` and ``.md`` (with command, machine and versions); ``folder`` None
+    (neither ``--record`` nor ``--results``): print the markdown and write nothing, returning None."""
     payload = {"command": command(), "machine": machine(), **payload}
-    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     header = (f"Command: `{payload['command']}`  \n"
               f"Machine: {m['platform']}, {m['cpu']}, {m['nproc']} CPUs, {m['ram_bytes'] / 2**30:.0f} GiB RAM"
               f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}  \n"
               f"Versions: torch {m['torch']}, Python {m['python']}, edgetrgl {m['edgetrgl_commit']}  \n"
               f"Date: {m['date']}\n\n")
-    md_path.write_text(f"# {name}\n\n" + header + markdown.rstrip() + "\n")
+    text = f"# {name}\n\n" + header + markdown.rstrip() + "\n"
+    if folder is None:
+        print(text)
+        print(f"({name}: not written; --record writes benchmarks/results/{name}.json and .md, --results DIR "
+              f"writes them to DIR)", file=sys.stderr)
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    md_path.write_text(text)
     return json_path, md_path
 
 

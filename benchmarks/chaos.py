@@ -18,13 +18,14 @@ every tensor of model.pt (``torch.equal``) and the epoch and module records of m
 missing, none twice). Figures: faults by kind, restarts, identical runs, differing runs, runs lost
 (never finished), unexpected outcomes (a traceback, two error lines, a torn checkpoint, a hang).
 
-    python benchmarks/chaos.py --faults 200            # every regime; ~1 h on 2 shared cores
+    python benchmarks/chaos.py --faults 200 --record   # every regime; ~1 h on 2 shared cores
     python benchmarks/chaos.py --short                 # the suite's check (tests/test_chaos.py)
     python benchmarks/chaos.py --faults 40 --regimes sequential-disk,e2e --seed 3
 
 Needs root for the tmpfs (mount/umount); without it the disk-full faults are skipped and said so.
-Results: benchmarks/results/chaos.json and chaos.md (each finished run is appended to
-chaos-runs.jsonl as it ends; ``--continue`` skips the runs already there).
+Results, with ``--record``: benchmarks/results/chaos.json and chaos.md (each finished run is appended
+to chaos-runs.jsonl as it ends; ``--continue`` skips the runs already there); ``--results DIR`` writes
+them to DIR instead; neither prints the figures and writes nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks._chaos_faults import Fault, Injector, pipeline_launch, start  # noqa: E402
+from benchmarks._common import add_output_args, output_folder, write_results  # noqa: E402
 
 TINY_TOML = 'model_options = { width = 4 }\ndataset_options = { num_train = 256, num_test = 128 }\n'
 SINGLE = ["sigkill at a point", "sigkill timed", "sigterm timed", "sigterm in evaluation", "second writer",
@@ -77,9 +79,17 @@ SCENARIOS = [
     Scenario("pipeline", ["--regime", "pipeline", "--epochs", "2", "--dist-timeout", "60"], ["rank sigkill"],
              weight=0.5, torchrun=True),
 ]
-# the suite's short mode: one run, one fault of each kind that can be set up in seconds
-SHORT = Scenario("sequential-disk", SCENARIOS[0].args, ["corrupt checkpoint", "sigterm in evaluation", "corrupt shard",
-                                                        "sigkill at a point", "second writer", "disk full"])
+# the suite's short mode: one run, one fault of each kind that can be set up in seconds, each at a fault
+# point of its launch rather than at an instant, so that every one fires (a timed one could come after
+# its launch had finished). The run's 3 modules train alike, so at half its steps module 1's cache is
+# complete: a shard to damage. Only the disk filling up stays timed (and needs root).
+SHORT = Scenario("sequential-disk", SCENARIOS[0].args, ["corrupt shard", "sigterm in evaluation", "sigkill at a point",
+                                                        "second writer", "corrupt checkpoint", "disk full"])
+SHORT_AT = {"corrupt shard": lambda points: f"step:{max(points.get('step', 2) // 2, 1)}",
+            "sigterm in evaluation": lambda points: "evaluate:1",
+            "sigkill at a point": lambda points: "checkpoint_write:1",  # half a checkpoint file on disk
+            "second writer": lambda points: "step:1",
+            "corrupt checkpoint": lambda points: "checkpoint_rename:1"}  # an older checkpoint is in place to damage
 
 
 def train_command(scn: Scenario, toml: Path, out: Path, seed: int, restarts: int = 0) -> list[str]:
@@ -183,7 +193,8 @@ def chaos_run(scn: Scenario, index: int, seed: int, work: Path, disk: Path | Non
                            disk if kind == "disk full" else None)
             if kind == "disk full" and disk is None:
                 continue  # no tmpfs to fill (not root): said in the report
-            got = inject(inj, kind)
+            at = SHORT_AT[kind](ref["points"]) if kinds and kind in SHORT_AT else None
+            got = inject(inj, kind, at)
             launches += 1 + (kind in ("second writer", "corrupt checkpoint"))
         faults += got
     clean = 0
@@ -213,29 +224,30 @@ def chaos_run(scn: Scenario, index: int, seed: int, work: Path, disk: Path | Non
     return row
 
 
-def inject(inj: Injector, kind: str) -> list[Fault]:
-    """One fault of ``kind`` (with a second where it takes one: a damaged file is left by a SIGKILL)."""
-    got = _inject(inj, kind)
+def inject(inj: Injector, kind: str, at: str | None = None) -> list[Fault]:
+    """One fault of ``kind`` (with a second where it takes one: a damaged file is left by a SIGKILL); ``at``
+    (``"point:N"``) puts it at a fault point of the launch instead of a drawn one."""
+    got = _inject(inj, kind, at)
     return got if isinstance(got, list) else [got]
 
 
-def _inject(inj: Injector, kind: str):
+def _inject(inj: Injector, kind: str, at: str | None):
     if kind == "sigkill at a point":
-        return inj.kill_at_point()
+        return inj.kill_at_point(at)
     if kind == "sigkill timed":
         return inj.kill_timed(signal.SIGKILL)
     if kind == "sigterm timed":
         return inj.kill_timed(signal.SIGTERM)
     if kind == "sigterm in evaluation":
-        return inj.sigterm_in_evaluation()
+        return inj.sigterm_in_evaluation(at)
     if kind == "second writer":
-        return inj.second_writer()
+        return inj.second_writer(at)
     if kind == "disk full":
         return inj.disk_full()
     if kind == "corrupt shard":
-        return inj.corrupt_file("shard")
+        return inj.corrupt_file("shard", at)
     if kind == "corrupt checkpoint":
-        return inj.corrupt_file("checkpoint")
+        return inj.corrupt_file("checkpoint", at)
     raise ValueError(kind)
 
 
@@ -395,13 +407,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regimes", help="comma-separated: " + ",".join(s.name for s in SCENARIOS))
     parser.add_argument("--short", action="store_true", help="one sequential run through one fault of each kind")
     parser.add_argument("--continue", dest="cont", action="store_true", help="keep the runs in chaos-runs.jsonl")
-    parser.add_argument("--results", default=str(Path(__file__).resolve().parent / "results"),
-                        help="folder for chaos.json/.md (default benchmarks/results)")
     parser.add_argument("--json", help="write the figures here only (the short mode's test)")
     parser.add_argument("--report", action="store_true", help="only rebuild chaos.json/.md from chaos-runs.jsonl")
     parser.add_argument("--campaigns", default="", help="with --report: the commands (and commits) that wrote the runs")
+    add_output_args(parser)  # chaos.json/.md and chaos-runs.jsonl: only with --record or --results DIR
     args = parser.parse_args(argv)
-    rows_path = Path(args.results) / "chaos-runs.jsonl"
+    folder = output_folder(args)
+    if (args.report or args.cont) and folder is None:
+        parser.error(f"--{'report' if args.report else 'continue'} works on recorded runs: add --record "
+                     f"(benchmarks/results) or --results DIR")
+    rows_path = folder / "chaos-runs.jsonl" if folder is not None and not args.short else None
     if args.report:
         rows = _rows(rows_path)
         result = figures(rows, 0.0, disk_faults=True)
@@ -413,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(names) - {s.name for s in SCENARIOS}
         if unknown:
             parser.error(f"unknown regime(s): {', '.join(sorted(unknown))}")
-        if not args.cont:
-            rows_path.unlink(missing_ok=True)
-        rows_path.parent.mkdir(parents=True, exist_ok=True)
+        if rows_path is not None:
+            if not args.cont:
+                rows_path.unlink(missing_ok=True)
+            rows_path.parent.mkdir(parents=True, exist_ok=True)
         result = campaign([s for s in SCENARIOS if s.name in names], args.faults, args.seed, short=False,
                           rows_path=rows_path)
         if args.cont:  # the figures of every run in the file, this invocation's and the earlier ones
@@ -426,9 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     elif not args.short:
-        from benchmarks._common import write_results
-
-        write_results("chaos", result, markdown(result))
+        write_results("chaos", result, markdown(result), folder)
     return 0 if result["differing"] == result["lost"] == result["unexpected"] == 0 else 1
 
 

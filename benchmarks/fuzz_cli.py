@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = (f"{result['properties_passed']} properties passed, {len(failed)} failed, over "
                 f"{result['examples_run']:,} generated examples ({args.examples} per property, derandomized) in "
                 f"{seconds / 60:.1f} min.\n" + "".join(f"\n- FAILED {name}" for name in failed))
-    if (folder := output_folder(args)) is not None:
-        write_results("fuzz_cli", result, markdown, folder)
+    write_results("fuzz_cli", result, markdown, output_folder(args))
     print(markdown)
     return 1 if failed or proc.returncode else 0
 

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, Contention, mib, table, write_results  # noqa: E402
+from _common import Contention, mib, table, add_output_args, output_folder, write_results  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from edgetrgl.bench import BenchSetting, run_bench, write_plot  # noqa: E402
@@ -46,9 +46,13 @@ def main() -> int:
     parser.add_argument("--no-paper", action="store_true", help="skip ResNet-110 96x96 batch 64 (estimated)")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite results/pareto.md from results/pareto.json (verdicts recomputed), no runs")
+    add_output_args(parser)
     args = parser.parse_args()
+    folder = output_folder(args)
     if args.render_only:
-        return render_only()
+        if folder is None:
+            parser.error("--render-only rewrites recorded results: add --record (or --results DIR)")
+        return render_only(folder)
     console = Console(stderr=True)
     started = time.perf_counter()
     runs = []
@@ -62,8 +66,9 @@ def main() -> int:
             measured = run_bench(setting, METHODS, console=console, threads=args.threads)
             busy = gauge.busy_cores()
             estimated = run_bench(setting, METHODS, estimate=True, console=console)
-            png = RESULTS / f"pareto-{model}-k{k}.png"
-            write_plot(measured, png)
+            png = Path(f"pareto-{model}-k{k}.png")
+            if folder is not None:
+                write_plot(measured, folder / png)
             runs.append({"model": model, "modules": k, "mode": "measured", "setting": measured["setting"],
                          "other_processes_busy_cores": busy, "png": png.name, "verdict": verdict(measured),
                          "pareto": measured["pareto"], "results": merge(measured, estimated)})
@@ -72,28 +77,30 @@ def main() -> int:
             setting = BenchSetting(model="resnet110", image_size=96, batch_size=64, modules=k)
             console.print(f"resnet110 K={k} batch 64: estimating")
             estimated = run_bench(setting, METHODS, estimate=True, console=console)
-            png = RESULTS / f"pareto-resnet110-b64-k{k}-estimate.png"
-            write_plot(estimated, png)
+            png = Path(f"pareto-resnet110-b64-k{k}-estimate.png")
+            if folder is not None:
+                write_plot(estimated, folder / png)
             runs.append({"model": "resnet110", "modules": k, "mode": "estimate", "setting": estimated["setting"],
                          "png": png.name, "verdict": verdict(estimated), "pareto": estimated["pareto"],
                          "results": estimated["results"]})
     payload = {"methods": METHODS, "runs": runs, "elapsed_s": round(time.perf_counter() - started, 1)}
-    json_path, md_path = write_results("pareto", payload, markdown(runs))
-    console.print(f"wrote {json_path} and {md_path} ({payload['elapsed_s']:.0f} s)")
+    written = write_results("pareto", payload, markdown(runs), folder)
+    if written:
+        console.print(f"wrote {written[0]} and {written[1]} ({payload['elapsed_s']:.0f} s)")
     return 0
 
 
-def render_only() -> int:
+def render_only(folder: Path) -> int:
     """Recompute the verdicts from the stored results and rewrite the markdown (same run, same header)."""
     import json
 
-    payload = json.loads((RESULTS / "pareto.json").read_text())
+    payload = json.loads((folder / "pareto.json").read_text())
     for run in payload["runs"]:
         run["verdict"] = verdict(run)
-    (RESULTS / "pareto.json").write_text(json.dumps(payload, indent=2) + "\n")
-    md = (RESULTS / "pareto.md").read_text()
+    (folder / "pareto.json").write_text(json.dumps(payload, indent=2) + "\n")
+    md = (folder / "pareto.md").read_text()
     header = md[:md.index("## Target")]
-    (RESULTS / "pareto.md").write_text(header + markdown(payload["runs"]).rstrip() + "\n")
+    (folder / "pareto.md").write_text(header + markdown(payload["runs"]).rstrip() + "\n")
     return 0
 
 

@@ -167,10 +167,14 @@ class DataConfig:
     train_fraction: float = setting(1.0, "train on this stratified fraction of the training split")
     augment: bool = setting(True, "random crop (and flip where valid); --no-augment: none")
     dataset_options: dict[str, Any] = setting({}, "keyword options of the dataset loader, e.g. '{num_train = 256}'")
+    skip_bad_images: bool = setting(False, "imagefolder: leave out the images that cannot be decoded (each is "
+                                           "decoded once, before training), with a warning, instead of stopping")
 
     def validate(self) -> None:
         if not 0.0 < self.train_fraction <= 1.0:
             raise UserError(f"--train-fraction must be in (0, 1], got {self.train_fraction!r}")
+        if not isinstance(self.skip_bad_images, bool):
+            raise UserError(f"--skip-bad-images must be true or false, got {self.skip_bad_images!r}")
 
 
 @dataclass

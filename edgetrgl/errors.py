@@ -8,6 +8,11 @@ class UserError(Exception):
     """
 
 
+class DataWarning(UserWarning):
+    """Something about the user's data that the run works around (skipped files): the CLI prints it as
+    one ``edgetrgl: warning:`` line."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message for a one-line error (its type's name if it has none,
     as an ``EOFError`` from an empty file)."""

@@ -27,3 +27,10 @@ def tiny_config(**overrides) -> TrainConfig:
                   batch_size=64, lr=0.05, device="cpu", out="", seed=0)
     values.update(overrides)
     return TrainConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """edgetrgl's own cache ($EDGETRGL_CACHE: the image-check verdicts) in the session's temporary
+    folder, never the user's ~/.cache; subprocesses inherit it."""
+    monkeypatch.setenv("EDGETRGL_CACHE", str(tmp_path_factory.getbasetemp() / "edgetrgl-cache"))

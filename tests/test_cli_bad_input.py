@@ -339,7 +339,7 @@ def test_found_init_from_an_empty_file_is_one_line():
         rc, _, stderr = cli(["train", "--config", str(Path(tmp) / "c.toml"), "--init-from", str(Path(tmp) / "empty.pt"),
                              "--out", str(Path(tmp) / "run"), "--quiet"])
         assert_clean(rc, stderr, allowed=())
-        assert "is not a readable PyTorch weights file: EOFError" in stderr
+        assert "is not an edgetrgl checkpoint or a state dict: an empty file" in stderr
 
 
 def test_found_a_foreign_pickle_in_init_from_is_one_line_without_torchs_warning():

@@ -148,7 +148,7 @@ def test_mismatching_weights_name_the_first_key_and_touch_nothing(source_run, to
     line = bad("--model", "resnet18", "--init-from", str(tmp_path / "partial.pth"), "--out", str(tmp_path / "b"), config=small)
     assert "it lacks layer3.1.bn2.running_var" in line
     (tmp_path / "notes.pt").write_text("not weights")
-    assert "not a readable PyTorch weights file" in bad("--init-from", str(tmp_path / "notes.pt"), "--out", str(tmp_path / "c"))
+    assert "not an edgetrgl checkpoint or a state dict: a text file" in bad("--init-from", str(tmp_path / "notes.pt"), "--out", str(tmp_path / "c"))
     assert "no such file or run folder" in bad("--init-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d"))
     assert "leaves nothing to train" in bad("--freeze-modules", "3", "--out", str(tmp_path / "e"))
     assert not any((tmp_path / n).exists() for n in "abcde")

@@ -24,7 +24,8 @@ its time to the next ones, a step out of time stops cleanly and keeps what it me
 7. tests: pytest on every test marked ``cuda`` (tiny models), beside steps 4 to 6 (their figures are
    memory, pass/fail and accuracy, not GPU timings: only 5's wall times may read a little high).
 
-Results: ``results/gpu-<name>.json`` and ``.md`` (or ``cpu-quick``), rewritten after every item, so a run
+Results (with ``--record``, or in ``--results DIR``; neither: a temporary folder the log names):
+``results/gpu-<name>.json`` and ``.md`` (or ``cpu-quick``), rewritten after every item, so a run
 cut short still leaves what it measured, and beside them ``<stem>-pareto.png``, ``<stem>-cuda_rates.json``,
 ``step_time_model_cuda-<name>.json/.md`` and ``<stem>-accuracy/``.
 
@@ -54,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # _common.py
 
 from _accuracy import run_accuracy  # noqa: E402
+from _common import add_output_args, output_folder  # noqa: E402
 from _fit import run_fit  # noqa: E402
 from _memory import Estimates, run_memory  # noqa: E402
 from _nvml import Nvml  # noqa: E402
@@ -177,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="default cuda")
     parser.add_argument("--quick", action="store_true", help="tiny model and matrix: the CI run (about a minute)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the results")
     parser.add_argument("--budget-s", type=float, help="overall deadline in seconds (default 440; --quick 400)")
     parser.add_argument("--only", help=f"comma-separated steps to run ({','.join(STEPS)}; default all): "
                                        "a re-run of some steps writes its own results file (suffix -only-...)")
     parser.add_argument("--keep-runs", action="store_true", help="keep the training runs' folders (printed at the end)")
+    add_output_args(parser)  # neither --record nor --results: a fresh temporary folder, never benchmarks/results
     args = parser.parse_args(argv)
+    args.out = str(output_folder(args) or tempfile.mkdtemp(prefix="edgetrgl-gpu-results-"))
     if args.device == "cpu" and not args.quick:
         print("run.py: error: --device cpu measures ResNet-110 at 96x96, minutes per step: add --quick", file=sys.stderr)
         return 2

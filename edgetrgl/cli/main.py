@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 
 from edgetrgl import stop
-from edgetrgl.errors import UserError
+from edgetrgl.errors import DataWarning, UserError
 from edgetrgl.stop import Interrupted
 
 EXIT_USER_ERROR = 2
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         stop.check("starting")  # a signal that arrived while the arguments were read
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning for in-process callers (the tests)
+            warnings.showwarning = _one_line_warning(warnings.showwarning)
+            return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"edgetrgl: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -76,6 +79,17 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("edgetrgl: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(show):
+    """``warnings.showwarning`` that prints edgetrgl's own data warnings as one line (no source line);
+    every other warning as Python would."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"edgetrgl: warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 if __name__ == "__main__":

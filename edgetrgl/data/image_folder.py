@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from ._subsets import stratified_subset
 from .file_dataset import FileImageDataset, open_image
+from .image_check import describe_unreadable, unreadable_images
 from .spec import DataSpec
-from ..errors import UserError
+from ..errors import DataWarning, UserError
 
 DEFAULT_SIZE = 32
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -49,8 +51,37 @@ def _colour_mode(samples: list[tuple[str, int]]) -> str:
     return "L"
 
 
+def _leave_out_unreadable(root: Path, folders: list, skip: bool) -> None:
+    """Decode every image of ``folders`` once (cached); stop at an unreadable one, or with ``skip``
+    drop them from the folders' samples with one warning.
+
+    Raises:
+        UserError: an unreadable image and not ``skip``; a training class left with no image.
+    """
+    bad = unreadable_images([path for folder in folders for path, _ in folder.samples], root)
+    if not bad:
+        return
+    if not skip:
+        them = "them" if len(bad) > 1 else "it"
+        raise UserError(f"unreadable image {describe_unreadable(bad)} in {root}: replace or remove {them}, or "
+                        f"pass --skip-bad-images to leave {them} out")
+    for folder in folders:
+        folder.samples = [(p, t) for p, t in folder.samples if p not in bad]
+        folder.targets = [t for _, t in folder.samples]
+        folder.imgs = folder.samples
+    empty = [c for i, c in enumerate(folders[0].classes) if i not in set(folders[0].targets)]
+    if empty:
+        raise UserError(f"class folder {empty[0]!r} of {root / 'train'} has no readable image left "
+                        f"(unreadable: {describe_unreadable(bad)})")
+    if not folders[1].samples:
+        raise UserError(f"the test folder of {root} has no readable image left (unreadable: {describe_unreadable(bad)})")
+    warnings.warn(f"skipped {len(bad)} unreadable image{'s' if len(bad) > 1 else ''} in {root} "
+                  f"(--skip-bad-images): {describe_unreadable(bad)}", DataWarning, stacklevel=2)
+
+
 def load_image_folder(
-    *, data_dir, augment: bool, train_fraction: float, seed: int, image_size: int | None
+    *, data_dir, augment: bool, train_fraction: float, seed: int, image_size: int | None,
+    skip_bad_images: bool = False,
 ) -> tuple[FileImageDataset, FileImageDataset, DataSpec]:
     """Load ``data_dir/train`` and ``data_dir/test`` (or ``data_dir/val``), one sub-folder per class.
 
@@ -64,13 +95,16 @@ def load_image_folder(
         train_fraction: stratified fraction of the training images to keep.
         seed: picks the ``train_fraction`` subset.
         image_size: output height and width.
+        skip_bad_images: leave out the images PIL cannot decode (with a :class:`DataWarning`)
+            instead of refusing the folder. Every image is decoded once, before training; the
+            verdicts are cached (see :mod:`edgetrgl.data.image_check`).
 
     Returns:
         ``(train, test, spec)``.
 
     Raises:
-        UserError: no ``data_dir``, a missing folder, no images, an unreadable image, or a test
-            class that the training folder lacks.
+        UserError: no ``data_dir``, a missing folder, no images, an unreadable image (without
+            ``skip_bad_images``), or a test class that the training folder lacks.
     """
     if data_dir is None:
         raise UserError("imagefolder needs --data-dir: a folder with train/ and test/ (or val/) "
@@ -92,6 +126,7 @@ def load_image_folder(
     test_base.samples = [(p, to_train[t]) for p, t in test_base.samples]
     test_base.targets = [t for _, t in test_base.samples]
     test_base.imgs = test_base.samples
+    _leave_out_unreadable(root, [train_base, test_base], skip_bad_images)
 
     mode = _colour_mode(train_base.samples)
     size = image_size or DEFAULT_SIZE

@@ -97,6 +97,7 @@ def load_dataset(
     train_fraction: float = 1.0,
     seed: int = 0,
     image_size: int | None = None,
+    skip_bad_images: bool = False,
     **options,
 ) -> tuple[TensorImageDataset | FileImageDataset, TensorImageDataset | FileImageDataset, DataSpec]:
     """Load a dataset by name (case-insensitive) as ``(train, test, spec)``.
@@ -114,6 +115,8 @@ def load_dataset(
         seed: picks the ``train_fraction`` subset; for ``synthetic`` it also generates the data.
         image_size: resize images to this size (default: the dataset's own; 32 for imagefolder,
             16 for synthetic).
+        skip_bad_images: ``imagefolder``: leave out the images that cannot be decoded (each
+            file is decoded once, before anything trains) instead of refusing the folder.
         **options: dataset-specific settings; only ``synthetic`` takes any (``num_train``,
             ``num_test``, ``num_classes``, ``in_channels``, ``noise``).
 
@@ -135,7 +138,7 @@ def load_dataset(
         raise UserError(f"dataset {key} takes no option {sorted(options)[0]!r}")
     common = dict(augment=augment, train_fraction=fraction, seed=seed, image_size=image_size)
     if key == "imagefolder":
-        return entry.loader(data_dir=data_dir, **common)
+        return entry.loader(data_dir=data_dir, skip_bad_images=skip_bad_images, **common)
     if entry.uses_data_dir:
         return entry.loader(data_dir=data_dir, download=download, **common)
     return entry.loader(**common, **options)

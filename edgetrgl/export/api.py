@@ -96,7 +96,8 @@ def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "tor
     if path.exists() and not overwrite:
         raise UserError(f"--out {path} already exists: pass --overwrite to replace it")
     train_set, test_set, _ = load_dataset(cfg.dataset, data_dir=data_dir or cfg.data_dir, download=False, augment=False,
-                                          train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
+                                          train_fraction=cfg.train_fraction, seed=cfg.seed,
+                                          skip_bad_images=cfg.skip_bad_images, **cfg.dataset_options)
     meta = run_metadata(run, k, _class_names(train_set))
     model = build_early_exit(run.net, k, spec.mean, spec.std)
     example = to_unit_scale(next(raw_batches(test_set, 2))[0])

@@ -165,7 +165,13 @@ def detect_format(path: Path) -> ExportFormat:
         return FORMATS["onnx"]
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-    return FORMATS["torchscript"] if any("/code/" in n for n in names) else FORMATS["pt2"]
+    if any("/code/" in n for n in names):
+        return FORMATS["torchscript"]
+    if any(n.endswith("/archive_format") for n in names):  # torch.export.save's marker
+        return FORMATS["pt2"]
+    # another program's zip: torch.export.load would log its own error line before ours
+    raise UserError(f"{path} is not a model file: a zip archive, but neither TorchScript nor pt2 (it holds "
+                    f"{names[0] if names else 'nothing'!r})")
 
 
 def load_exported(path: str | Path) -> tuple[Runner | None, dict[str, Any], ExportFormat]:

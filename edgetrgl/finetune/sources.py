@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import pickle
 import re
-import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edgetrgl.errors import UserError, first_line
+from edgetrgl.errors import UserError
+from edgetrgl.weights_file import NotAWeightsFile, load_weights_file
 
 _TORCHVISION_BLOCK = re.compile(r"^layer[1-4]\.\d+\.")
+NOT_WEIGHTS = "not an edgetrgl checkpoint or a state dict"
 
 
 @dataclass
@@ -45,21 +44,21 @@ def read_source(where: str | Path) -> InitSource:
     if path.is_dir():
         path = path / "model.pt"
         if not path.is_file():
-            raise UserError(f"--init-from {where}: no model.pt in this folder (the run did not finish?)")
+            raise UserError(f"--init-from {where} is {NOT_WEIGHTS}: a folder without model.pt (a run that did "
+                            f"not finish?)")
     elif not path.is_file():
         raise UserError(f"--init-from {where}: no such file or run folder")
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the one error line says it all
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise UserError(f"--init-from {path} is not a readable PyTorch weights file: {first_line(exc)}") from None
+        data = load_weights_file(path)
+    except NotAWeightsFile as exc:
+        raise UserError(f"--init-from {path} is {NOT_WEIGHTS}: {exc.reason}") from None
     config: dict[str, Any] = {}
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):  # edgetrgl's model.pt, or a training checkpoint
         config = (data.get("meta") or {}).get("config", {}) if isinstance(data.get("meta"), dict) else {}
         data = data["state_dict"]
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise UserError(f"--init-from {path} does not hold a state dict (a mapping of names to tensors)")
+        raise UserError(f"--init-from {path} is {NOT_WEIGHTS}: it holds {_what(data)}, not a mapping of names "
+                        f"to tensors")
     keys = list(data)
     if any(k.startswith(("stages.", "heads.")) for k in keys):
         return InitSource(path, "run", data, config)
@@ -67,3 +66,13 @@ def read_source(where: str | Path) -> InitSource:
         return InitSource(path, "torchvision", data)
     raise UserError(f"--init-from {path}: its keys ({keys[0]}, ...) are neither an edgetrgl run's nor a torchvision "
                     f"ResNet's")
+
+
+def _what(data: Any) -> str:
+    """What a loaded file holds, in a few words: "an empty dict", "a list", "a dict of int values"."""
+    if isinstance(data, dict):
+        if not data:
+            return "an empty dict"
+        odd = next(v for v in data.values() if not isinstance(v, torch.Tensor))
+        return f"a dict with {type(odd).__name__} values"
+    return f"a {type(data).__name__}"

@@ -15,7 +15,8 @@ from edgetrgl.models import BlockNet, create_model
 def load_data(cfg: TrainConfig) -> tuple:
     """``(train, test, spec)`` of ``cfg``'s dataset, as :func:`edgetrgl.train` loads it."""
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
-                        train_fraction=cfg.train_fraction, seed=cfg.seed, **cfg.dataset_options)
+                        train_fraction=cfg.train_fraction, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images,
+                        **cfg.dataset_options)
 
 
 def with_head_factory(model: BlockNet | None, head_factory: HeadFactory | None, cfg: TrainConfig,

@@ -20,6 +20,7 @@ from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network
 from edgetrgl.tables import module_table
+from edgetrgl.weights_file import NotAWeightsFile, load_weights_file
 from edgetrgl.training.loading import with_head_factory
 from edgetrgl.training.phases import describe as describe_phases
 from edgetrgl.training.run_dir import read_json
@@ -126,23 +127,55 @@ def load_run(path: str | Path, model: BlockNet | None = None, head_factory: Head
     """
     path = Path(path)
     summary = read_json(path / "summary.json")
-    cfg = TrainConfig.from_dict(summary["config"])
-    saved_spec = summary["dataset"]
-    spec = DataSpec(**{**saved_spec, "mean": tuple(saved_spec["mean"]), "std": tuple(saved_spec["std"]),
-                       "sample_shape": tuple(saved_spec["sample_shape"]) if saved_spec.get("sample_shape") else None})
-    plan = summary.get("plan")
-    if plan is None:
-        raise UserError(f"{path / 'summary.json'} has no run plan: it was written by an older edgetrgl")
+    cfg, spec, plan = _summary_parts(summary, path / "summary.json")
     model = with_head_factory(model, head_factory, cfg, spec)
     net = build_network(cfg.network, spec, model, num_modules=plan["num_modules"], boundaries=plan["boundaries"],
                         method=cfg.method, objective_options=cfg.objective_options)
+    weights = path / "model.pt"
     try:
-        saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        saved = load_weights_file(weights)
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{weights} not found: the run did not finish") from None
+    except NotAWeightsFile as exc:
+        raise UserError(f"{weights} is corrupt: {exc.reason}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
+        raise UserError(f"{weights} is corrupt: it holds no state_dict (not written by edgetrgl)")
+    try:
         net.load_state_dict(saved["state_dict"])
-    except FileNotFoundError:
-        raise UserError(f"{path / 'model.pt'} not found: the run did not finish") from None
-    except (RuntimeError, KeyError, EOFError) as exc:
-        raise UserError(f"{path / 'model.pt'} is corrupt or does not match the run's model: {first_line(exc)}") from None
+    except RuntimeError as exc:
+        raise UserError(f"{weights} does not match the run's model: {first_line(exc)}") from None
     net.eval()
     extra = {k: v for k, v in summary.items() if k not in ("config", "dataset", "modules", "wall_time_s")}
     return RunResult(cfg, net, spec, summary["modules"], summary["wall_time_s"], path, extra)
+
+
+def _summary_parts(summary: Any, where: Path) -> tuple[TrainConfig, DataSpec, dict[str, Any]]:
+    """The config, data spec and plan of a run's summary.json, checked for the shape edgetrgl writes.
+
+    Raises:
+        UserError: a summary of another shape (edited, or another program's file), naming what is wrong.
+    """
+    def bad(what: str) -> UserError:
+        return UserError(f"{where} is not an edgetrgl run summary: {what}")
+
+    if not isinstance(summary, dict):
+        raise bad(f"it holds a {type(summary).__name__}, not a table")
+    for key, kind in (("config", dict), ("dataset", dict), ("modules", list), ("wall_time_s", (int, float))):
+        if not isinstance(summary.get(key), kind):
+            raise bad(f"{key!r} is missing or of the wrong type")
+    modules = summary["modules"]
+    if not modules or not all(isinstance(m, dict) and "module" in m and "test_accuracy" in m for m in modules):
+        raise bad("'modules' lists no module results")
+    plan = summary.get("plan")
+    if plan is None:
+        raise UserError(f"{where} has no run plan: it was written by an older edgetrgl")
+    if not isinstance(plan, dict) or not isinstance(plan.get("num_modules"), int) or "boundaries" not in plan:
+        raise bad("'plan' lacks num_modules or boundaries")
+    cfg = TrainConfig.from_dict(summary["config"])
+    saved = summary["dataset"]
+    try:
+        spec = DataSpec(**{**saved, "mean": tuple(saved["mean"]), "std": tuple(saved["std"]),
+                           "sample_shape": tuple(saved["sample_shape"]) if saved.get("sample_shape") else None})
+    except (KeyError, TypeError) as exc:  # a missing or unknown field, or a number where a list belongs
+        raise bad(f"'dataset' is not a data spec ({type(exc).__name__}: {first_line(exc)})") from None
+    return cfg, spec, plan
