@@ -69,7 +69,7 @@ class Trainer:
         method = "trgl" if self.regime.traits.transport and uses_transport(cfg.method, cfg.transport) else "vangl"
         # what summary.json records: the objective and whether the transport term was on
         self.objective = {"method": cfg.method, "transport": method == "trgl", "transport_option": cfg.transport}
-        self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, method=method, step=cfg.multiplier_step,
+        self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, transport=method == "trgl", step=cfg.multiplier_step,
                                every=cfg.multiplier_every)
         self.optimizers = [make_sgd(list(net.stages[k].parameters()) + list(net.heads[k].parameters()),
                                     cfg.lr, cfg.momentum, cfg.weight_decay) for k in range(K)]
