@@ -174,8 +174,8 @@ def test_infopro_decoder_is_theirs_and_he_initialised():
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding, c.bias is not None)
             for c in (body[0], body[3])] == [(64, 12, (3, 3), (1, 1), True), (12, 3, (3, 3), (1, 1), True)]
     for conv in (body[0], body[3]):  # torch's default would be ~0.02 and ~0.06: far outside 15%
-        assert float(conv.weight.std()) == pytest.approx(_he_std(conv), rel=0.15)
-        assert abs(float(conv.weight.mean())) < 0.2 * _he_std(conv)
+        assert float(conv.weight.detach().std()) == pytest.approx(_he_std(conv), rel=0.15)
+        assert abs(float(conv.weight.detach().mean())) < 0.2 * _he_std(conv)
     assert torch.equal(body[1].weight, torch.ones(12)) and torch.equal(body[1].bias, torch.zeros(12))
 
 
@@ -188,7 +188,7 @@ def test_infopro_c_projection_is_their_1c2f_and_he_initialised(channels, out_cha
     conv = net[0]
     assert (conv.out_channels, conv.stride, conv.bias) == (out_channels, (stride, stride), None)
     assert [(m.in_features, m.out_features) for m in (net[5], net[7])] == [(out_channels, 128), (128, 128)]
-    assert float(conv.weight.std()) == pytest.approx(_he_std(conv), rel=0.15)
+    assert float(conv.weight.detach().std()) == pytest.approx(_he_std(conv), rel=0.15)
 
 
 # ---- PredSim ---------------------------------------------------------------------------------------
@@ -269,6 +269,23 @@ def test_predsim_loss_weights_are_theirs_hidden_and_output():
     output = _predsim_head(2, 3, (8, 6, 6))  # their train loop: loss = CE(output); loss *= (1 - beta)
     local = get_objective("predsim").loss(output, h, y, image=None, label_smoothing=0.0)
     assert float(local.loss) == pytest.approx(0.01 * float(F.cross_entropy(output.classifier(h), y)), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["predsim", "infopro"])
+def test_orthogonal_init_leaves_the_objectives_own_init(method):
+    cfg = tiny_config(method=method, init="orthogonal", init_gain=0.1)
+    _, _, spec = load_dataset("synthetic", seed=0)
+    net = build_network(cfg, spec)
+    stage_conv = next(m for m in net.stages[0].modules() if isinstance(m, nn.Conv2d))
+    flat = stage_conv.weight.flatten(1)  # orthogonal rows (or columns), scaled by the gain
+    gram = flat @ flat.T if flat.shape[0] <= flat.shape[1] else flat.T @ flat
+    assert torch.allclose(gram, 0.01 * torch.eye(len(gram)), atol=1e-5)  # the network got the paper's init
+    head = net.heads[0]
+    if method == "predsim":
+        assert torch.count_nonzero(head.classifier.fc.weight) == 0  # their zero decoder_y, not orthogonal
+    else:
+        conv = head.aux["decoder"].body[0]
+        assert float(conv.weight.detach().std()) == pytest.approx(_he_std(conv), rel=0.25)  # He, not gain 0.1
 
 
 # ---- the optimizer ---------------------------------------------------------------------------------
