@@ -264,11 +264,11 @@ def test_predsim_loss_weights_are_theirs_hidden_and_output():
     nn.init.normal_(hidden.classifier.fc.weight)
     h, y = torch.randn(8, 8, 6, 6), torch.arange(8) % 5
     local = get_objective("predsim").loss(hidden, h, y, image=None, label_smoothing=0.0)
-    assert float(local.loss) == pytest.approx(float((1 - BETA) * local.terms["ce"] + BETA * local.terms["similarity"]),
+    assert float(local.loss.detach()) == pytest.approx(float((1 - BETA) * local.terms["ce"] + BETA * local.terms["similarity"]),
                                               rel=1e-6)
     output = _predsim_head(2, 3, (8, 6, 6))  # their train loop: loss = CE(output); loss *= (1 - beta)
     local = get_objective("predsim").loss(output, h, y, image=None, label_smoothing=0.0)
-    assert float(local.loss) == pytest.approx(0.01 * float(F.cross_entropy(output.classifier(h), y)), rel=1e-6)
+    assert float(local.loss.detach()) == pytest.approx(0.01 * float(F.cross_entropy(output.classifier(h), y).detach()), rel=1e-6)
 
 
 @pytest.mark.parametrize("method", ["predsim", "infopro"])
