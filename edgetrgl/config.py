@@ -43,12 +43,13 @@ CACHE_DTYPES = ("fp32", "fp16", "bf16", "auto")  # auto: fp32 if it stays in hos
 OFFLOAD_MODES = ("host", "disk")
 TAU_SCHEDULES = ("constant", "double", "multiplier")
 LR_SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = ("sgd", "adam")  # edgetrgl.step.make_optimizer builds them
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = (*PRECISIONS, "auto")  # auto: the planner weighs fp32 and bf16
 PIPELINE_SPLITS = ("memory", "equal")
 SPLITS = ("equal", "balanced")
-HEADS = ("auto", "linear")
+HEADS = ("auto", "linear", "trgl")
 INITS = ("default", "orthogonal")
 LOGGERS = ("jsonl", "console", "tensorboard")  # metric sinks (edgetrgl/metrics/)
 
@@ -138,7 +139,8 @@ class NetworkConfig:
     modules: int | str = setting(4, "K, the number of modules, or auto: the fewest that fit --budget", metavar="K|auto")
     split: str = setting("equal", "equal depth, or balanced by estimated memory", choices=SPLITS)
     boundaries: list[int] | None = setting(None, "explicit first block of modules 2..K, e.g. 3,6 (overrides --modules)", metavar="B2,B3,...")
-    head: str = setting("auto", "auxiliary classifiers: auto (1CNN / token head) or linear", choices=HEADS)
+    head: str = setting("auto", "auxiliary classifiers: auto (1CNN / token head), linear, or trgl (the "
+                                     "TRGL authors' 1CNN: a fixed AvgPool2d, 6x6 or 3x3 maps on STL-10)", choices=HEADS)
     init: str = setting("default", "weight init: default, or orthogonal (the paper's, gain --init-gain)", choices=INITS)
     init_gain: float = setting(0.1, "gain of the orthogonal init")
     init_from: str | None = setting(None, "fine-tune: start from a run folder, its model.pt, or a torchvision ResNet state dict", metavar="FILE|RUN_DIR")
@@ -224,8 +226,9 @@ class TrainingConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with momentum (the paper's optimiser) and the batch."""
+    """The optimizer (SGD with momentum: the paper's; Adam: PredSim's) and the batch."""
 
+    optimizer: str = setting("sgd", "sgd (with --momentum: the paper's) or adam (PredSim's: configs/predsim.toml)", choices=OPTIMIZERS)
     batch_size: int = setting(128, "training batch size")
     lr: float = setting(0.05, "SGD learning rate (peak of the schedule)")
     lr_schedule: str = setting("cosine", "cosine to 0 over each module's steps, or constant (the paper's)", choices=LR_SCHEDULES)
@@ -235,6 +238,7 @@ class OptimConfig:
 
     def validate(self) -> None:
         _positive_ints(self, "batch_size")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _finite_number(self, "lr", above=0.0)
         _finite_number(self, "momentum", at_least=0.0)  # torch's SGD refuses negative ones, with a traceback

@@ -10,6 +10,10 @@ The default head follows the rank of the features a module outputs (batch dimens
 
 Rank 2 is ambiguous: ``(C, L)`` sequences and ``(N, D)`` tokens look alike. The network's
 ``head_kind`` decides (see :func:`resolve_head_kind`).
+
+Style ``trgl`` (``--head trgl``) is the TRGL authors' own 1CNN for ``(C, H, W)`` features
+(:class:`TRGLConvHead`): a fixed ``AvgPool2d`` kernel instead of the adaptive 2x2 pool, so the linear
+layer sees C x 36 or C x 9 values on STL-10 rather than C x 4. Other ranks keep the default head.
 """
 
 from __future__ import annotations
@@ -37,6 +41,39 @@ class ConvHead(nn.Module):
             nn.BatchNorm2d(channels),
             nn.Flatten(),
             nn.Linear(channels * pool * pool, num_classes),
+        )
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.body(x_BCHW)
+
+
+def trgl_pool_kernel(side: int) -> int:
+    """The TRGL authors' ``apc``, the AvgPool2d kernel of their 1CNN head, for a feature map side.
+
+    Their scripts (skander-karkar/Block-wise) set ``apc`` by hand per experiment: ResNet-110 on
+    STL-10 (96 px) pools maps of side 96 and 48 with 16 and maps of side 24 with 8 (6x6, 3x3, 3x3);
+    ResNet-101/152 pools sides 16 and 8 with 8 and side 4 with 4 (Tiny ImageNet, CIFAR-100). This
+    rule gives every one of those values: 16 for sides of 48 and more, 8 below, the whole map below 8.
+    """
+    return min(side, 16 if side >= 48 else 8)
+
+
+class TRGLConvHead(nn.Module):
+    """The TRGL authors' "1CNN" (``create_classifier('1CNN', ..., apc)``): Conv3x3(C->C, no bias),
+    ReLU, AvgPool2d(apc) (kernel = stride = apc, per side from :func:`trgl_pool_kernel`), BN, Flatten,
+    Linear(C * (H // apc_h) * (W // apc_w))."""
+
+    def __init__(self, channels: int, height: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        kernel = (trgl_pool_kernel(height), trgl_pool_kernel(width))
+        self.pooled = (height // kernel[0], width // kernel[1])
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(kernel),
+            nn.BatchNorm2d(channels),
+            nn.Flatten(),
+            nn.Linear(channels * self.pooled[0] * self.pooled[1], num_classes),
         )
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
@@ -122,8 +159,9 @@ def make_head(kind: HeadKind, feature_shape: torch.Size | tuple[int, ...], num_c
             matters for rank-2 features (resolve ``"auto"`` with :func:`resolve_head_kind` first).
         feature_shape: the module's output shape for one sample.
         num_classes: classifier outputs.
-        style: ``"auto"`` (the head for the rank, see the module docstring) or ``"linear"``
-            (average pool and Linear).
+        style: ``"auto"`` (the head for the rank, see the module docstring), ``"linear"``
+            (average pool and Linear) or ``"trgl"`` (the TRGL authors' 1CNN for ``(C, H, W)``
+            features; the ``auto`` head for other ranks).
 
     Raises:
         ValueError: scalar features (rank 0), or an unresolved ``"auto"`` kind.
@@ -143,5 +181,5 @@ def make_head(kind: HeadKind, feature_shape: torch.Size | tuple[int, ...], num_c
     if len(shape) == 2:
         return SequenceHead(shape[0], num_classes)
     if len(shape) == 3:
-        return ConvHead(shape[0], num_classes)
+        return TRGLConvHead(*shape, num_classes) if style == "trgl" else ConvHead(shape[0], num_classes)
     return LinearHead(shape[0], num_classes)

@@ -66,9 +66,9 @@ def build_network(network, spec, model: BlockNet | None = None, *, num_modules: 
     except RuntimeError as exc:  # a shape mismatch surfaces in the probe forward pass
         raise UserError(f"{spec.describe_inputs()} ({spec.name}) do not fit the model {blocknet.name}: "
                         f"{first_line(exc)}") from None
+    if network.init == "orthogonal":  # before the objective's own modules: they keep their authors' init
+        orthogonal_init(net, network.init_gain)
     attach_objective(net, method or getattr(network, "method", "vangl"), sample, spec.num_classes,
                      getattr(spec, "mean", ()) or (), getattr(spec, "std", ()) or (),
                      getattr(network, "objective_options", None) if objective_options is None else objective_options)
-    if network.init == "orthogonal":
-        orthogonal_init(net, network.init_gain)
     return net

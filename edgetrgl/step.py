@@ -13,17 +13,38 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from edgetrgl.config import OPTIMIZERS
 from edgetrgl.losses import TauSchedule, module_loss, objective_loss
 from edgetrgl.objectives import objective_of
 from edgetrgl.precision import autocast_for, scaler_for
 from edgetrgl.transport import TRANSPORT_IMPLS
 
-__all__ = ["StepResult", "TauSchedule", "count_correct", "frozen_step", "local_step", "make_sgd", "set_lr"]
+__all__ = ["OPTIMIZERS", "StepResult", "TauSchedule", "count_correct", "frozen_step", "local_step", "make_optimizer",
+           "make_sgd", "set_lr"]
 
 
 def make_sgd(params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
     """SGD with momentum, the paper's optimiser (its momentum buffers count in every memory figure)."""
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9,
+                   weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """The optimizer ``--optimizer`` names: ``sgd`` (:func:`make_sgd`) or ``adam``.
+
+    Adam is PredSim's (anokland/local-loss trains with Adam, betas (0.9, 0.999), no weight decay):
+    it divides each gradient by its running scale, so a loss weight such as PredSim's 0.01 on the
+    cross-entropy does not shrink its steps the way it does under SGD. Adam keeps two buffers per
+    parameter where SGD keeps one; ``momentum`` is SGD's alone.
+
+    Raises:
+        ValueError: an unknown name (the config refuses it first, as a one-line user error).
+    """
+    if name == "sgd":
+        return make_sgd(params, lr, momentum, weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, schedule: str, base_lr: float, step: int, total: int) -> None:

@@ -68,45 +68,65 @@ def test_tau_schedules():
     assert double.weights(3) == (1.0, 0.5)
     constant = TauSchedule("constant", tau=2.0, num_modules=3)
     assert {constant.tau_k(k) for k in range(3)} == {2.0}
-    vangl = TauSchedule("double", tau=1.0, num_modules=4, method="vangl")
+    vangl = TauSchedule("double", tau=1.0, num_modules=4, transport=False)
     assert vangl.weights(0) == (1.0, 0.0)
 
 
+def _authors_starting_weights(num_modules: int, lml0: float = 1.0, power: float = 1.0) -> list[float]:
+    """``lmts`` as the TRGL authors' ``train_par`` builds it for ``--lambdaloss0type increasing``
+    (skander-karkar/Block-wise, resnet110-4modules-stl10.py), written out from their expression:
+    ``[1 / (lml0 * i ** power) if i > 0 else 1 / lml0 for i in range(nmodules)]``."""
+    return [1 / (lml0 * i ** power) if i > 0 else 1 / lml0 for i in range(num_modules)]
+
+
+def test_multiplier_starts_as_the_authors_lambda0_times_k():
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=5, step=1.0, every=50)
+    assert sched.multipliers == [0.0, 1.0, 2.0, 3.0, 4.0]  # their lmls: lml0 * i
+    starting = [sched.weights(k)[1] for k in range(5)]
+    assert starting == pytest.approx([1.0, 1.0, 1 / 2, 1 / 3, 1 / 4])
+    assert starting == pytest.approx(_authors_starting_weights(5))
+    assert [sched.tau_k(k) for k in range(5)] == pytest.approx([0.5, 0.5, 1.0, 1.5, 2.0])  # lambda_k = 2 tau_k
+
+
 def test_multiplier_grows_by_h_times_ce_every_s_steps():
-    sched = TauSchedule("multiplier", tau=1.0, num_modules=2, step=2.0, every=3)
-    assert sched.weights(0) == (1.0, 1.0)  # lambda starts at 1, transport weight 1
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=3, step=2.0, every=3)
+    assert sched.weights(2) == (1.0, 0.5)  # lambda_2 starts at 2
     for ce in (0.9, 0.8):
+        sched.observe(2, ce)
+    assert sched.multipliers[2] == 2.0
+    sched.observe(2, 0.7)  # third step: lambda += h * CE of the current batch
+    assert sched.multipliers[2] == pytest.approx(2.0 + 2.0 * 0.7)
+    assert sched.multipliers[:2] == [0.0, 1.0]
+    assert sched.tau_k(2) == pytest.approx(sched.multipliers[2] / 2)
+    for ce in (0.9, 0.8, 0.7):
         sched.observe(0, ce)
-    assert sched.multipliers[0] == 1.0
-    sched.observe(0, 0.7)  # third step: lambda += h * CE of the current batch
-    assert sched.multipliers[0] == pytest.approx(1.0 + 2.0 * 0.7)
-    assert sched.multipliers[1] == 1.0
-    assert sched.tau_k(0) == pytest.approx(sched.multipliers[0] / 2)
+    assert sched.multipliers[0] == pytest.approx(2.0 * 0.7)  # module 0: from 0, as theirs
+    assert sched.weights(0)[1] == pytest.approx(1 / 1.4)
     state = sched.state_dict()
-    other = TauSchedule("multiplier", tau=1.0, num_modules=2, step=2.0, every=3)
+    other = TauSchedule("multiplier", tau=1.0, num_modules=3, step=2.0, every=3)
     other.load_state_dict(state)
     assert other.multipliers == sched.multipliers
 
 
 def test_multiplier_matches_hand_computation():
-    """CE + transport / lambda; lambda = 1 + h * CE on every s-th step, applied to that step's loss."""
+    """CE + transport / lambda; lambda = k + h * CE on every s-th step, applied to that step's loss."""
     h, s = 2.0, 3
-    sched = TauSchedule("multiplier", tau=5.0, num_modules=1, step=h, every=s)
+    sched = TauSchedule("multiplier", tau=5.0, num_modules=2, step=h, every=s)
     ces = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
     transport = torch.tensor(0.3)
     losses, lambdas = [], []
     for ce in ces:
-        ce_weight, tw = sched.weights(0)
+        ce_weight, tw = sched.weights(1)
         tw = tw(ce) if callable(tw) else tw
         losses.append(ce_weight * ce + tw * float(transport))
-        sched.observe(0, ce)
-        lambdas.append(sched.multipliers[0])
-    lam3 = 1.0 + h * 0.7  # step 3 updates with its own CE: 2.4
+        sched.observe(1, ce)
+        lambdas.append(sched.multipliers[1])
+    lam3 = 1.0 + h * 0.7  # module 1 starts at 1; step 3 updates with its own CE: 2.4
     lam6 = lam3 + h * 0.4  # step 6: 3.2
     assert lambdas == pytest.approx([1.0, 1.0, lam3, lam3, lam3, lam6])
     assert losses == pytest.approx([0.9 + 0.3, 0.8 + 0.3, 0.7 + 0.3 / lam3, 0.6 + 0.3 / lam3, 0.5 + 0.3 / lam3,
                                     0.4 + 0.3 / lam6])
-    assert sched.tau_k(0) == pytest.approx(lam6 / 2)  # lambda_k = 2 tau_k
+    assert sched.tau_k(1) == pytest.approx(lam6 / 2)  # lambda_k = 2 tau_k
 
 
 def test_multiplier_loss_and_gradient_scale():
@@ -130,8 +150,8 @@ def test_multiplier_loss_and_gradient_scale():
 
 
 def test_multiplier_restarts_for_a_new_lap():
-    sched = TauSchedule("multiplier", tau=1.0, num_modules=2, step=1.0, every=1)
-    sched.observe(1, 0.5)
-    assert sched.multipliers[1] == 1.5
-    sched.restart(1)
-    assert sched.multipliers[1] == 1.0 and sched.state_dict()["counts"][1] == 0
+    sched = TauSchedule("multiplier", tau=1.0, num_modules=3, step=1.0, every=1)
+    sched.observe(2, 0.5)
+    assert sched.multipliers[2] == 2.5
+    sched.restart(2)
+    assert sched.multipliers[2] == 2.0 and sched.state_dict()["counts"][2] == 0  # back to lml0 * k

@@ -208,13 +208,14 @@ def test_infopro_c_contrast_term_equals_supcon_and_its_probe_never_trains_the_mo
     assert all(g is not None and g.abs().sum() > 0 for g in _grads(local.loss, *head.classifier.parameters()))
 
 
-@pytest.mark.parametrize("method", ["infopro", "infopro-c", "predsim"])
-def test_the_last_module_is_plain_cross_entropy_through_the_network_classifier(method):
+@pytest.mark.parametrize("method, weight", [("infopro", 1.0), ("infopro-c", 1.0), ("predsim", 0.01)])
+def test_the_last_module_is_plain_cross_entropy_through_the_network_classifier(method, weight):
     head = _head(method, k=3, K=4)  # the authors train their network's output layer with CE alone
     h, x, y = _batch()
     assert len(head.aux) == 0
     local = get_objective(method).loss(head, h, y, image=None, label_smoothing=0.0)
-    assert torch.allclose(local.loss, F.cross_entropy(head.classifier(h), y))
+    # PredSim's authors scale it by 1 - beta (``loss *= (1 - args.beta)`` in their train loop)
+    assert torch.allclose(local.loss, weight * F.cross_entropy(head.classifier(h), y))
 
 
 def test_dgl_aux_net_is_the_authors_mlp_sr_and_its_loss_is_cross_entropy():

@@ -39,6 +39,13 @@ def test_paper_preset_is_the_official_recipe_through_the_cli():
     assert (cfg.init, cfg.init_gain, cfg.lr, cfg.lr_schedule) == ("orthogonal", 0.1, 0.003, "constant")
     assert (cfg.weight_decay, cfg.label_smoothing, cfg.batch_size, cfg.momentum) == (2e-4, 0.1, 256, 0.9)
     assert (cfg.tau, cfg.tau_schedule, cfg.regime, cfg.epochs) == (1.0, "double", "parallel", 3)
+    assert (cfg.head, cfg.optimizer) == ("trgl", "sgd")  # the authors' 1CNN with its fixed AvgPool2d
+
+
+def test_predsim_preset_is_the_authors_adam_recipe():
+    cfg = TrainConfig.from_dict(load_toml(CONFIGS / "predsim.toml"))
+    assert (cfg.method, cfg.regime, cfg.optimizer, cfg.lr) == ("predsim", "parallel", "adam", 5e-4)
+    assert (cfg.weight_decay, cfg.label_smoothing, cfg.batch_size) == (0.0, 0.0, 128)
 
 
 def test_lr_schedules():

@@ -33,8 +33,7 @@ def bench_sgd(params: list[torch.nn.Parameter], setting: BenchSetting) -> torch.
 
 def loss_weights(method: str, setting: BenchSetting, num_modules: int) -> Callable[[int], tuple[float, float]]:
     """Per-module (CE, transport) weights: the paper's doubled tau for TRGL, no transport otherwise."""
-    kind = "trgl" if parse_method(method).transport else "vangl"  # the transport term on or off
-    return TauSchedule("double", setting.tau, num_modules, method=kind).weights
+    return TauSchedule("double", setting.tau, num_modules, transport=parse_method(method).transport).weights
 
 
 def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline: RssBaseline | None = None) -> dict[str, Any]:

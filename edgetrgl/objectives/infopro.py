@@ -23,7 +23,13 @@ The weights move linearly over modules 0..K-2, as their ``ixx_1/ixy_1/ixx_2/ixy_
 defaults are their published ResNet-110 CIFAR-10 commands (Experiments on CIFAR-SVHN-STL10/README.md):
 K=2: 5, 0.5, 0, 0; K=4: 1, 0, 0, 1; K=8: 5, 0, 0, 1; K=16: 5, 0, 0.5, 1 (ixx_1, ixy_1, ixx_2, ixy_2);
 another K takes the nearest of these, and ``objective_options`` (``--objective-options '{ixx_1 = 5}'``)
-set any of the four for every K. The last module is trained with plain cross-entropy through
+set any of the four for every K. Those commands are all ``--local_loss_mode contrast`` (their
+default): they published no weights for the cross-entropy variant, so ``infopro`` (CE) using the
+same table is our choice, not theirs; tune them with ``--objective-options`` for that variant.
+
+Every conv of the decoder and the projection is He-initialised as the authors' network does it for
+all its convs (``normal_(0, sqrt(2 / (k * k * out_channels)))``: Kaiming normal, fan-out, ReLU);
+BatchNorm starts at weight 1, bias 0; biases and Linear layers keep torch's defaults, as theirs. The last module is trained with plain cross-entropy through
 the network's own classifier, as theirs: in edgetrgl that is the last module's head, the package's
 (their ResNet's is global pooling and a linear layer; ours is the head every method's last module has).
 
@@ -68,15 +74,27 @@ def module_weights(k: int, num_modules: int, weights: dict | None = None,
     return ixx_1 * (1 - ratio) + ixx_2 * ratio, ixy_1 * (1 - ratio) + ixy_2 * ratio
 
 
+def he_init_convs(module: nn.Module) -> nn.Module:
+    """The authors' init of every Conv2d in ``module`` (their ResNet's ``__init__`` loop): weights
+    ``N(0, 2 / (k_h * k_w * out_channels))``, biases untouched; BatchNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
 class Decoder(nn.Module):
     """Upsample the features to the image size, two 3x3 convs: logits of the image's pixels."""
 
     def __init__(self, channels: int, image_channels: int, width: int = 12) -> None:
         super().__init__()
-        self.body = nn.Sequential(
+        self.body = he_init_convs(nn.Sequential(
             nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
             nn.Conv2d(width, image_channels, kernel_size=3, padding=1),
-        )
+        ))
 
     def forward(self, h_BCHW: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self.body(F.interpolate(h_BCHW, size=size, mode="bilinear", align_corners=True))
@@ -86,11 +104,11 @@ def aux_net_1c2f(channels: int, outputs: int, hidden: int = FEATURE_DIM) -> nn.S
     """The authors' "1c2f" auxiliary net: one conv, two linear layers."""
     wide = channels >= 64  # their 64-channel variant keeps the width and the resolution
     out_channels, stride = (channels, 1) if wide else (2 * channels, 2)
-    return nn.Sequential(
+    return he_init_convs(nn.Sequential(
         nn.Conv2d(channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(out_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, outputs),
-    )
+    ))
 
 
 def supervised_contrastive(z_BD: torch.Tensor, y: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:

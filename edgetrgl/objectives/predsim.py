@@ -1,16 +1,26 @@
 """PredSim (Nokland, Eidnes, ICML 2019, "Training Neural Networks with Local Error Signals";
-anokland/local-loss, ``LocalLossBlockConv``).
+anokland/local-loss, ``LocalLossBlockConv`` / ``LocalLossBlockLinear`` in train.py).
 
-    loss_k = (1 - beta) * CE(Linear(avgpool(h_k)), y) + beta * MSE(S(conv3x3(h_k)), S(onehot(y)))
+    loss_k = (1 - beta) * CE(decoder_y(avgpool(h_k)), y) + beta * MSE(S(g(h_k)), S(onehot(y)))
 
-with beta = 0.99 (their ``--beta``). S is their adjusted cosine similarity matrix of the batch:
-for conv features each channel is first summarised by its standard deviation over positions
-(their default, unless ``--no-similarity-std``); rows are centred, L2-normalised, multiplied, and
-clamped to [-1, 1]. The prediction head average-pools with a kernel doubled until the features
-have at most 2048 values (their ``--dim-in-decoder``), then one Linear layer. The 3x3 conv has no
-bias (their ``conv_loss``). Flat (D,) features use S(h) directly and a Linear head. The last
-module is trained as their network's output layer is, by plain cross-entropy through the
-network's classifier (the package's head there).
+with beta = 0.99 (their ``--beta``), as their code builds each hidden layer's local loss:
+
+* g is a bias-free 3x3 conv for conv features (their ``conv_loss``) and a bias-free
+  ``Linear(D, D)`` for flat (D,) features (their ``linear_loss``).
+* S is their adjusted cosine similarity matrix of the batch: for conv features each channel is
+  first summarised by its standard deviation over positions (their default, unless
+  ``--no-similarity-std``); rows are centred, L2-normalised, multiplied, and clamped to [-1, 1].
+* ``decoder_y``, the prediction head, average-pools conv features with a kernel doubled (height,
+  then width) until at most ``DIM_IN_DECODER`` values remain, then one Linear layer whose weight
+  starts at zero (their ``decoder_y.weight.data.zero_()``); flat features go straight to it.
+  2048 is the ``--dim-in-decoder`` of their CIFAR commands (their default is 4096, their
+  Fashion-MNIST VGG8b commands use 1024 or 4096).
+
+The last module is their network's output layer, trained by cross-entropy through the network's
+classifier (the package's head here) with their weight ``1 - beta`` = 0.01 (``loss *= (1 -
+args.beta)`` in their ``train``). Their optimizer is Adam (lr 5e-4, ``configs/predsim.toml``),
+which normalises the gradient's scale away; under SGD the same 0.01 makes the output layer and
+every prediction head take steps a hundred times smaller than plain cross-entropy would.
 """
 
 from __future__ import annotations
@@ -41,7 +51,8 @@ def similarity_matrix(x: torch.Tensor) -> torch.Tensor:
 
 class PredictionHead(nn.Module):
     """Their ``decoder_y``: average pool (kernel doubled, height then width, until at most
-    ``DIM_IN_DECODER`` values remain; padded so the output sizes round up, as theirs), flatten, Linear."""
+    ``DIM_IN_DECODER`` values remain; padded so the output sizes round up, as theirs), flatten, and a
+    Linear layer whose weight starts at zero (the bias keeps torch's default, as theirs)."""
 
     def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
@@ -61,6 +72,7 @@ class PredictionHead(nn.Module):
                 self.pool = nn.AvgPool2d((kh, kw), padding=padding)
             shape = (channels, out_h, out_w)
         self.fc = nn.Linear(math.prod(shape), num_classes)
+        nn.init.zeros_(self.fc.weight)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.pool is not None:
@@ -70,7 +82,7 @@ class PredictionHead(nn.Module):
 
 class PredSim(Objective):
     name = "predsim"
-    help = "(1 - beta) prediction loss + beta similarity-matching loss, beta 0.99"
+    help = "(1 - beta) prediction loss + beta similarity-matching loss, beta 0.99 (their optimizer: Adam)"
     source = "Nokland & Eidnes, ICML 2019 (anokland/local-loss)"
 
     def __init__(self, beta: float = BETA) -> None:
@@ -85,18 +97,22 @@ class PredSim(Objective):
         return PredictionHead(spec.feature_shape, spec.num_classes)
 
     def aux_modules(self, spec: ModuleSpec) -> dict[str, nn.Module]:
-        channels = spec.feature_shape[0]
-        if len(spec.feature_shape) == 3 and not spec.last:
-            return {"similarity_conv": nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)}
-        return {}
+        """g, the map before the similarity matrix: their ``conv_loss`` or ``linear_loss``."""
+        if spec.last:
+            return {}
+        width = spec.feature_shape[0]
+        if len(spec.feature_shape) == 3:
+            return {"similarity_conv": nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)}
+        return {"similarity_linear": nn.Linear(width, width, bias=False)}
 
     def loss(self, head: ObjectiveHead, out, y, *, image, label_smoothing) -> LocalLoss:
-        if head.k == head.num_modules - 1:  # the output layer: plain cross-entropy
-            return super().loss(head, out, y, image=image, label_smoothing=label_smoothing)
+        if head.k == head.num_modules - 1:  # the output layer: their (1 - beta) * cross-entropy
+            local = super().loss(head, out, y, image=image, label_smoothing=label_smoothing)
+            return LocalLoss((1 - self.beta) * local.loss, local.logits, local.terms)
         logits = head.classifier(out)
         prediction = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        conv = head.aux["similarity_conv"] if "similarity_conv" in head.aux else None
-        features = (conv(out) if conv is not None else out).float()
+        g = head.aux["similarity_conv"] if "similarity_conv" in head.aux else head.aux["similarity_linear"]
+        features = g(out).float()
         target = similarity_matrix(F.one_hot(y, logits.shape[1]).float())
         similarity = F.mse_loss(similarity_matrix(features), target)
         loss = (1 - self.beta) * prediction + self.beta * similarity

@@ -28,7 +28,7 @@ from edgetrgl.modular import ModularNet
 from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import BudgetExceeded
 from edgetrgl.planning.run_plan import RunPlan
-from edgetrgl.step import StepResult, frozen_step, local_step, make_sgd, set_lr
+from edgetrgl.step import StepResult, frozen_step, local_step, make_optimizer, set_lr
 from edgetrgl.training.batchnorm import recalibrate_batchnorm
 from edgetrgl.training.checkpoint import save_checkpoint
 from edgetrgl.training.epoch import StepFn, Tally, run_epoch
@@ -69,10 +69,10 @@ class Trainer:
         method = "trgl" if self.regime.traits.transport and uses_transport(cfg.method, cfg.transport) else "vangl"
         # what summary.json records: the objective and whether the transport term was on
         self.objective = {"method": cfg.method, "transport": method == "trgl", "transport_option": cfg.transport}
-        self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, method=method, step=cfg.multiplier_step,
+        self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, transport=method == "trgl", step=cfg.multiplier_step,
                                every=cfg.multiplier_every)
-        self.optimizers = [make_sgd(list(net.stages[k].parameters()) + list(net.heads[k].parameters()),
-                                    cfg.lr, cfg.momentum, cfg.weight_decay) for k in range(K)]
+        self.optimizers = [make_optimizer(cfg.optimizer, list(net.stages[k].parameters()) + list(net.heads[k].parameters()),
+                                          cfg.lr, cfg.momentum, cfg.weight_decay) for k in range(K)]
         self.modules: list[dict[str, Any]] = [
             {"module": k + 1, "blocks": list(net.block_ranges[k]), "test_accuracy": None, "time_s": 0.0,
              "epochs": 0, "peak_bytes": None, "peak_rss_bytes": None}
