@@ -12,7 +12,12 @@ from edgetrgl.api import plan, train
 from edgetrgl.errors import UserError
 from edgetrgl.memory.planner import NoPlanFits
 from edgetrgl.planning.solver import TIME_FACTOR, Candidate, choose, problem_of, weigh
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config as _tiny
+
+
+def tiny_config(**overrides):
+    """fp32 only: the planner would otherwise weigh bf16 beside every option (twice the estimates)."""
+    return _tiny(**{"precision": "fp32", **overrides})
 
 
 def _candidate(regime, rank, peak, step_s, fits=True, micro=64):
@@ -69,18 +74,20 @@ def test_micro_batches_when_even_the_checkpointed_step_is_too_big(synthetic_data
 def test_module_wise_where_e2e_cannot_fit(synthetic_data):
     """Below what e2e needs with micro-batches of 1 (the whole network's weights, gradients and
     momentum), one module at a time still fits."""
-    floors = _floors(synthetic_data, modules=9)
+    small = dict(modules=9, batch_size=8, checkpoint_blocks=False)  # few micro-batches to try: seconds
+    floors = _floors(synthetic_data, **small)
     e2e_floor = min(c.peak_bytes for c in floors if c.regime == "e2e")
     module_floor = next(c.peak_bytes for c in floors if c.regime != "e2e")
     assert module_floor < e2e_floor
     budget = (module_floor + e2e_floor) // 2
-    p = plan(tiny_config(regime="auto", modules=9, budget=budget), data=synthetic_data, quiet=True)
+    p = plan(tiny_config(regime="auto", budget=budget, **small), data=synthetic_data, quiet=True)
     assert p.regime == "sequential" and p.num_modules == 9, p.solver
 
 
 def test_nothing_fits_names_the_smallest_budget(synthetic_data):
     with pytest.raises(UserError, match="smallest"):
-        plan(tiny_config(regime="auto", budget=1000), data=synthetic_data, quiet=True)
+        plan(tiny_config(regime="auto", budget=1000, batch_size=8, checkpoint_blocks=False), data=synthetic_data,
+             quiet=True)
 
 
 def test_an_auto_run_trains_what_was_chosen_and_records_why(synthetic_data, tmp_path):
@@ -97,7 +104,7 @@ def test_an_auto_run_trains_what_was_chosen_and_records_why(synthetic_data, tmp_
 def test_the_cli_dry_run_prints_the_candidates_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     proc = subprocess.run([sys.executable, "-m", "edgetrgl", "train", "--regime", "auto", "--dry-run",
-                           "--dataset", "synthetic", "--set", "model_options={width = 4}", "--budget", "2MB",
+                           "--dataset", "synthetic", "--set", "model_options={width = 4}", "--budget", "1GB",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "ways to train" in proc.stderr and "chosen" in proc.stderr

@@ -35,6 +35,11 @@ LONG = 3  # e2e-long trains this many times the epochs of its part
 LOCAL_OBJECTIVES = ("infopro", "infopro-c", "dgl", "predsim")
 TRANSPORT = "+transport"  # e.g. "dgl+transport": the objective's loss plus the transport term
 CORE = ("e2e", "vangl", "trgl-tau1", "trgl")
+# e2e as a user under a memory limit runs it (batch 128): at sequential TRGL K=4's peak (104.7 MiB,
+# ResNet-20 1x28x28) `--regime auto` picks checkpointing at full batch, the fastest that fits micro-batches
+# of 64; at about a fifth of it (21 MiB) micro-batches of 16 with or without checkpointing
+EQUAL_MEMORY = {"e2e-ckpt": {"checkpoint_blocks": True}, "e2e-mb64": {"micro_batch": 64},
+                "e2e-mb16": {"micro_batch": 16}, "e2e-ckpt-mb16": {"checkpoint_blocks": True, "micro_batch": 16}}
 CLAIM = ("e2e", "vangl", "trgl-tau1")  # the paper's small-data claim: first, before our own tau
 BLOCKS = {"resnet20": 9, "resnet56": 27, "resnet110": 54, "vgg11_bn": 8, "vit_tiny": 12}
 BASE = dict(dataset="fashionmnist", device="cpu", out="", batch_size=128, cache="auto")  # the library's defaults
@@ -58,6 +63,10 @@ def method_fields(method: str) -> dict:
     """The TrainConfig fields a method name stands for."""
     if method in ("e2e", "e2e-long"):
         return {"regime": "e2e", "method": "vangl"}  # one module: no transport, no local objective
+    if method in EQUAL_MEMORY:  # backprop under a memory limit: checkpointing, gradient accumulation
+        return {"regime": "e2e", "method": "vangl", **EQUAL_MEMORY[method]}
+    if method.startswith("trgl-mb"):
+        return {"method": "trgl", "micro_batch": int(method.removeprefix("trgl-mb"))}
     if method == "trgl-tau1":
         return {"method": "trgl", "tau": 1.0, "tau_schedule": "double"}
     if method.endswith(TRANSPORT):
@@ -128,6 +137,10 @@ PARTS = {
                                               method=("e2e-long",))),
     "small2_long_k4": _part(5, 15, "ResNet-20, 2%, sequential K=4 at 15 epochs per module: the same compute as "
                             "small2_long's e2e", "small2_long", fraction=0.02, k=4, method=("vangl", "trgl-tau1")),
+    "equal_memory": _part(3, 5, "ResNet-20, 10%, 5 epochs: e2e as users run it under a memory limit (checkpointing, "
+                          "micro-batches of 64 and 16) beside sequential TRGL K=4 at full batch and micro-batches of 16",
+                          "equal_memory", fraction=0.1, k=4,
+                          method=("e2e", *EQUAL_MEMORY, "trgl", "trgl-mb16")),
     "small10_parallel": _part(3, 3, "ResNet-20, 10%, parallel K=4 and block-wise, every method available",
                               "small10_parallel", fraction=0.1, regime="parallel", k=(4, "block"), method=_ALL),
     "small10_transport": _part(3, 3, "ResNet-20, 10%, sequential K=4: the transport term (tau 10) on top of each "
