@@ -168,6 +168,10 @@ class DataConfig:
     download: bool = setting(False, "let torchvision download the dataset")
     train_fraction: float = setting(1.0, "train on this stratified fraction of the training split")
     augment: bool = setting(True, "random crop (and flip where valid); --no-augment: none")
+    val_fraction: float | str = setting("auto", "hold out this stratified, seeded fraction of the training split to "
+                                                "choose the best module by; auto: 0.1 where every class keeps 10 "
+                                                "validation samples, else 0; 0: none (best chosen on the test set)",
+                                        metavar="F|auto")
     dataset_options: dict[str, Any] = setting({}, "keyword options of the dataset loader, e.g. '{num_train = 256}'")
     skip_bad_images: bool = setting(False, "imagefolder: leave out the images that cannot be decoded (each is "
                                            "decoded once, before training), with a warning, instead of stopping")
@@ -177,6 +181,9 @@ class DataConfig:
             raise UserError(f"--train-fraction must be in (0, 1], got {self.train_fraction!r}")
         if not isinstance(self.skip_bad_images, bool):
             raise UserError(f"--skip-bad-images must be true or false, got {self.skip_bad_images!r}")
+        if self.val_fraction != "auto" and (isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float))
+                                            or not 0.0 <= self.val_fraction < 1.0):
+            raise UserError(f"--val-fraction must be auto or a number in [0, 1), got {self.val_fraction!r}")
 
 
 @dataclass

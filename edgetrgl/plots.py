@@ -147,7 +147,8 @@ def plot_run(summary: Mapping[str, Any], path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(x, y, marker="o", linewidth=1.6)
-    best = max(range(len(y)), key=y.__getitem__)
+    chosen = (summary.get("best_module") or {}).get("module")  # the run's pick: by validation where it had a split
+    best = x.index(chosen) if chosen in x else max(range(len(y)), key=y.__getitem__)
     ax.plot([x[best]], [y[best]], marker="*", markersize=14, linestyle="none", color="tab:red",
             label=f"best: module {x[best]}, {y[best]:.2f}%")
     ax.set_xlabel("module")

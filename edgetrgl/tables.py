@@ -10,18 +10,21 @@ from edgetrgl.config import format_bytes
 
 
 def module_table(modules: list[dict[str, Any]], title: str, budget: int | None = None) -> Table:
-    """The final table: per-module test accuracy, time, estimated and measured peak memory."""
+    """The final table: per-module test (and validation) accuracy, time, estimated and measured peak memory."""
     table = Table(title=title)
     planned = any(m.get("estimated_peak_bytes") is not None for m in modules)
-    columns = ["module", "blocks", "test acc %", "time s"] + (["est. peak"] if planned else []) + ["tensor peak", "peak RSS"]
+    validated = any(m.get("val_accuracy") is not None for m in modules)
+    columns = ["module", "blocks"] + (["val acc %"] if validated else []) + ["test acc %", "time s"] + (["est. peak"] if planned else []) + ["tensor peak", "peak RSS"]
     if budget:
         columns.append("% of budget")
     for column in columns:
         table.add_column(column, justify="right")
     for m in modules:
         acc = m.get("test_accuracy")
-        row = [str(m["module"]), f"{m['blocks'][0]}-{m['blocks'][1] - 1}",
-               "-" if acc is None else f"{100 * acc:.2f}", f"{m.get('time_s', 0):.1f}"]
+        val = m.get("val_accuracy")
+        row = [str(m["module"]), f"{m['blocks'][0]}-{m['blocks'][1] - 1}"]
+        row += (["-" if val is None else f"{100 * val:.2f}"] if validated else [])
+        row += ["-" if acc is None else f"{100 * acc:.2f}", f"{m.get('time_s', 0):.1f}"]
         row += [format_bytes(m.get("estimated_peak_bytes"))] if planned else []
         row += [format_bytes(m.get("peak_bytes")), format_bytes(m.get("peak_rss_bytes"))]
         if budget:

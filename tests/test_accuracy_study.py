@@ -240,3 +240,22 @@ def test_quick_is_the_studys_tiny_flavour_one_seed_one_epoch(tmp_path, capsys):
     assert run.main(["fashionmnist", "--quick", "--part", "small2", "--dry-run", "--results", str(tmp_path)]) == 0
     ids = capsys.readouterr().out.splitlines()
     assert len(ids) == 3 and all("|e=1|seed=0|" in i and i.endswith('model_options={"width": 4}') for i in ids)
+
+
+def test_fashion_mnist_test_part_is_a_seeded_random_stratified_sample(data_dir):
+    """A study's test part: n / N of every class drawn at random (not each class's first images, the
+    files being in no random order), the same images for every seed and cell."""
+    import torch
+
+    from edgetrgl import TrainConfig
+    from edgetrgl.data import load_dataset
+
+    full = load_dataset("fashionmnist", data_dir=str(data_dir), augment=False)[1]  # 100 images, labels 0..9 cycling
+    parts = [fm.load_data(TrainConfig(dataset="fashionmnist", seed=seed), {"test_images": 50}, str(data_dir), {})[1]
+             for seed in (0, 1)]
+    assert torch.equal(parts[0].images, parts[1].images)  # whatever the run's seed
+    assert torch.equal(torch.bincount(parts[0].labels), torch.full((10,), 5))  # stratified: 5 per class
+    rows = lambda images: {tuple(row.tolist()) for row in images.flatten(1)}  # noqa: E731
+    firsts = torch.cat([torch.nonzero(full.labels == c).flatten()[:5] for c in range(10)])
+    assert rows(parts[0].images) <= rows(full.images)
+    assert rows(parts[0].images) != rows(full.images[firsts])  # not the first five of each class

@@ -32,5 +32,6 @@ def two_threads():
                     reason="accuracies pinned on torch 2.14.1, x86_64")
 @pytest.mark.parametrize("regime", list(PINNED))
 def test_fixed_seed_accuracies_are_unchanged(regime, two_threads):
-    result = api.train(tiny_config(regime=regime, **EXTRA.get(regime, {})), quiet=True)
+    # without a validation split: the figures predate it (the default holds a tenth of this training set out)
+    result = api.train(tiny_config(regime=regime, val_fraction=0, **EXTRA.get(regime, {})), quiet=True)
     assert [m["test_accuracy"] for m in result.modules] == PINNED[regime]

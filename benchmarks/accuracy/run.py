@@ -66,7 +66,10 @@ def run_cell(study, c: dict, data_dir: str | None, cache: dict) -> dict:
     best = max(range(len(accuracies)), key=accuracies.__getitem__)
     return {"id": c["id"], "part": c["part"], **labels, "config": c["config"], "train_size": len(train),
             "test_size": len(test), "test_accuracy": accuracies, "last": accuracies[-1], "best": accuracies[best],
-            "best_module": result.modules[best]["module"], "wall_time_s": round(time.perf_counter() - started, 2),
+            "best_module": result.modules[best]["module"],
+            # "best" above picks on the test set (optimistic); the run's own pick is on its validation split
+            "val_accuracy": [m.get("val_accuracy") for m in result.modules],
+            "chosen_module": result.best_module["module"], "chosen_by": result.chosen_by, "wall_time_s": round(time.perf_counter() - started, 2),
             "other_busy_cores": gauge.busy_cores(), "data_mode": result.extra.get("data_mode"),
             "cache": result.extra.get("cache")}
 

@@ -20,12 +20,12 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 from _study import fmt
 
 import edgetrgl
 from edgetrgl import TrainConfig
 from edgetrgl.data import TensorImageDataset, load_dataset
+from edgetrgl.data._subsets import stratified_subset  # the rule train_fraction's subset follows
 from edgetrgl.errors import UserError
 
 FOLDER = Path(__file__).resolve().parent / "fashionmnist"
@@ -179,6 +179,9 @@ def runnable(c: dict) -> bool:
     return c["config"]["method"] in available_methods()
 
 
+TEST_PART_SEED = 0  # one test part for every cell and seed: methods and seeds are compared on the same images
+
+
 def load_data(cfg, c: dict, data_dir, cache: dict):
     key = (cfg.train_fraction, cfg.seed)
     if cache.get("split") != key:  # one split in memory at a time (the full set is 47 MB of uint8)
@@ -186,10 +189,10 @@ def load_data(cfg, c: dict, data_dir, cache: dict):
                                                           train_fraction=cfg.train_fraction, seed=cfg.seed,
                                                           augment=cfg.augment)
     train, test, spec = cache["data"]
-    if c.get("test_images"):  # the first n / classes test images of every class, whatever the seed
-        per_class = c["test_images"] // spec.num_classes
-        keep = torch.sort(torch.cat([torch.nonzero(test.labels == k).flatten()[:per_class]
-                                     for k in range(spec.num_classes)])).values
+    if c.get("test_images"):
+        # a seeded random, stratified part (n / N of every class, drawn as train_fraction's subset is),
+        # the same for every cell and seed; not each class's first images: the files are in no random order
+        keep = stratified_subset(test.labels, c["test_images"] / len(test), TEST_PART_SEED)
         spec = dataclasses.replace(spec, num_test=keep.numel())
         test = TensorImageDataset(test.images[keep], test.labels[keep], spec)
     return train, test, spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 EPILOG = """examples:
   edgetrgl export runs/latest                                # best module, TorchScript, runs/latest/exit<k>.ts
@@ -19,7 +20,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a run's network, truncated at one module, for inference", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
-    p.add_argument("--exit", default="best", help="best (default: highest test accuracy), last, or a module number 1..K")
+    p.add_argument("--exit", default="best", help="best (default: highest validation accuracy; test accuracy "
+                                                "for a run without a validation split), last, or a module number 1..K")
     p.add_argument("--format", default="torchscript", help="torchscript (default), onnx (needs edgetrgl[onnx]) or pt2")
     p.add_argument("--out", metavar="FILE", help="file to write (default RUN_DIR/exit<k>.<ts|onnx|pt2>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     r = export_run(args.run_dir, exit=args.exit, format=args.format, out=args.out, overwrite=args.overwrite,
                    data_dir=args.data_dir)
     accuracy = "n/a" if r.test_accuracy is None else f"{100 * r.test_accuracy:.2f}%"
+    if r.chosen_by == "test":
+        print(f"warning: {args.run_dir} was trained without a validation split: --exit best was chosen on the "
+              f"test set, so its test accuracy is optimistic (train with --val-fraction above 0)", file=sys.stderr)
     print(f"exported module {r.exit_module} of {r.num_modules} (--exit {args.exit}; test accuracy in the run "
           f"{accuracy}) as {r.format}: {r.path}")
     print(f"  size {r.size_bytes:,} bytes ({r.size_bytes / 2**20:.2f} MiB), {r.parameters:,} parameters "

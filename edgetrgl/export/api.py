@@ -38,6 +38,8 @@ class ExportResult:
         check: the comparison on the test set; None when the format's runtime is not installed.
         runtime: what loaded the file back for the check.
         metadata: the metadata stored in the file.
+        chosen_by: for ``exit="best"``, what the module was chosen on: ``validation``, or ``test``
+            for a run without a validation split (an optimistic pick); None for any other exit.
     """
 
     path: Path
@@ -51,12 +53,14 @@ class ExportResult:
     check: CheckResult | None
     runtime: str
     metadata: dict[str, Any]
+    chosen_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.format, "exit_module": self.exit_module,
                 "num_modules": self.num_modules, "size_bytes": self.size_bytes, "parameters": self.parameters,
                 "full_parameters": self.full_parameters, "test_accuracy": self.test_accuracy,
-                "check": self.check.to_dict() if self.check else None, "runtime": self.runtime}
+                "check": self.check.to_dict() if self.check else None, "runtime": self.runtime,
+                "chosen_by": self.chosen_by}
 
 
 def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "torchscript", out: str | Path | None = None,
@@ -70,7 +74,8 @@ def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "tor
 
     Args:
         run_dir: a finished run folder (with ``summary.json`` and ``model.pt``).
-        exit: ``"best"`` (highest test accuracy), ``"last"`` or a module number 1..K.
+        exit: ``"best"`` (highest validation accuracy; highest test accuracy for a run trained
+            without a validation split, see ``ExportResult.chosen_by``), ``"last"`` or a module number 1..K.
         format: ``"torchscript"``, ``"onnx"`` (needs the ``onnx`` extra) or ``"pt2"``.
         out: the file to write (default ``RUN_DIR/exit<k>.<ts|onnx|pt2>``).
         overwrite: replace ``out`` if it exists.
@@ -83,7 +88,7 @@ def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "tor
         UserError: not a finished run, no weights, a bad ``exit`` or ``format``, ``out`` exists,
             the onnx extra missing, the dataset unavailable, or the exporter failing on this network.
     """
-    from edgetrgl.training.results import load_run
+    from edgetrgl.training.results import load_run, pick_best
 
     fmt = get_format(format)
     run = load_run(run_dir)
@@ -110,7 +115,8 @@ def export_run(run_dir: str | Path, exit: str | int = "best", format: str = "tor
     check = check_export(runner, run.net, k, test_set, spec.mean, spec.std) if runner is not None else None
     return ExportResult(path, fmt.name, k + 1, run.net.num_modules, path.stat().st_size, parameter_count(model),
                         parameter_count(run.net), run.modules[k]["test_accuracy"], check,
-                        fmt.runtime if runner is not None else "", meta)
+                        fmt.runtime if runner is not None else "", meta,
+                        chosen_by=pick_best(run.modules)[1] if exit == "best" else None)
 
 
 def run_metadata(run, k: int, class_names: list[str] | None = None) -> dict[str, Any]:
@@ -124,6 +130,7 @@ def run_metadata(run, k: int, class_names: list[str] | None = None) -> dict[str,
                   "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
                   "normalised_inside": True},
         "test_accuracy": run.modules[k]["test_accuracy"],
+        "val_accuracy": run.modules[k].get("val_accuracy"),
         "versions": {"edgetrgl": __version__, "torch": torch.__version__},
     }
 

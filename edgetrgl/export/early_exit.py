@@ -52,7 +52,8 @@ def resolve_exit(exit: str | int, modules: list[dict[str, Any]]) -> int:
     """Turn ``best``, ``last`` or a 1-based module number into a 0-based index.
 
     Args:
-        exit: ``"best"`` (highest test accuracy), ``"last"``, or K as an int or a string.
+        exit: ``"best"`` (highest validation accuracy; highest test accuracy for a run without a
+            validation split), ``"last"``, or K as an int or a string.
         modules: the run's per-module records (``summary.json``'s ``modules``).
 
     Raises:
@@ -60,7 +61,9 @@ def resolve_exit(exit: str | int, modules: list[dict[str, Any]]) -> int:
     """
     count = len(modules)
     if exit == "best":
-        return max(range(count), key=lambda k: -1.0 if modules[k]["test_accuracy"] is None else modules[k]["test_accuracy"])
+        from edgetrgl.training.results import pick_best  # the one rule the run's summary follows too
+
+        return pick_best(modules)[0]
     if exit == "last":
         return count - 1
     try:

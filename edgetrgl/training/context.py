@@ -40,6 +40,7 @@ class RegimeContext(Protocol):
         net: the network split into modules; ``net.stages[k]``, ``net.heads[k]``.
         device: where steps run.
         train_set, test_set: the datasets.
+        val_set: the validation part held out of the training set, or None (``--val-fraction 0``).
         owned: the modules this process trains (all of them, except on a pipeline rank).
         optimizers: one per module (a regime moves their state with its module).
         position: where to start: ``lap``, ``module``, ``epoch``, ``batch`` (a resumed run).
@@ -57,6 +58,7 @@ class RegimeContext(Protocol):
     device: torch.device
     train_set: Any
     test_set: Any
+    val_set: Any
     owned: range
     optimizers: list[torch.optim.Optimizer]
     position: dict[str, Any]
@@ -86,11 +88,13 @@ class RegimeContext(Protocol):
         """The work on the next modules starts: their clock and peak counters."""
 
     def finish_modules(self, modules: Sequence[int], *, lap: int, evaluate: Callable[[], Mapping[int, float]],
+                       validate: Callable[[], Mapping[int, float]] | None = None,
                        recalibrate_on: Callable[[], Iterable] | None = None,
                        record: Callable[[], Mapping[str, Any]] | None = None) -> None:
         """``modules`` have trained: recalibrate their BatchNorms (``--recalibrate-bn``, over the
         batches ``recalibrate_on()`` gives, the first module's inputs), take their test accuracy
-        (``evaluate()``), add ``record()`` to their records, and log them."""
+        (``evaluate()``) and, where there is a ``val_set``, their validation accuracy (``validate()``,
+        called after ``evaluate()``; required then), add ``record()`` to their records, and log them."""
 
     def checkpoint(self, **position: int) -> None:
         """Record the next position and write a checkpoint."""

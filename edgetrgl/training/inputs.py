@@ -8,6 +8,10 @@ Module 1 reads the dataset. Module k > 1 reads the outputs of the frozen modules
 With augmentation on, a cache stores ``cache_views`` augmented views of the training set and epoch e
 reads view ``e % cache_views``; recomputing sees a fresh augmentation every epoch instead.
 Both paths visit samples in the same order, so with augmentation off they give identical batches.
+
+The evaluation splits (the test set, and the validation part held out of the training set) go
+through the frozen modules in eval mode without augmentation, and are cached beside the training
+inputs: never drawn from the training cache, whose views are augmented.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class ModuleInputs:
     Args:
         stages: all K modules (frozen ones are read, never trained, here).
         train_set, test_set: the datasets.
+        val_set: the validation part held out of the training set, or None.
         cache: the run plan's cache decision (mode, dtype, views, folder, keep, size).
         batch_size, seed, augment: as in the config.
         device: the compute device.
@@ -56,9 +61,11 @@ class ModuleInputs:
 
     def __init__(self, stages: nn.ModuleList, train_set, test_set, cache: CachePlan, *, batch_size: int, seed: int,
                  augment: bool, device: torch.device, warn: Callable[[str], None] = lambda message: None,
-                 on_recompute: Callable[[], None] = lambda: None) -> None:
+                 on_recompute: Callable[[], None] = lambda: None, val_set=None) -> None:
         self.stages = stages
         self.train_set, self.test_set = train_set, test_set
+        # the splits a finished module's head is scored on, each cached for the next module
+        self.eval_sets = {"test": test_set, **({"val": val_set} if val_set is not None else {})}
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
         self.device = device
         self.plan = cache
@@ -69,7 +76,7 @@ class ModuleInputs:
         self.keep, self.warn, self.on_recompute = cache.keep, warn, on_recompute
         self.lap = 0
         self._train_cache: ActivationCache | None = None  # outputs of the last finished module
-        self._test_cache: ActivationCache | None = None
+        self._eval_caches: dict[str, ActivationCache] = {}  # split -> outputs of the last finished module
         self._cached_upto = -1  # index of the module whose outputs are cached
 
     @property
@@ -90,43 +97,53 @@ class ModuleInputs:
         order = epoch_order(len(self.train_set), self.seed, epoch)
         return iter(self._prefetch(self._train_cache, view=epoch % self.views, order=order))
 
-    def test_batches(self, k: int) -> Batches:
-        """Test-set inputs of module k (outputs of module k-1), in dataset order."""
+    def eval_batches(self, k: int, split: str = "test") -> Batches:
+        """Inputs of module k (outputs of module k-1) on an evaluation split (``test``, ``val``), in
+        dataset order, never augmented."""
         if k == 0 or self.mode == "none":
-            loader = make_loader(self.test_set, self.batch_size, shuffle=False, augment=False, seed=self.seed)
+            loader = make_loader(self.eval_sets[split], self.batch_size, shuffle=False, augment=False, seed=self.seed)
             return self._through_prefix(k, loader)
         self._check_cached(k)
-        return iter(self._prefetch(self._test_cache))
+        return iter(self._prefetch(self._eval_caches[split]))
 
     def fills_cache(self, k: int) -> bool:
         """Will :meth:`module_done` cache module k's outputs (and so can score its head in passing)?"""
         return self.mode != "none" and k < len(self.stages) - 1
 
     @torch.no_grad()
-    def module_done(self, k: int, head: nn.Module | None = None) -> float | None:
+    def module_done(self, k: int, head: nn.Module | None = None) -> dict[str, float | None] | None:
         """Module k is frozen: cache its outputs for module k+1 and drop the previous cache.
 
-        With ``head``, its test accuracy is measured on the outputs as they are cached: the test set
-        goes through module k once, not once to evaluate and once more to cache. Returns that
-        accuracy, or None when nothing was cached (see :meth:`fills_cache`).
+        With ``head``, its accuracy on each evaluation split is measured on the outputs as they are
+        cached: each split goes through module k once, not once to evaluate and once more to cache.
+        Returns ``{split: accuracy}`` (None accuracies without ``head``), or None when nothing was
+        cached (see :meth:`fills_cache`).
         """
         if not self.fills_cache(k):
             self._drop()
             return None
         stage = self.stages[k]
         stage.eval()
-        score = _HeadScore(head)
+        scores = {split: _HeadScore(head) for split in self.eval_sets}
+        filled: list[ActivationCache] = []
         try:
             train_cache = self._fill("train", k, self.views, lambda view: self._view_inputs(k, view), stage)
-            test_cache = self._fill("test", k, 1, lambda view: self.test_batches(k), stage, observe=score.add)
+            filled.append(train_cache)
+            eval_caches = {}
+            for split in self.eval_sets:
+                eval_caches[split] = self._fill(split, k, 1, lambda view, split=split: self.eval_batches(k, split),
+                                                stage, observe=scores[split].add)
+                filled.append(eval_caches[split])
         except OSError as exc:
+            for cache in filled:
+                cache.close()
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.mode != "disk":
                 raise
             self._fall_back(k)
             return self.module_done(k, head)
         self._drop()
-        self._train_cache, self._test_cache, self._cached_upto = train_cache, test_cache, k
-        return score.accuracy
+        self._train_cache, self._eval_caches, self._cached_upto = train_cache, eval_caches, k
+        return {split: score.accuracy for split, score in scores.items()}
 
     def reset(self, lap: int = 0) -> None:
         """Forget every cache (a new lap retrains module 1, so all outputs change)."""
@@ -138,11 +155,11 @@ class ModuleInputs:
 
     @property
     def cache_bytes(self) -> int:
-        return sum(c.nbytes for c in (self._train_cache, self._test_cache) if c is not None)
+        return sum(c.nbytes for c in (self._train_cache, *self._eval_caches.values()) if c is not None)
 
     # ---- internals -------------------------------------------------------------------------
     def _fill(self, split: str, k: int, views: int, source, stage, observe=None) -> ActivationCache:
-        n = len(self.train_set) if split == "train" else len(self.test_set)
+        n = len(self.train_set) if split == "train" else len(self.eval_sets[split])
         cache = ActivationCache(n, views, backend=self.mode, storage_dtype=self.cache_dtype,
                                 root=self._cache_root(split, k), tag=self._tag(split, k))
         try:
@@ -166,13 +183,14 @@ class ModuleInputs:
         """
         try:
             train = ActivationCache.open(self._cache_root("train", k), self._tag("train", k))
-            test = ActivationCache.open(self._cache_root("test", k), self._tag("test", k))
+            evals = {split: ActivationCache.open(self._cache_root(split, k), self._tag(split, k))
+                     for split in self.eval_sets}
         except CacheCorrupt as exc:
             if self._cache_root("train", k).exists():
                 self.warn(f"cache of module {k + 1} not reused ({exc}): rebuilding it")
             return False
         self._drop()
-        self._train_cache, self._test_cache, self._cached_upto = train, test, k
+        self._train_cache, self._eval_caches, self._cached_upto = train, evals, k
         return True
 
     def _fall_back(self, k: int) -> None:
@@ -225,10 +243,10 @@ class ModuleInputs:
 
     def _drop(self) -> None:
         """Release the current cache; its files go too, unless the user asked to keep caches."""
-        for cache in (self._train_cache, self._test_cache):
+        for cache in (self._train_cache, *self._eval_caches.values()):
             if cache is not None:
                 cache.close(keep=self.keep)
-        self._train_cache = self._test_cache = None
+        self._train_cache, self._eval_caches = None, {}
         self._cached_upto = -1
 
 

@@ -39,9 +39,15 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def chosen_by(self) -> str:
+        """What :attr:`best_module` is chosen on: ``validation`` or ``test`` (see :func:`pick_best`)."""
+        return pick_best(self.modules)[1]
+
+    @property
     def best_module(self) -> dict[str, Any]:
-        """The module whose head scores best on the test set (often not the last one)."""
-        return max(self.modules, key=lambda m: -1.0 if m["test_accuracy"] is None else m["test_accuracy"])
+        """The module whose head scores best on the validation split (on the test set where the run
+        had none; see :func:`pick_best`); often not the last one."""
+        return self.modules[pick_best(self.modules)[0]]
 
     @property
     def last_module(self) -> dict[str, Any]:
@@ -53,13 +59,29 @@ class RunResult:
             "model": self.extra.get("plan", {}).get("model", self.config.model),
             "dataset": spec_dict(self.spec),
             "modules": self.modules,
-            "best_module": {k: self.best_module[k] for k in ("module", "test_accuracy")},
-            "last_module": {k: self.last_module[k] for k in ("module", "test_accuracy")},
+            "best_module": _accuracies(self.best_module),
+            "best_module_chosen_by": self.chosen_by,
+            "last_module": _accuracies(self.last_module),
             "wall_time_s": round(self.wall_time_s, 3),
             "peak_bytes": max((m["peak_bytes"] or 0) for m in self.modules),
             "peak_rss_bytes": max((m["peak_rss_bytes"] or 0) for m in self.modules),
             **self.extra,
         }
+
+
+def pick_best(modules: list[dict[str, Any]]) -> tuple[int, str]:
+    """``(index, chosen_by)`` of the best module among a run's records: the highest validation
+    accuracy where every module has one (``chosen_by`` ``"validation"``), else the highest test
+    accuracy (``"test"``: a run without a validation split, whose pick reports an optimistic number).
+    Ties go to the earlier module."""
+    chosen_by = "validation" if modules and all(m.get("val_accuracy") is not None for m in modules) else "test"
+    key = "val_accuracy" if chosen_by == "validation" else "test_accuracy"
+    return max(range(len(modules)), key=lambda k: -1.0 if modules[k].get(key) is None else modules[k][key]), chosen_by
+
+
+def _accuracies(module: dict[str, Any]) -> dict[str, Any]:
+    """A module's number and accuracies, as the summary's best and last module show them."""
+    return {k: module[k] for k in ("module", "test_accuracy", "val_accuracy") if k in module}
 
 
 def spec_dict(spec: DataSpec | dict) -> dict[str, Any]:
@@ -109,7 +131,9 @@ def print_result(console: Console, result: RunResult, heading: str = "") -> None
     if result.extra.get("phases_s"):
         console.print(f"time: {describe_phases(result.extra['phases_s'])}")
     best, last = result.best_module, result.last_module
-    console.print(f"{heading}best module {best['module']}: {100 * best['test_accuracy']:.2f}%   "
+    by = (f" (chosen by validation {100 * best['val_accuracy']:.2f}%)" if result.chosen_by == "validation"
+          else " (chosen on the test set: no validation split)")
+    console.print(f"{heading}best module {best['module']}{by}: test {100 * best['test_accuracy']:.2f}%   "
                   f"last module {last['module']}: {100 * last['test_accuracy']:.2f}%   "
                   f"wall time {result.wall_time_s:.1f} s" + (f"   run folder {result.run_dir}" if result.run_dir else ""))
 

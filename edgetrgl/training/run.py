@@ -20,6 +20,7 @@ from rich.console import Console
 
 import edgetrgl.stop as stop
 from edgetrgl.config import TrainConfig
+from edgetrgl.data.validation import check_same_split, split_validation
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
@@ -110,6 +111,7 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
     if cfg.regime != AUTO:
         get_regime(cfg.regime)  # an unknown regime: say so before loading any data
     train_set, test_set, spec = data or load_data(cfg)
+    train_set, val_set, split = _validation_split(cfg, train_set, state, run_dir)
     model = with_head_factory(model, head_factory, cfg, spec)
     choice = None
     if cfg.regime == AUTO:  # a fresh run (a saved config holds the regime it resolved to)
@@ -126,7 +128,7 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
         if choice is not None:
             plan.solver = choice.to_dict()
             plan.notes.insert(0, f"--regime auto: {choice.chosen.describe()}: {choice.why}")
-        extra = ranks.fresh_extra(cfg)
+        extra = {**ranks.fresh_extra(cfg), "validation": split}
     else:
         plan, net, extra = RunPlan.from_dict(state["plan"], config=cfg), None, dict(state.get("extra") or {})
     plan = ranks.place(plan, cfg.device)
@@ -154,11 +156,12 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
     writer = make_logger(cfg, run_dir, console, quiet, main=ranks.is_main)  # the sinks cfg.loggers asks for
     if run_dir and state is None and ranks.is_main:
         write_json(run_dir / "config.json", {"config": cfg.to_dict(), "plan": plan.to_dict(), "dataset": spec_dict(spec),
-                                             **{k: extra[k] for k in ("torchrun_run_id",) if k in extra}})
+                                             "validation": split, **{k: extra[k] for k in ("torchrun_run_id",) if k in extra}})
     started = time.perf_counter()
     trainer = ranks.make_trainer(run_cfg, plan, net, train_set, test_set, writer, layout=layout, saved_cfg=cfg,
                                  run_dir=run_dir)
     trainer.extra = {**extra, **ranks.run_extra(layout)}
+    trainer.val_set = val_set  # held out of train_set above; each module's head is scored on it too
     if state is not None:
         trainer.load_state_dict(state)
         started -= state.get("wall_time_s", 0.0)
@@ -197,6 +200,20 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
         print_result(console, result)
     ranks.finish(run_dir, trainer)
     return result
+
+
+def _validation_split(cfg: TrainConfig, train_set, state: dict | None, run_dir: Path | None) -> tuple:
+    """``(train, val or None, record)``: the validation part held out of ``train_set``; a resumed
+    run must get the split it started with (a run from before validation splits gets none).
+
+    Raises:
+        UserError: a bad ``--val-fraction``, or a resume whose split differs from the saved one.
+    """
+    saved = (state.get("extra") or {}).get("validation", {"fraction": 0.0, "sha256": None}) if state else None
+    fraction = cfg.val_fraction if saved is None or saved["fraction"] else 0.0
+    train, val, record = split_validation(train_set, fraction, cfg.seed)
+    check_same_split(saved, record, f"the run in {run_dir}" if run_dir else "the run")
+    return train, val, record
 
 
 def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Path | None = None, *,

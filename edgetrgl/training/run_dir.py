@@ -1,9 +1,9 @@
 """The run folder: what a finished (or interrupted) run leaves on disk, and how to read it back.
 
-    <out>/config.json     the resolved configuration (and the dataset's shape facts)
+    <out>/config.json     the resolved configuration (and the dataset's shape facts, the validation split)
     <out>/metrics.jsonl   one record per module and epoch
     <out>/tb/             TensorBoard event files (with --log tensorboard)
-    <out>/summary.json    config, per-module test accuracy, best module, wall time, peaks
+    <out>/summary.json    config, per-module test accuracy (and validation), best module, wall time, peaks
     <out>/model.pt        the trained modules and heads
     <out>/checkpoint.pt   the last complete checkpoint (see checkpoint.py)
     <out>/.lock           held by the process writing the run (see run_lock.py)

@@ -61,6 +61,7 @@ class Trainer:
         self.regime = get_regime(plan.regime)
         self.net = net
         self.train_set, self.test_set = train_set, test_set
+        self.val_set = None  # the validation part held out of the training set (set by the run body), or None
         self.writer = writer
         self.device = plan.torch_device
         self.budget = plan.budget_policy
@@ -237,6 +238,7 @@ class Trainer:
         self._module_started = time.perf_counter()
 
     def finish_modules(self, modules: Sequence[int], *, lap: int, evaluate: Callable[[], Mapping[int, float]],
+                       validate: Callable[[], Mapping[int, float]] | None = None,
                        recalibrate_on: Callable[[], Iterable] | None = None,
                        record: Callable[[], Mapping[str, Any]] | None = None) -> None:
         """See :meth:`RegimeContext.finish_modules`. The time and peaks since :meth:`start_modules`
@@ -251,6 +253,12 @@ class Trainer:
         accuracies = evaluate()
         for k in modules:
             self.modules[k]["test_accuracy"] = accuracies[k]
+        if self.val_set is not None:
+            if validate is None:
+                raise RuntimeError(f"the {self.regime.name} regime scores no validation split")
+            scores = validate()  # timed by the regime, as evaluate() is
+            for k in modules:
+                self.modules[k]["val_accuracy"] = scores[k]
         self._finish_clock(modules[-1])
         extra = dict(record()) if record is not None else {}
         for k in modules:
@@ -308,6 +316,7 @@ class Trainer:
 
     def log_module(self, k: int, lap: int) -> None:
         record = {"event": "module", "lap": lap, **self.modules[k]}
-        acc = record["test_accuracy"]
+        acc, val = record["test_accuracy"], record.get("val_accuracy")
+        shown = f"  validation {100 * val:.2f}%" if val is not None else ""
         self.writer.log(record, echo=f"module {k + 1}/{self.net.num_modules} (lap {lap + 1}): "
-                                     f"test accuracy {100 * acc:.2f}%  [{record['time_s']:.1f} s]")
+                                     f"test accuracy {100 * acc:.2f}%{shown}  [{record['time_s']:.1f} s]")

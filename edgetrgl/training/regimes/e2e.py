@@ -19,7 +19,11 @@ def run(ctx: RegimeContext) -> None:
         with ctx.phase("evaluate"):
             return {0: evaluate_heads(net, ctx.test_set, cfg.batch_size, ctx.device)[0]}
 
-    ctx.finish_modules([0], lap=0, evaluate=evaluate, recalibrate_on=lambda: ctx.loader(max(cfg.epochs - 1, 0)))
+    def validate():
+        with ctx.phase("evaluate"):
+            return {0: evaluate_heads(net, ctx.val_set, cfg.batch_size, ctx.device)[0]}
+
+    ctx.finish_modules([0], lap=0, evaluate=evaluate, validate=validate, recalibrate_on=lambda: ctx.loader(max(cfg.epochs - 1, 0)))
 
 
 REGIME = Regime("e2e", run, RegimeTraits(modular=False, needs_cache=False, plans_budget=False, transport=False),

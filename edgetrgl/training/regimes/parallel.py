@@ -23,7 +23,11 @@ def run(ctx: RegimeContext) -> None:
         with ctx.phase("evaluate"):
             return dict(enumerate(evaluate_heads(net, ctx.test_set, cfg.batch_size, ctx.device)))
 
-    ctx.finish_modules(modules, lap=0, evaluate=evaluate, recalibrate_on=lambda: ctx.loader(max(cfg.epochs - 1, 0)))
+    def validate():
+        with ctx.phase("evaluate"):
+            return dict(enumerate(evaluate_heads(net, ctx.val_set, cfg.batch_size, ctx.device)))
+
+    ctx.finish_modules(modules, lap=0, evaluate=evaluate, validate=validate, recalibrate_on=lambda: ctx.loader(max(cfg.epochs - 1, 0)))
 
 
 REGIME = Regime("parallel", run, RegimeTraits(modular=True, needs_cache=False, plans_budget=False),

@@ -52,18 +52,20 @@ def run(ctx: RegimeContext) -> None:
         ctx.run_epoch(owned, epoch, batches, step, label=f"pipeline epoch {epoch + 1}/{cfg.epochs}")
         link.flush()
     # no BatchNorm recalibration: torchrun refuses --recalibrate-bn (each rank would average its own part)
-    ctx.finish_modules(owned, lap=0, evaluate=lambda: evaluate(ctx, link))
+    ctx.finish_modules(owned, lap=0, evaluate=lambda: evaluate(ctx, link),
+                       validate=lambda: evaluate(ctx, link, ctx.val_set))
 
 
-def evaluate(ctx: RegimeContext, link) -> dict[int, float]:
-    """Test accuracy of every owned head, the test set flowing through the pipeline once."""
+def evaluate(ctx: RegimeContext, link, dataset=None) -> dict[int, float]:
+    """Accuracy of every owned head on ``dataset`` (default: the test set), flowing through the pipeline once."""
     cfg, net, device = ctx.cfg, ctx.net, ctx.device
-    n = len(ctx.test_set)
+    dataset = ctx.test_set if dataset is None else dataset
+    n = len(dataset)
     with torch.no_grad(), ctx.phase("evaluate"):
         for k in ctx.owned:
             net.stages[k].eval(), net.heads[k].eval()
         if link.prev is None:
-            loader = make_loader(ctx.test_set, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
+            loader = make_loader(dataset, cfg.batch_size, shuffle=False, augment=False, seed=cfg.seed)
             batches = ((x.to(device), y.to(device)) for x, y in loader)
         else:
             batches = link.receive([min(cfg.batch_size, n - s) for s in range(0, n, cfg.batch_size)])

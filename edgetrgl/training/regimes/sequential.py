@@ -26,7 +26,7 @@ def train_laps(ctx: RegimeContext, laps: int) -> None:
     offloader = Offloader(net, ctx.device, mode=plan.offload, folder=plan.cache.folder or ctx.run_dir)
     inputs = ModuleInputs(net.stages, ctx.train_set, ctx.test_set, plan.cache, batch_size=cfg.batch_size,
                           seed=cfg.seed, augment=cfg.augment, device=ctx.device, warn=ctx.warn,
-                          on_recompute=offloader.keep_on_device)
+                          on_recompute=offloader.keep_on_device, val_set=ctx.val_set)
     ctx.offloader = offloader
     ctx.data_mode = inputs.description
     objective = objective_of(net.heads[0])
@@ -69,17 +69,22 @@ def train_module(ctx: RegimeContext, k: int, lap: int, inputs: ModuleInputs, off
         ctx.run_epoch([k], epoch, batches, step, label=f"module {k + 1} epoch {epoch + 1}/{epochs}",
                       where={"lap": lap, "module": k})
 
+    scores = {}  # split -> accuracy of module k's head: the test set and the validation part, both
+
     def evaluate():
-        if inputs.fills_cache(k):  # one pass over the test set: cache module k's outputs and score its head on them
+        if inputs.fills_cache(k):  # one pass over each split: cache module k's outputs and score its head on them
             with ctx.phase("cache_fill"):
-                return {k: inputs.module_done(k, head=head)}
-        with ctx.phase("evaluate"):
-            accuracy = module_accuracy(stage, head, inputs.test_batches(k))
-        inputs.module_done(k)
-        return {k: accuracy}
+                scores.update(inputs.module_done(k, head=head))
+        else:
+            with ctx.phase("evaluate"):
+                scores.update({split: module_accuracy(stage, head, inputs.eval_batches(k, split))
+                               for split in inputs.eval_sets})
+            inputs.module_done(k)
+        return {k: scores["test"]}
 
     # recalibrated before the cache fill, which the next module trains on
-    ctx.finish_modules([k], lap=lap, evaluate=evaluate, recalibrate_on=lambda: inputs.train_batches(k, epochs - 1),
+    ctx.finish_modules([k], lap=lap, evaluate=evaluate, validate=lambda: {k: scores["val"]},
+                       recalibrate_on=lambda: inputs.train_batches(k, epochs - 1),
                        record=lambda: {"cache_bytes": inputs.cache_bytes})
     if inputs.mode != "none":
         _optimizer_to(optimizer, "cpu")
