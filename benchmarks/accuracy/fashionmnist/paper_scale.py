@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto: cuda where there is one")
     parser.add_argument("--set", type=json.loads, default={}, metavar="JSON", help="extra TrainConfig fields")
     add_output_args(parser)  # --record: results/paper_scale/; neither: a temporary folder
-    parser.add_argument("--out", dest="results", type=Path, help="the same as --results (benchmarks/gpu/run.sh's flag)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run of every code path (ResNet-20 width 4, 1%% of the data, K=2, 1 epoch): the "
                              "CPU check of benchmarks/gpu/run.sh --quick")
