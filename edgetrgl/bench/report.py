@@ -27,11 +27,17 @@ def bench_table(report: dict[str, Any]) -> Table:
     if estimated:
         table.add_column("GFLOP/sample", justify="right")
     cuda = any("cuda_max_allocated_bytes" in r for r in report["results"])
+    cached = bool(s.get("cache_samples"))
+    if cached:
+        table.add_column("host cache", justify="right")
+        if estimated:
+            table.add_column("step + cache", justify="right")
     if not estimated:
-        table.add_column("RSS peak Δ", justify="right")
+        table.add_column("RSS peak Δ" + (" (with cache)" if cached else ""), justify="right")
         if cuda:
             table.add_column("CUDA max alloc", justify="right")
             table.add_column("CUDA max reserved", justify="right")
+        table.add_column("time/sample", justify="right")
         table.add_column("samples/s", justify="right")
         table.add_column("time/sample vs e2e", justify="right")
     table.add_column("Pareto front", justify="center")
@@ -40,11 +46,15 @@ def bench_table(report: dict[str, Any]) -> Table:
         if estimated:
             flops = r.get("flops_per_sample")
             row.append("n/a" if flops is None else f"{flops / 1e9:.3g}")
+        if cached:
+            row.append(format_bytes(r.get("cache_bytes")))
+            if estimated:
+                row.append(format_bytes(r.get("unified_peak_bytes")))
         if not estimated:
             row.append(format_bytes(r.get("peak_rss_bytes")))
             if cuda:
                 row += [format_bytes(r.get("cuda_max_allocated_bytes")), format_bytes(r.get("cuda_max_reserved_bytes"))]
-            row += [_number(r.get("samples_per_s")), _overhead(r.get("time_vs_e2e"))]
+            row += [_ms(r.get("time_per_sample_s")), _number(r.get("samples_per_s")), _overhead(r.get("time_vs_e2e"))]
         row.append("*" if r.get("on_pareto_front") else "")
         table.add_row(*row)
     return table
@@ -127,6 +137,10 @@ def _percent(value: float | None) -> str:
 
 def _overhead(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
 
 def _number(value: float | None) -> str:
