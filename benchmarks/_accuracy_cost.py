@@ -7,7 +7,7 @@ their base costs; ``+mbN`` is exact but for BatchNorm, which normalises each mic
 study has no micro-batched run, so its cost is "not measured"; so is ``+bf16``/``+fp16``.
 
     from _accuracy_cost import accuracy_costs
-    accuracy_costs(["e2e", "sequential-trgl+mb8"])["sequential-trgl+mb8"].label  # "+0.1 pt, BN/mb8 not measured"
+    accuracy_costs(["e2e", "sequential-trgl+mb8"])["sequential-trgl+mb8"].label  # "+0.1 pt vs e2e; BatchNorm ..."
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def accuracy_costs(methods: list[str], path: Path = RUNS, part: str = PART) -> d
         regime, objective = ("e2e", "e2e") if spec.is_baseline else spec.base.split("-", 1)
         caveats = []
         if spec.micro_batch:
-            caveats.append(f"BatchNorm over micro-batches of {spec.micro_batch}: not measured")
+            caveats.append(f"BatchNorm per micro-batch of {spec.micro_batch}: not measured")
         if spec.precision != "fp32":
             caveats.append(f"{spec.precision}: not measured")
         seeds = runs.get((regime, objective))

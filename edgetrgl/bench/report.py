@@ -70,8 +70,11 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
         raise UserError(f"cannot write --json {path}: {exc.strerror}") from None
 
 
-def write_plot(report: dict[str, Any], path: str | Path) -> None:
+def write_plot(report: dict[str, Any], path: str | Path, notes: dict[str, str] | None = None) -> None:
     """A PNG memory-time chart: every method a point (peak, time per sample), the Pareto front marked.
+
+    ``notes`` (method -> short text, e.g. its accuracy cost) are printed under each point's label.
+    Micro-batched methods (``+mbN``) are diamonds.
 
     The y axis is the measured median time per sample, or for an estimate the FLOPs per sample
     (``report["pareto"]["y"]``, set by :func:`edgetrgl.bench.pareto.mark_front`).
@@ -95,11 +98,14 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
     for i, ((x, y), group) in enumerate(sorted(groups.items())):
         on_front = group[0]["on_pareto_front"]  # equal points are on the front together
         spec = parse_method(group[0]["method"])
-        marker = "s" if spec.is_baseline else "o" if spec.objective in ("vangl", "trgl") else "^"  # other objectives
+        marker = ("D" if spec.micro_batch else "s" if spec.is_baseline
+                  else "o" if spec.objective in ("vangl", "trgl") else "^")  # other objectives
         ax.scatter([x], [y], s=36, marker=marker, color=_colour(spec), zorder=3,
                    edgecolors="red" if on_front else "none", linewidths=1.5)
         # neighbours in x alternate above and below their point, so close labels do not overprint
-        ax.annotate(" = ".join(r["method"] for r in group), (x, y), xytext=(4, 5 if i % 2 == 0 else -11),
+        label = " = ".join(r["method"] for r in group)
+        label += "".join(f"\n{notes[r['method']]}" for r in group[:1] if notes and notes.get(r["method"]))
+        ax.annotate(label, (x, y), xytext=(4, 5 if i % 2 == 0 else -11),
                     textcoords="offset points", fontsize=7, color="red" if on_front else "black",
                     fontweight="bold" if on_front else "normal")
     front = sorted((r for r in points if r["on_pareto_front"]), key=lambda r: r["peak_bytes"])
@@ -107,6 +113,9 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
         ax.plot([r["peak_bytes"] / 2**20 for r in front], [r[y_key] * scale for r in front], color="red",
                 drawstyle="steps-post", linewidth=1, zorder=2, label="Pareto front (none both smaller and faster)")
         ax.legend(loc="best", fontsize=8)
+    peaks = [r["peak_bytes"] for r in points]
+    if peaks and min(peaks) > 0 and max(peaks) / min(peaks) > 20:  # micro-batches span decades: a log axis
+        ax.set_xscale("log")
     ax.set_xlabel("peak tensor memory (MiB, " + ("estimated" if report["mode"] == "estimate" else "MemTracker") + ")")
     ax.set_ylabel(y_label)
     ax.margins(x=0.15, y=0.12)  # room for the labels
