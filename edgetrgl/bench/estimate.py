@@ -24,7 +24,7 @@ from edgetrgl.bench.setting import BenchSetting, build_net
 from edgetrgl.bench.variants import Method, parse_method
 from edgetrgl.cache.activation_cache import STORAGE_DTYPES
 from edgetrgl.memory.estimate import build_fake, estimate_sequential
-from edgetrgl.memory.tensor import CATEGORIES, _peak_tracker_class  # MemTracker for the global peak, by device
+from edgetrgl.memory.tensor import CATEGORIES, peak_tracker  # MemTracker's category names -> ours
 
 
 def estimate_method(setting: BenchSetting, method: str) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def _estimate_joint(setting: BenchSetting, spec: Method) -> dict[str, Any]:
         weights = loss_weights(spec.name, setting, net.num_modules)
         step = lambda: joint_step(net, optimizers, x, y, weights, spec, *([saved] if saved else []))  # noqa: E731
         step()  # warm-up
-        tracker = _peak_tracker_class()()
+        tracker = peak_tracker()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tracker.track_external(net, *optimizers, x, y)
