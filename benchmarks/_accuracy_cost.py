@@ -36,6 +36,14 @@ class AccuracyCost:
     caveat: str  # "" when the mapping is exact
 
     @property
+    def short(self) -> str:
+        """A label short enough for a chart point."""
+        if self.delta_vs_e2e is None:
+            return "accuracy: not measured"
+        text = "accuracy = e2e" if self.study_method == "e2e" else f"accuracy {self.delta_vs_e2e:+.1f} pt"
+        return text + (" (BN per micro-batch: ?)" if "micro-batch" in self.caveat else "")
+
+    @property
     def label(self) -> str:
         """A short label for a chart or a table cell."""
         if self.delta_vs_e2e is None:

@@ -67,8 +67,10 @@ def main() -> int:
     parser.add_argument("--run", choices=list(NAMED), help="one named run (see above) instead of the grid")
     parser.add_argument("--record", action="store_true", help="with --run: write results/pareto-<run>.{md,json,png}")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite results/pareto.md from results/pareto.json (verdicts recomputed), no runs")
+                        help="with --run: redraw its chart from its JSON; else rewrite results/pareto.md from results/pareto.json (verdicts recomputed); no runs")
     args = parser.parse_args()
+    if args.render_only and args.run:
+        return render_named(args.run)
     if args.render_only:
         return render_only()
     if args.run:
@@ -128,9 +130,19 @@ def named_run(name: str, record: bool, steps: int, threads: int) -> int:
     print(text)
     if record:
         png = RESULTS / f"pareto-{name}.png"
-        write_plot(report, png, notes={m: c.label for m, c in costs.items()})
+        write_plot(report, png, notes={m: c.short for m, c in costs.items()})
         json_path, md_path = write_results(f"pareto-{name}", {**run, "png": png.name}, text + f"\nChart: `results/{png.name}`\n")
         console.print(f"wrote {json_path}, {md_path} and {png}")
+    return 0
+
+
+def render_named(name: str) -> int:
+    """Redraw results/pareto-<name>.png from its recorded JSON (no runs)."""
+    import json
+
+    run = json.loads((RESULTS / f"pareto-{name}.json").read_text())
+    costs = accuracy_costs([r["method"] for r in run["results"]])
+    write_plot(run, RESULTS / run["png"], notes={m: c.short for m, c in costs.items()})
     return 0
 
 
