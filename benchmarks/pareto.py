@@ -9,6 +9,14 @@ per-block checkpointing and take at most its time per sample?
 
     python benchmarks/pareto.py                     # about 20 minutes on 2 shared CPU cores
     python benchmarks/pareto.py --models resnet56 --ks 4 --no-paper    # one chart
+
+Named runs (``--run NAME``): the frontier a user faces without edgetrgl, gradient accumulation
+(``+mbN``) on every method, each point labelled with its accuracy cost from our Fashion-MNIST study
+(benchmarks/_accuracy_cost.py). They print their table; with ``--record`` they write
+results/pareto-<name>.{md,json,png}.
+
+    python benchmarks/pareto.py --run mb-resnet110-estimate --record   # fake tensors, minutes
+    python benchmarks/pareto.py --run mb-resnet20-measured --record    # a fresh process per method, 1 thread
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Contention, mib, table, add_output_args, output_folder, write_results  # noqa: E402
+from _accuracy_cost import PART_TEXT, accuracy_costs  # noqa: E402
+from _common import RESULTS, Contention, add_output_args, mib, output_folder, table, write_results  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from edgetrgl.bench import BenchSetting, run_bench, write_plot  # noqa: E402
@@ -32,6 +41,17 @@ MODELS = {
     "resnet110": (96, 8, {}, {}),
     "vit_tiny": (32, 32, {}, {8: {"depth": 8}}),  # 6 blocks: K = 8 needs depth 8
     "resnet18": (32, 16, {}, {}),
+}
+MB_METHODS = ["e2e", "checkpoint", "e2e+mb8", "checkpoint+mb8", "sequential-trgl", "sequential-trgl+ckpt",
+              "sequential-trgl+mb8", "sequential-trgl+ckpt+mb8"]
+# name -> (setting, estimate?, what it stands for)
+NAMED = {
+    "mb-resnet110-estimate": (dict(model="resnet110", image_size=96, batch_size=64, modules=8, split="balanced",
+                                   cache_samples=70_000), True,
+                              "the paper's ResNet-110 at 96x96, batch 64, K=8 balanced; the cache as Fashion-MNIST's 70,000 images"),
+    "mb-resnet20-measured": (dict(model="resnet20", image_size=28, in_channels=1, batch_size=128, modules=4,
+                                  cache_samples=70_000), False,
+                             "ResNet-20 on Fashion-MNIST's shape (1x28x28, 70,000 images cached: train and test), batch 128, K=4"),
 }
 METHODS = ["e2e", "checkpoint", "checkpoint+bf16", "parallel-trgl", "sequential-trgl", "sequential-trgl+ckpt",
            "sequential-trgl+bf16", "sequential-trgl+ckpt+bf16"]
@@ -44,15 +64,21 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method (median); default 3")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--no-paper", action="store_true", help="skip ResNet-110 96x96 batch 64 (estimated)")
+    parser.add_argument("--run", choices=list(NAMED), help="one named run (see above) instead of the grid")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite results/pareto.md from results/pareto.json (verdicts recomputed), no runs")
+                        help="with --run: redraw its chart from its JSON; else rewrite pareto.md from pareto.json "
+                             "(verdicts recomputed); no runs")
     add_output_args(parser)
     args = parser.parse_args()
     folder = output_folder(args)
+    if args.render_only and args.run:
+        return render_named(args.run)
     if args.render_only:
         if folder is None:
             parser.error("--render-only rewrites recorded results: add --record (or --results DIR)")
         return render_only(folder)
+    if args.run:
+        return named_run(args.run, folder, args.steps, args.threads)
     console = Console(stderr=True)
     started = time.perf_counter()
     runs = []
@@ -88,6 +114,79 @@ def main() -> int:
     if written:
         console.print(f"wrote {written[0]} and {written[1]} ({payload['elapsed_s']:.0f} s)")
     return 0
+
+
+def named_run(name: str, folder: Path | None, steps: int, threads: int) -> int:
+    """One of :data:`NAMED`: compare :data:`MB_METHODS`, print the table, write it into ``folder`` (None: nowhere)."""
+    values, estimate, about = NAMED[name]
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    setting = BenchSetting(**values, steps=steps, warmup=1)
+    gauge = Contention()
+    report = run_bench(setting, MB_METHODS, estimate=estimate, console=console, threads=None if estimate else threads)
+    costs = accuracy_costs(MB_METHODS)
+    for r in report["results"]:
+        cost = costs[r["method"]]
+        r["accuracy_cost"] = {"label": cost.label, "study_method": cost.study_method, "accuracy": cost.accuracy,
+                              "delta_vs_e2e_points": cost.delta_vs_e2e, "seeds": cost.seeds}
+    run = {"name": name, "about": about, "mode": report["mode"], "setting": report["setting"], "notes": report["notes"],
+           "accuracy_from": PART_TEXT, "pareto": report["pareto"], "results": report["results"],
+           "other_processes_busy_cores": None if estimate else gauge.busy_cores(),
+           "threads": None if estimate else threads, "elapsed_s": round(time.perf_counter() - started, 1)}
+    text = mb_markdown(run)
+    print(text)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        png = folder / f"pareto-{name}.png"
+        write_plot(report, png, notes={m: c.short for m, c in costs.items()})
+        json_path, md_path = write_results(f"pareto-{name}", {**run, "png": png.name},
+                                           text + f"\nChart: `results/{png.name}`\n", folder)
+        console.print(f"wrote {json_path}, {md_path} and {png}")
+    return 0
+
+
+def render_named(name: str) -> int:
+    """Redraw results/pareto-<name>.png from its recorded JSON (no runs)."""
+    import json
+
+    run = json.loads((RESULTS / f"pareto-{name}.json").read_text())
+    costs = accuracy_costs([r["method"] for r in run["results"]])
+    write_plot(run, RESULTS / run["png"], notes={m: c.short for m, c in costs.items()})
+    return 0
+
+
+def mb_markdown(run: dict[str, Any]) -> str:
+    """A named run's table: peak, cache, time (or work) per sample, front, accuracy cost."""
+    timed = run["mode"] == "measured"
+    s = run["setting"]
+    lines = [f"## {run['name']}: {run['about']}, {run['mode']}\n\n",
+             f"{s['model']} {s['in_channels']}x{s['image_size']}x{s['image_size']}, batch {s['batch_size']}, "
+             f"K={s['modules']} ({s['split']}); accuracy cost from our {run['accuracy_from']}.",
+             "" if not timed else f" {run['threads']} torch thread per process; other processes kept "
+                                  f"{run['other_processes_busy_cores']} cores busy.", "\n\n"]
+    header = ["method", "tensor peak" if timed else "estimated peak", "vs e2e", "host cache",
+              "RSS peak Δ (with cache)" if timed else "step + cache", "time/sample" if timed else "GFLOP/sample",
+              "vs e2e time" if timed else "", "front", "accuracy cost"]
+    rows = []
+    for r in run["results"]:
+        ratio = "n/a" if r.get("savings_vs_e2e") is None else f"{1 - r['savings_vs_e2e']:.3f}x"
+        if timed:
+            y = "n/a" if r.get("time_per_sample_s") is None else f"{r['time_per_sample_s'] * 1e3:.2f} ms"
+            y2 = "n/a" if r.get("time_vs_e2e") is None else f"{r['time_vs_e2e']:.2f}x"
+            unified = mib(r.get("peak_rss_bytes"))
+        else:
+            y, y2, unified = _gflop(r.get("flops_per_sample")), "", mib(r.get("unified_peak_bytes"))
+        rows.append([r["method"], _mib1(r.get("peak_bytes")), ratio, mib(r.get("cache_bytes")), unified, y, y2,
+                     "*" if r.get("on_pareto_front") else "", r["accuracy_cost"]["label"]])
+    if not timed:  # no time ratio column for an estimate
+        header, rows = header[:6] + header[7:], [row[:6] + row[7:] for row in rows]
+    lines.append(table(header, rows))
+    lines += ["\n"] + [f"- {note}\n" for note in run["notes"]]
+    return "".join(lines)
+
+
+def _mib1(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
 def render_only(folder: Path) -> int:

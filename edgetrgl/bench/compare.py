@@ -43,6 +43,8 @@ def run_bench(setting: BenchSetting, methods: list[str], estimate: bool = False,
     if methods[0] != "e2e":
         raise ValueError("e2e must come first: every ratio is taken against it")
     console = console or Console(stderr=True)
+    for method in methods:  # +mbN must leave several micro-batches, before minutes of measuring
+        parse_method(method).check_batch(setting.batch_size)
     setting = resolve_boundaries(setting)  # validates the model and K before any worker starts
     results = []
     for method in methods:
@@ -55,7 +57,7 @@ def run_bench(setting: BenchSetting, methods: list[str], estimate: bool = False,
                 payload["threads"] = threads
             record = run_fresh(WORKER, payload, timeout=timeout_s)
         record["method"] = method
-        for key in ("peak_rss_bytes", "samples_per_s", "time_per_sample_s"):
+        for key in ("peak_rss_bytes", "samples_per_s", "time_per_sample_s", "cache_bytes"):
             record.setdefault(key, None)
         console.print(f"  {method:<26} {'estimated' if estimate else 'measured in a fresh process'} "
                       f"({time.perf_counter() - started:.1f} s)")
@@ -119,6 +121,18 @@ def notes(setting: BenchSetting, methods: list[str], estimate: bool) -> list[str
                      "module's input is a random batch of its input shape, as the activation cache serves it")
         lines.append("the Pareto front (*) is over tensor peak and time per sample: no other method is both smaller "
                      "and faster")
+    if any(parse_method(m).micro_batch for m in methods):
+        lines.append("+mbN: micro-batches of N samples whose gradients accumulate to the batch's before one optimizer "
+                     "step (exact, but BatchNorm normalises each micro-batch); only one micro-batch's activations live")
+    if setting.cache_samples and any(parse_method(m).sequential for m in methods):
+        where = ("step + cache: the worst of a module's step beside its inputs' cache, and a cache fill (its inputs' "
+                 "and outputs' caches); where the cache shares the RAM of the step (a Pi, a Jetson) this must fit"
+                 if estimate else "RSS counts the host cache, kept in the measuring process (a Pi, a Jetson: the same RAM)")
+        lines.append(f"sequential: host cache of {setting.cache_samples:,} samples ({setting.cache_dtype}) of each "
+                     f"module's inputs; {where}")
+    elif not estimate and any(parse_method(m).sequential for m in methods):
+        lines.append("sequential: the host cache of module outputs is not counted (--cache-samples 0); "
+                     "give --cache-samples to count it in RSS")
     if setting.split == "balanced":
         lines.append(f"memory-balanced split: modules 2..K start at blocks {setting.boundaries}")
     return lines

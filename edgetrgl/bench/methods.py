@@ -1,7 +1,11 @@
 """Measure one method in this process: tensor-level peak of one step, and step times.
 
 Every method trains with :func:`edgetrgl.step.local_step` and SGD with momentum 0.9, the
-code the trainer runs, with the method's step options (``+ckpt``, ``+bf16``: :mod:`edgetrgl.bench.variants`).
+code the trainer runs, with the method's step options (``+ckpt``, ``+bf16``, ``+mbN``:
+:mod:`edgetrgl.bench.variants`); the joint methods through :func:`edgetrgl.bench.joint.joint_step`.
+The sequential methods keep their host cache (``setting.cache_samples`` samples of the module's
+input, and while the next module's is filled, of its output too) in this process, so the peak RSS
+counts it as a Pi or a Jetson would, where that cache shares the RAM of the training step.
 Inputs are random tensors: memory and speed do not depend on the values.
 The order is: warm-up steps (never timed), timed steps, the process's peak RSS, then one step under
 MemTracker (never timed, and after the RSS reading: the tracker's own bookkeeping adds to RSS).
@@ -16,8 +20,10 @@ from typing import Any, Callable
 
 import torch
 
+from edgetrgl.bench.joint import joint_step, offload_hooks
 from edgetrgl.bench.setting import BenchSetting
 from edgetrgl.bench.variants import parse_method
+from edgetrgl.cache.activation_cache import STORAGE_DTYPES
 from edgetrgl.losses import TauSchedule
 from edgetrgl.memory.process import RssBaseline
 from edgetrgl.memory.tensor import cuda_peaks, track_peak
@@ -56,15 +62,10 @@ def measure_method(setting: BenchSetting, method: str, net: ModularNet, baseline
     optimizers = [bench_sgd(list(s.parameters()) + list(h.parameters()), setting) for s, h in zip(net.stages, net.heads)]
     x = torch.randn(setting.batch_shape, device=device)
     y = torch.randint(0, setting.num_classes, (setting.batch_size,), device=device)
-    # offload: saved activations go to (pinned) host memory; on a CPU device this only adds copies
-    saved = (lambda: torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")) if spec.base == "offload" else nullcontext
+    saved = offload_hooks(device) if spec.base == "offload" else nullcontext
 
     def step() -> None:
-        h = x
-        with saved():
-            for k in range(net.num_modules):  # e2e and its variants: one module; parallel: K
-                h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, image=x,
-                                  **spec.step_options())
+        joint_step(net, optimizers, x, y, weights, spec, saved)
 
     _reset_cuda(device)
     result = _times(step, setting, device)
@@ -87,13 +88,21 @@ def _measure_sequential(setting: BenchSetting, method: str, net: ModularNet, dev
     options = parse_method(method).step_options()
     shapes = input_shapes(net, setting)
     per_module, extra = [], {}
+    cache, cache_peak = None, 0  # module k's inputs for every cached sample, in host memory
     for k in range(net.num_modules):
         per_module.append({"module": k + 1, **_module_alone(net, k, shapes[k], weights(k), setting, device, options, track=False)})
         if device.type == "cuda":
             for key, value in cuda_peaks(device).items():
                 extra[key] = max(extra.get(key, 0), value)
+        if k + 1 < net.num_modules and setting.cache_samples:
+            # the fill: module k's outputs are written while its inputs' cache is still held
+            filled = host_cache(setting, shapes[k + 1])
+            cache_peak = max(cache_peak, filled.nbytes + (0 if cache is None else cache.nbytes))
+            cache = filled
+    del cache  # before the tracked pass: MemTracker counts the step's tensors, RSS the whole process
     if baseline is not None:
         extra.update(baseline.to_dict())
+    extra["cache_bytes"] = cache_peak
     for k in range(net.num_modules):
         per_module[k].update(_module_alone(net, k, shapes[k], weights(k), setting, device, options, track=True))
     worst = max(per_module, key=lambda r: r["peak_bytes"])
@@ -131,6 +140,13 @@ def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tupl
         record = _times(step, setting, device)
     stage.to("cpu"), head.to("cpu")  # the finished module leaves the device
     return record
+
+
+def host_cache(setting: BenchSetting, shape: tuple[int, ...]) -> torch.Tensor:
+    """A host tensor the size of the activation cache of inputs of ``shape`` (one batch's), every
+    page written: an untouched allocation would not be resident, and RSS would not see it."""
+    dtype = STORAGE_DTYPES[setting.cache_dtype]
+    return torch.empty((setting.cache_samples, *shape[1:]), dtype=dtype).fill_(1.0)
 
 
 @torch.no_grad()

@@ -27,11 +27,17 @@ def bench_table(report: dict[str, Any]) -> Table:
     if estimated:
         table.add_column("GFLOP/sample", justify="right")
     cuda = any("cuda_max_allocated_bytes" in r for r in report["results"])
+    cached = bool(s.get("cache_samples"))
+    if cached:
+        table.add_column("host cache", justify="right")
+        if estimated:
+            table.add_column("step + cache", justify="right")
     if not estimated:
-        table.add_column("RSS peak Δ", justify="right")
+        table.add_column("RSS peak Δ" + (" (with cache)" if cached else ""), justify="right")
         if cuda:
             table.add_column("CUDA max alloc", justify="right")
             table.add_column("CUDA max reserved", justify="right")
+        table.add_column("time/sample", justify="right")
         table.add_column("samples/s", justify="right")
         table.add_column("time/sample vs e2e", justify="right")
     table.add_column("Pareto front", justify="center")
@@ -40,11 +46,15 @@ def bench_table(report: dict[str, Any]) -> Table:
         if estimated:
             flops = r.get("flops_per_sample")
             row.append("n/a" if flops is None else f"{flops / 1e9:.3g}")
+        if cached:
+            row.append(format_bytes(r.get("cache_bytes")))
+            if estimated:
+                row.append(format_bytes(r.get("unified_peak_bytes")))
         if not estimated:
             row.append(format_bytes(r.get("peak_rss_bytes")))
             if cuda:
                 row += [format_bytes(r.get("cuda_max_allocated_bytes")), format_bytes(r.get("cuda_max_reserved_bytes"))]
-            row += [_number(r.get("samples_per_s")), _overhead(r.get("time_vs_e2e"))]
+            row += [_ms(r.get("time_per_sample_s")), _number(r.get("samples_per_s")), _overhead(r.get("time_vs_e2e"))]
         row.append("*" if r.get("on_pareto_front") else "")
         table.add_row(*row)
     return table
@@ -60,8 +70,11 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
         raise UserError(f"cannot write --json {path}: {exc.strerror}") from None
 
 
-def write_plot(report: dict[str, Any], path: str | Path) -> None:
+def write_plot(report: dict[str, Any], path: str | Path, notes: dict[str, str] | None = None) -> None:
     """A PNG memory-time chart: every method a point (peak, time per sample), the Pareto front marked.
+
+    ``notes`` (method -> short text, e.g. its accuracy cost) are printed under each point's label.
+    Micro-batched methods (``+mbN``) are diamonds.
 
     The y axis is the measured median time per sample, or for an estimate the FLOPs per sample
     (``report["pareto"]["y"]``, set by :func:`edgetrgl.bench.pareto.mark_front`).
@@ -85,11 +98,14 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
     for i, ((x, y), group) in enumerate(sorted(groups.items())):
         on_front = group[0]["on_pareto_front"]  # equal points are on the front together
         spec = parse_method(group[0]["method"])
-        marker = "s" if spec.is_baseline else "o" if spec.objective in ("vangl", "trgl") else "^"  # other objectives
+        marker = ("D" if spec.micro_batch else "s" if spec.is_baseline
+                  else "o" if spec.objective in ("vangl", "trgl") else "^")  # other objectives
         ax.scatter([x], [y], s=36, marker=marker, color=_colour(spec), zorder=3,
                    edgecolors="red" if on_front else "none", linewidths=1.5)
         # neighbours in x alternate above and below their point, so close labels do not overprint
-        ax.annotate(" = ".join(r["method"] for r in group), (x, y), xytext=(4, 5 if i % 2 == 0 else -11),
+        label = " = ".join(r["method"] for r in group)
+        label += "".join(f"\n{notes[r['method']]}" for r in group[:1] if notes and notes.get(r["method"]))
+        ax.annotate(label, (x, y), xytext=(4, 5 if i % 2 == 0 else -11),
                     textcoords="offset points", fontsize=7, color="red" if on_front else "black",
                     fontweight="bold" if on_front else "normal")
     front = sorted((r for r in points if r["on_pareto_front"]), key=lambda r: r["peak_bytes"])
@@ -97,6 +113,9 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
         ax.plot([r["peak_bytes"] / 2**20 for r in front], [r[y_key] * scale for r in front], color="red",
                 drawstyle="steps-post", linewidth=1, zorder=2, label="Pareto front (none both smaller and faster)")
         ax.legend(loc="best", fontsize=8)
+    peaks = [r["peak_bytes"] for r in points]
+    if peaks and min(peaks) > 0 and max(peaks) / min(peaks) > 20:  # micro-batches span decades: a log axis
+        ax.set_xscale("log")
     ax.set_xlabel("peak tensor memory (MiB, " + ("estimated" if report["mode"] == "estimate" else "MemTracker") + ")")
     ax.set_ylabel(y_label)
     ax.margins(x=0.15, y=0.12)  # room for the labels
@@ -127,6 +146,10 @@ def _percent(value: float | None) -> str:
 
 def _overhead(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
 
 def _number(value: float | None) -> str:

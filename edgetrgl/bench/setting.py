@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgetrgl.bench.variants import BASELINES, MODULE_WISE, OURS, STEP_OPTIONS, parse_method  # BASELINES, OURS re-exported
+from edgetrgl.bench.variants import BASELINES, MODULE_WISE, OPTION_NAMES, OURS, parse_method  # BASELINES, OURS re-exported
+from edgetrgl.cache.activation_cache import STORAGE_DTYPES
 from edgetrgl.config import NetworkConfig
 from edgetrgl.data import DataSpec
 from edgetrgl.errors import UserError
@@ -48,6 +49,10 @@ class BenchSetting:
     lr: float = 0.01
     tau: float = 1.0
     seed: int = 0
+    # samples whose module outputs the sequential methods' host cache holds (0: not counted); on a
+    # Pi or a Jetson that cache sits in the same RAM as the training step
+    cache_samples: int = 0
+    cache_dtype: str = "fp32"
     model_options: dict[str, Any] = field(default_factory=dict)
     boundaries: list[int] | None = None  # resolved by resolve_boundaries(), not given by the user
 
@@ -57,8 +62,12 @@ class BenchSetting:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise UserError(f"--warmup must be a non-negative integer, got {self.warmup!r}")
+        for name in ("warmup", "cache_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
+        if self.cache_dtype not in STORAGE_DTYPES:
+            raise UserError(f"--cache-dtype must be one of {', '.join(STORAGE_DTYPES)}, got {self.cache_dtype!r}")
 
     @property
     def network(self) -> NetworkConfig:
@@ -99,7 +108,7 @@ def parse_methods(compare: str) -> list[str]:
     if unknown:
         raise UserError(f"--compare takes {', '.join(BASELINES)}, or parallel-/sequential-<objective> with an "
                         f"objective in {', '.join(objective_names())} (e.g. sequential-infopro), with step options "
-                        f"+{', +'.join(STEP_OPTIONS)} (e.g. sequential-trgl+ckpt); unknown: {', '.join(unknown)}")
+                        f"+{', +'.join(OPTION_NAMES)} (e.g. sequential-trgl+ckpt+mb8); unknown: {', '.join(unknown)}")
     try:
         variants = [parse_method(n).name for n in names]
     except UserError as exc:

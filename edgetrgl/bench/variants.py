@@ -1,7 +1,10 @@
-"""Method names with step options: ``sequential-trgl+ckpt``, ``sequential-trgl+bf16``, ``e2e+bf16``.
+"""Method names with step options: ``sequential-trgl+ckpt``, ``sequential-trgl+bf16``, ``e2e+mb8``.
 
 A method is a base (a baseline or one of ours) plus the options of :func:`edgetrgl.step.local_step`
-it trains with, written as ``+name`` suffixes. The name is parsed once, here, into a
+it trains with, written as ``+name`` suffixes. ``+mbN`` is gradient accumulation: the batch runs as
+micro-batches of N samples whose gradients add up to the full batch's before the one optimizer step
+(exact but for BatchNorm, which then normalises each micro-batch); every method, baselines
+included, takes it. The name is parsed once, here, into a
 :class:`Method`; the measuring worker and the estimator read its fields, never the string.
 """
 
@@ -21,7 +24,9 @@ STEP_OPTIONS: dict[str, tuple[str, Any]] = {
     "bf16": ("precision", "bf16"),
     "fp16": ("precision", "fp16"),
 }
-EXAMPLE = "sequential-trgl+ckpt+bf16"
+MICRO_BATCH = "mb"  # +mbN: micro-batches of N samples, gradients accumulated to the full batch
+OPTION_NAMES = (*STEP_OPTIONS, f"{MICRO_BATCH}N")
+EXAMPLE = "sequential-trgl+ckpt+bf16+mb8"
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,13 @@ class Method:
     base: str
     checkpoint_blocks: bool = False
     precision: str = "fp32"
+    micro_batch: int | None = None  # None: the whole batch at once
 
     @property
     def name(self) -> str:
-        """Canonical name: the base, then ``+ckpt``, then the precision when not fp32."""
-        return self.base + ("+ckpt" if self.checkpoint_blocks else "") + ("" if self.precision == "fp32" else f"+{self.precision}")
+        """Canonical name: the base, then ``+ckpt``, the precision when not fp32, then ``+mbN``."""
+        return (self.base + ("+ckpt" if self.checkpoint_blocks else "") + ("" if self.precision == "fp32" else f"+{self.precision}")
+                + ("" if self.micro_batch is None else f"+{MICRO_BATCH}{self.micro_batch}"))
 
     @property
     def is_baseline(self) -> bool:
@@ -58,8 +65,17 @@ class Method:
         return not self.is_baseline and uses_transport(self.objective)
 
     def step_options(self) -> dict[str, Any]:
-        """The keywords ``local_step`` takes for this method."""
-        return {"checkpoint_blocks": self.checkpoint_blocks, "precision": self.precision}
+        """The keywords ``local_step`` takes for this method (``micro_batch`` only when it is set)."""
+        options: dict[str, Any] = {"checkpoint_blocks": self.checkpoint_blocks, "precision": self.precision}
+        if self.micro_batch is not None:
+            options["micro_batch"] = self.micro_batch
+        return options
+
+    def check_batch(self, batch_size: int) -> None:
+        """Raises UserError when ``+mbN`` does not split ``batch_size`` into several micro-batches."""
+        if self.micro_batch is not None and self.micro_batch >= batch_size:
+            raise UserError(f"method {self.name!r}: micro-batches of {self.micro_batch} must be smaller than "
+                            f"--batch-size {batch_size} (gradients are accumulated over several of them)")
 
 
 def parse_method(name: str) -> Method:
@@ -75,12 +91,15 @@ def parse_method(name: str) -> Method:
     if base not in BASELINES and not (regime in MODULE_WISE and objective in objective_names()):
         raise UserError(f"unknown method {name!r}: a method is one of {', '.join(BASELINES)}, or "
                         f"{'/'.join(MODULE_WISE)}-<objective> with an objective in {', '.join(objective_names())} "
-                        f"(e.g. sequential-infopro), optionally with +{', +'.join(STEP_OPTIONS)} (e.g. {EXAMPLE})")
+                        f"(e.g. sequential-infopro), optionally with +{', +'.join(OPTION_NAMES)} (e.g. {EXAMPLE})")
     fields: dict[str, Any] = {}
     for option in options:
-        if option not in STEP_OPTIONS:
-            raise UserError(f"unknown step option {option!r} in {name!r}: options are +{', +'.join(STEP_OPTIONS)}")
-        key, value = STEP_OPTIONS[option]
+        if option.startswith(MICRO_BATCH) and option not in STEP_OPTIONS:
+            key, value = "micro_batch", _micro_batch(option, name)
+        elif option in STEP_OPTIONS:
+            key, value = STEP_OPTIONS[option]
+        else:
+            raise UserError(f"unknown step option {option!r} in {name!r}: options are +{', +'.join(OPTION_NAMES)}")
         if key in fields:
             raise UserError(f"method {name!r} sets {key} twice")
         fields[key] = value
@@ -88,3 +107,12 @@ def parse_method(name: str) -> Method:
         raise UserError(f"method {name!r}: +ckpt is for edgetrgl's methods ({', '.join(OURS)}); "
                         "torch's per-block checkpointing is the `checkpoint` baseline")
     return Method(base, **fields)
+
+
+def _micro_batch(option: str, name: str) -> int:
+    """``"mb8"`` -> 8. Raises UserError for ``mb``, ``mb0``, ``mbx``."""
+    digits = option[len(MICRO_BATCH):]
+    if not digits.isdigit() or int(digits) < 1:
+        raise UserError(f"step option {option!r} in {name!r}: +{MICRO_BATCH}N takes a positive number of samples "
+                        f"per micro-batch, e.g. +{MICRO_BATCH}8")
+    return int(digits)

@@ -13,12 +13,16 @@ EPILOG = """examples:
   edgetrgl bench --compare e2e,checkpoint,offload --json bench.json --plot bench.png
   edgetrgl bench --compare checkpoint,sequential-trgl+ckpt,sequential-trgl+bf16 --plot front.png
   edgetrgl bench --estimate --model resnet110 --image-size 96 --modules 8   # fake tensors: seconds
+  edgetrgl bench --compare e2e+mb8,checkpoint+mb8,sequential-trgl+mb8,sequential-trgl+ckpt+mb8 --cache-samples 60000
   edgetrgl bench --model resnet20 --model-option width=4 --image-size 16 --steps 2
 
 Every method runs in a fresh process: the RSS column is that process's peak above its own
 baseline after imports and model build. Sizes are binary (MiB, GiB). A method name may carry
 the step options of `edgetrgl train` as suffixes: +ckpt (--checkpoint-blocks, ours only), +bf16
-or +fp16 (--precision). The Pareto front (*) holds the methods no other is both smaller and faster
+or +fp16 (--precision), +mbN (micro-batches of N samples, gradients accumulated to the batch:
+--micro-batch; every method, baselines included). --cache-samples N keeps the sequential methods'
+host cache of N samples in the measuring process (RSS counts it, as on a Pi or a Jetson, where
+it shares the step's RAM) and adds it to the estimate. The Pareto front (*) holds the methods no other is both smaller and faster
 than (an estimate counts FLOPs for time).
 """
 
@@ -28,7 +32,7 @@ def add_parser(sub) -> None:
                        formatter_class=HelpFormatter)
     a = p.add_argument
     a("--compare", default="e2e", help="baselines beside ours, e2e[,checkpoint,offload], and variants with step "
-      "options, e.g. sequential-trgl+ckpt,sequential-trgl+bf16 (default e2e)")
+      "options, e.g. sequential-trgl+ckpt,sequential-trgl+bf16,e2e+mb8 (default e2e)")
     a("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. width=4 (repeatable)")
     a("--image-size", type=int, default=32)
     a("--in-channels", type=int, default=3)
@@ -36,6 +40,9 @@ def add_parser(sub) -> None:
     a("--steps", type=int, default=3, help="timed steps per method (default 3; the median is reported)")
     a("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     a("--threads", type=int, help="torch threads in each measuring process (default: torch's choice)")
+    a("--cache-samples", type=int, default=0, metavar="N", help="samples in the sequential methods' host cache, "
+      "counted in RSS and in the estimate's step + cache (default 0: not counted; Fashion-MNIST: 70000)")
+    a("--cache-dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="storage dtype of that cache (default fp32)")
     a("--estimate", action="store_true", help="estimate peaks with fake tensors instead of running")
     a("--json", metavar="FILE", help="write the results as JSON")
     a("--plot", metavar="FILE.png", help="write a memory-time chart with the Pareto front (needs matplotlib: pip install edgetrgl[plot])")
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     setting = BenchSetting(model=args.model, image_size=args.image_size, in_channels=args.in_channels,
                            num_classes=args.num_classes, batch_size=args.batch_size, modules=args.modules,
                            split=args.split, device=device, steps=args.steps, warmup=args.warmup,
+                           cache_samples=args.cache_samples, cache_dtype=args.cache_dtype,
                            model_options=parse_options(args.model_option))
     if args.plot:  # fail before minutes of measuring, not after
         try:

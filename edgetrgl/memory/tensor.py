@@ -65,6 +65,12 @@ def _peak_tracker_class() -> type:
     return _PeakTracker
 
 
+def peak_tracker() -> Any:
+    """A MemTracker for the global peak that accepts micro-batches' repeated forwards; its
+    ``get_tracker_snapshot("peak")`` gives the peak per device (for callers that split host and device)."""
+    return _peak_tracker_class()()
+
+
 @dataclass
 class TensorPeak:
     """Peak tensor bytes during one measured call, and its breakdown at that moment."""
