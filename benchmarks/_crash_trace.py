@@ -232,9 +232,10 @@ class State:
     focus: str  # the file the state is about (the one whose operation is torn, lost or last)
     dirs: frozenset[str]
     files: dict[str, bytes]
+    lost: tuple[str, ...] = ()  # files the run had made durable (see committed) that the state lacks
 
     def key(self) -> tuple:
-        return (self.dirs, tuple(sorted((p, id(b)) for p, b in self.files.items())))
+        return (self.dirs, tuple(sorted((p, id(b)) for p, b in self.files.items())), self.lost)
 
 
 def apply(ops: list[Op], keep, torn: int | None = None) -> tuple[frozenset[str], dict[str, bytes]]:
@@ -319,13 +320,17 @@ def crash_states(ops: list[Op]) -> list[State]:
     seen: dict[tuple, State] = {}
     blobs: dict[bytes, bytes] = {}  # one copy of equal contents (a cache shard is megabytes)
 
+    durable: dict[str, bytes] = {}
+
     def add(crash_at: int, family: str, focus: str, keep, torn: int | None = None) -> None:
         dirs, files = apply(ops[:crash_at], keep, torn)
         files = {p: blobs.setdefault(hashlib.blake2b(b, digest_size=16).digest(), b) for p, b in files.items()}
-        state = State(crash_at, family, focus, dirs, files)
+        lost = tuple(sorted(p for p, b in durable.items() if files.get(p) != b))
+        state = State(crash_at, family, focus, dirs, files, lost)
         seen.setdefault(state.key(), state)
 
     for crash_at in range(len(ops) + 1):
+        durable = committed(ops, crash_at)  # equal files after different histories are different states
         last = ops[crash_at - 1] if crash_at else None
         add(crash_at, "prefix", (last.dst or last.path) if last else "", lambda op: True)
         if last is not None and last.kind == "write" and len(last.data) > 1:

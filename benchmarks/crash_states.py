@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._crash_trace import TRACED, State, committed, crash_states, materialise, parse_trace  # noqa: E402
+from benchmarks._crash_trace import TRACED, State, crash_states, materialise, parse_trace  # noqa: E402
 
 TINY_TOML = "model_options = { width = 2 }\ndataset_options = { image_size = 8 }\n"
 RUN_ARGS = ["--regime", "sequential", "--epochs", "1", "--modules", "2", "--cache", "disk",
@@ -168,9 +168,8 @@ def kept(files: dict[str, bytes]) -> dict[str, bytes]:
 
 def try_state(state: State, ops: list, run: Path, final: dict[str, bytes]) -> tuple[str, str]:
     """Write ``state`` into ``run``, resume it, and say how it ended: ``(outcome, detail)``."""
-    lost = [p for p, b in committed(ops, state.crash_at).items() if state.files.get(p) != b]
-    if lost:
-        return "crash lost a durable file", ", ".join(sorted(lost))
+    if state.lost:
+        return "crash lost a durable file", ", ".join(state.lost)
     shutil.rmtree(run, ignore_errors=True)
     materialise(state, run)
     command = [sys.executable, "-m", "edgetrgl", "train", "--resume", str(run), "--quiet"]
@@ -264,6 +263,7 @@ def explore(count: int, minutes: float, seed: int, quick: bool = False) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"operations": len(ops), "distinct_states": len(states), "tried": len(rows),
+            "states_losing_durable_files": sum(bool(s.lost) for s in states),
             "failures": sum(r["outcome"] not in GOOD for r in rows), "seed": seed,
             "wall_s": round(time.perf_counter() - started, 1), "rows": rows}
 
@@ -283,7 +283,10 @@ def table(report: dict) -> str:
     return "\n".join([
         f"{report['tried']} crash states tried of {report['distinct_states']} distinct ones "
         f"({report['operations']} file operations traced), {report['failures']} failures, "
-        f"{report['wall_s']} s.", "", *lines, "",
+        f"{report['wall_s']} s.", "",
+        f"Of all {report['distinct_states']} distinct states, {report.get('states_losing_durable_files', 0)} lack a "
+        f"file the run had made durable (fsync'd, and its folder) before the crash (checked without resuming).",
+        "", *lines, "",
         "States by family: " + ", ".join(f"{k} {v}" for k, v in sorted(families.items())) + ".",
         "Refusals: " + "; ".join(f"{v}x \"{k}\"" for k, v in refusals.most_common()) + "." if refusals else "",
         *(f"- FAILURE after op {r['crash_at']} ({r['family']}, {r['file']}): {r['outcome']} {r['detail']}"
