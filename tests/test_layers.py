@@ -22,8 +22,8 @@ ROOT = Path(edgetrgl.__file__).parent
 
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = [
-    ["edgetrgl.errors", "edgetrgl.stop", "edgetrgl._faults", "edgetrgl._version", "edgetrgl.config", "edgetrgl.registry",
-     "edgetrgl.weights_file"],
+    ["edgetrgl.errors", "edgetrgl.stop", "edgetrgl._faults", "edgetrgl._durable", "edgetrgl._version", "edgetrgl.config",
+     "edgetrgl.registry", "edgetrgl.weights_file"],
     ["edgetrgl.models", "edgetrgl.blocks", "edgetrgl.losses", "edgetrgl.heads", "edgetrgl.data", "edgetrgl.data.image_check",
      "edgetrgl.transport", "edgetrgl.precision", "edgetrgl.objectives"],
     ["edgetrgl.modular", "edgetrgl.block_checkpoint", "edgetrgl.step", "edgetrgl.cache", "edgetrgl.metrics",

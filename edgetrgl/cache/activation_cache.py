@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
+from edgetrgl._durable import fsync_dir, fsync_file, make_dirs, write_atomically
 from edgetrgl._faults import crash_point
 
 STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -63,8 +64,10 @@ class ActivationCache:
         self._shards: list[list[torch.Tensor]] = [[] for _ in range(num_views)]  # [view][shard]
         self._filled = [0] * num_views
         if backend == "disk":
-            self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / MANIFEST).unlink(missing_ok=True)  # a cache being written is never trusted
+            make_dirs(self.root)
+            if (self.root / MANIFEST).exists():  # a cache being written is never trusted, even after a power cut
+                (self.root / MANIFEST).unlink()
+                fsync_dir(self.root)
 
     # ---- writing -------------------------------------------------------------------------
     def append(self, view: int, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -93,22 +96,24 @@ class ActivationCache:
         crash_point("cache_write")
 
     def finish(self) -> None:
-        """Seal a disk cache: write its manifest (with a checksum per shard) atomically."""
+        """Seal a disk cache: flush its shards, then write its manifest (with a checksum per shard) atomically.
+
+        The shards are written through memory maps: fsync'd before the manifest that vouches for them,
+        so a power cut never leaves a manifest over shards that did not reach the disk.
+        """
         if self.backend != "disk" or not self.complete:
             return
+        for v in range(self.num_views):
+            for s in range(self.num_shards):
+                fsync_file(self._shard_path(v, s))
         shards = [{"file": self._shard_path(v, s).name, "view": v, "rows": self._shard_rows(s),
                    "bytes": self._shard_path(v, s).stat().st_size, "blake2b": _digest(self._shard_path(v, s))}
                   for v in range(self.num_views) for s in range(self.num_shards)]
-        torch.save(self.labels, self.root / "labels.pt")
+        write_atomically(self.root / "labels.pt", lambda fh: torch.save(self.labels, fh))
         manifest = {"format": "edgetrgl-cache/1", "num_samples": self.num_samples, "num_views": self.num_views,
                     "feature_shape": list(self.feature_shape), "dtype": self.dtype_name, "shard_size": self.shard_size,
                     "labels_blake2b": _digest(self.root / "labels.pt"), "shards": shards, "tag": self.tag}
-        tmp = self.root / (MANIFEST + ".tmp")
-        with tmp.open("w") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / MANIFEST)
+        write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     @classmethod
     def open(cls, root: str | Path, tag: dict[str, Any] | None = None) -> "ActivationCache":
@@ -136,7 +141,7 @@ class ActivationCache:
         cache.labels = torch.load(root / "labels.pt", weights_only=True)
         cache._shards = [[cache._map(v, s, create=False) for s in range(cache.num_shards)] for v in range(cache.num_views)]
         cache._filled = [cache.num_samples] * cache.num_views
-        (root / MANIFEST).write_text(json.dumps(manifest, indent=1))  # __init__ removed it; still valid
+        write_atomically(root / MANIFEST, json.dumps(manifest, indent=1).encode())  # __init__ removed it; still valid
         return cache
 
     @property

@@ -1,9 +1,11 @@
-"""The JSON-lines sink: ``metrics.jsonl``, one record a line, appended and flushed as it comes."""
+"""The JSON-lines sink: ``metrics.jsonl``, one record a line, appended and flushed as it comes, fsync'd
+at each checkpoint and on close."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,14 @@ class JsonLines:
         """Bytes written so far: a checkpoint records it, a resume truncates back to it."""
         return self._fh.tell()
 
+    def sync(self) -> None:
+        """Flush the records to the disk (a checkpoint counts them: they must be there with it)."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
     def close(self) -> None:
         if not self._fh.closed:
+            self.sync()
             self._fh.close()
 
 

@@ -77,6 +77,11 @@ class MetricsWriter:
         """Bytes written to ``metrics.jsonl`` so far: a checkpoint records it, a resume truncates back to it."""
         return self._jsonl.tell() if self._jsonl is not None else 0
 
+    def sync(self) -> None:
+        """Make every record written so far durable (before a checkpoint that counts them)."""
+        if self._jsonl is not None:
+            self._jsonl.sync()
+
     def close(self) -> None:
         self.close_sinks(self.sinks)
         self.sinks = []

@@ -1,6 +1,7 @@
 """Atomic checkpoints: a run interrupted at any instant resumes from the last complete one.
 
-Writing: temporary file, flush and fsync, rename over ``checkpoint.pt``, fsync of the folder.
+Writing: temporary file, flush and fsync, rename over ``checkpoint.pt``, fsync of the folder
+(``edgetrgl._durable.write_atomically``).
 Rename is atomic, so ``checkpoint.pt`` is always either the previous complete checkpoint or the new
 complete one, never a torn file. A disk that fills up mid-write leaves the previous one in place.
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from edgetrgl._durable import write_atomically
 from edgetrgl._faults import crash_point
 from edgetrgl.errors import UserError
 
@@ -39,14 +41,6 @@ class DiskFull(UserError):
     """No space left while writing a checkpoint; the previous one is intact."""
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.pt`` (or ``name``) atomically.
 
@@ -54,25 +48,24 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT
         DiskFull: the disk filled up; the previous checkpoint is kept and the partial file removed.
     """
     final = run_dir / name
-    tmp = run_dir / (name + ".tmp")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
     buffer.write(_seal(buffer.getbuffer()))
     data = buffer.getbuffer()
-    try:
-        with open(tmp, "wb") as fh:
-            half = len(data) // 2
-            fh.write(data[:half])
-            fh.flush()
-            crash_point("checkpoint_write")
-            fh.write(data[half:])
-            fh.flush()
-            os.fsync(fh.fileno())
+
+    def write_halves(fh) -> None:  # a fault point between the halves: a kill there leaves a torn .tmp
+        half = len(data) // 2
+        fh.write(data[:half])
+        fh.flush()
+        crash_point("checkpoint_write")
+        fh.write(data[half:])
+        fh.flush()
+        os.fsync(fh.fileno())
         crash_point("checkpoint_rename")
-        os.replace(tmp, final)
-        fsync_dir(run_dir)
+
+    try:
+        write_atomically(final, write_halves)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(f"disk full while writing a checkpoint in {run_dir}: the previous checkpoint is intact; "
                            f"free some space and resume with: edgetrgl train --resume {run_dir}") from None

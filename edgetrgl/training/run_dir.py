@@ -8,13 +8,14 @@
     <out>/checkpoint.pt   the last complete checkpoint (see checkpoint.py)
     <out>/.lock           held by the process writing the run (see run_lock.py)
 
-Every file is written atomically (temporary file, fsync, rename), so a reader never sees half of one.
+Every file is written atomically (temporary file, fsync, rename, fsync of the folder), so a reader never
+sees half of one and a power cut leaves the old one or the new one; ``metrics.jsonl`` is appended to
+and fsync'd at each checkpoint, so every record a checkpoint counts is on the disk with it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from edgetrgl.errors import UserError
-from edgetrgl.training.checkpoint import fsync_dir
+from edgetrgl._durable import fsync_dir, make_dirs, write_atomically
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "model.pt", "checkpoint.pt")
 
@@ -45,8 +46,9 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
             (path / name).unlink(missing_ok=True)
         shutil.rmtree(path / "cache", ignore_errors=True)
         shutil.rmtree(path / "tb", ignore_errors=True)  # TensorBoard's event files (edgetrgl/metrics/tensorboard.py)
+        fsync_dir(path)  # the old run's files stay gone after a power cut: never mixed with the new run's
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
         probe.close()
     except OSError as exc:
@@ -76,14 +78,8 @@ def agreed_changes(saved: Any, changes: dict[str, Any], flag: str) -> dict[str, 
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)  # the rename itself survives a power cut
+    """Write JSON atomically: a reader never sees half a file, a power cut leaves the old one or the new one."""
+    write_atomically(path, json.dumps(data, indent=2, default=str).encode("utf-8"))
 
 
 def truncate_metrics(path: Path, size: int) -> None:
@@ -94,15 +90,10 @@ def truncate_metrics(path: Path, size: int) -> None:
 
 
 def save_weights(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """Save the network's weights with what is needed to rebuild it (atomic)."""
-    tmp = path.with_suffix(".pt.tmp")
-    with tmp.open("wb") as fh:
-        torch.save({"format": "edgetrgl-model/1", "meta": meta,
-                    "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)  # the rename itself survives a power cut
+    """Save the network's weights with what is needed to rebuild it (atomic, durable)."""
+    state = {"format": "edgetrgl-model/1", "meta": meta,
+             "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+    write_atomically(path, lambda fh: torch.save(state, fh))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import psutil
 
+from edgetrgl._durable import make_dirs
 from edgetrgl.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -102,7 +103,7 @@ def _open_lock_file(path: Path, create: bool) -> int:
         raise UserError(f"{name} exists and is not a folder")
     try:
         if create:
-            path.mkdir(parents=True, exist_ok=True)
+            make_dirs(path)  # durable: a power cut cannot take the folder (and the run in it) away
         return os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise UserError(f"cannot write to {name}: {exc.strerror}") from None

@@ -146,6 +146,7 @@ class Trainer:
         self.position.update(position)
         if self.run_dir is not None:
             with self.phases.phase("checkpoint"):
+                self.writer.sync()  # the records the checkpoint counts (metrics_bytes) reach the disk first
                 save_checkpoint(self.run_dir, self.state_dict())
         if self.stop_requested:
             name = signal.Signals(stop.requested()).name
