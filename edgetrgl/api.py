@@ -33,6 +33,7 @@ from edgetrgl.heads import HeadFactory
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network as _build_split
+from edgetrgl.planning.run_plan import requested_split
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.loading import load_data, with_head_factory
 from edgetrgl.training.regimes import get_regime
@@ -54,11 +55,10 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
     ``model.head_factory``) builds every module's head; default: the head that fits each module's
     output shape (see :mod:`edgetrgl.heads`).
     """
-    modular = get_regime(cfg.regime).traits.modular
+    num_modules, boundaries = requested_split(cfg, get_regime(cfg.regime).traits)
     model = with_head_factory(model, head_factory, cfg, spec)
-    return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
-                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed, method=cfg.method,
-                        objective_options=cfg.objective_options)
+    return _build_split(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed,
+                        method=cfg.method, objective_options=cfg.objective_options)
 
 
 def train(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,

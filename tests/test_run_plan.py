@@ -8,11 +8,15 @@ import sys
 
 import pytest
 
+from edgetrgl.devices.machine import MachineFacts
 from edgetrgl.errors import UserError
 from edgetrgl.planning.run_plan import make_plan
 from edgetrgl.api import train
 from edgetrgl.training.regimes import get_regime
 from tests.conftest import tiny_config
+
+MACHINE = MachineFacts(free_ram_bytes=8 << 30, free_disk_bytes=64 << 30, cpu_name="test CPU", cpu_count=2,
+                       footprint_bytes=300 << 20)
 
 
 def test_plan_records_request_and_resolution(synthetic_data, tmp_path):
@@ -74,20 +78,21 @@ def test_the_pipeline_checks_each_ranks_modules_against_the_budget(synthetic_dat
     network in one rank is refused), and the layout is part of the plan."""
     spec, traits = synthetic_data[2], get_regime("pipeline").traits
     cfg = tiny_config(regime="pipeline", model_options={"width": 16})
-    plan, _ = make_plan(cfg, spec, traits=traits, world_size=3)
+    plan, _ = make_plan(cfg, spec, machine=MACHINE, traits=traits, world_size=3)
     assert plan.layout == [[0, 1], [1, 2], [2, 3]] and len(plan.estimates["module_peaks"]) == 3
     budget = max(plan.estimates["rank_peaks"])
     assert budget < sum(plan.estimates["module_peaks"])
-    fits, _ = make_plan(cfg.replace(budget=budget), spec, traits=traits, world_size=3)
+    fits, _ = make_plan(cfg.replace(budget=budget), spec, machine=MACHINE, traits=traits, world_size=3)
     assert fits.layout == plan.layout and fits.estimates["estimated_peak_bytes"] <= budget
     with pytest.raises(UserError, match="pipeline rank 0 trains module\\(s\\) 1-3 and needs about"):
-        make_plan(cfg.replace(budget=budget), spec, traits=traits, world_size=1)
+        make_plan(cfg.replace(budget=budget), spec, machine=MACHINE, traits=traits, world_size=1)
     with pytest.raises(UserError, match="4 ranks but only 3 module"):
-        make_plan(cfg, spec, traits=traits, world_size=4)
+        make_plan(cfg, spec, machine=MACHINE, traits=traits, world_size=4)
 
 
 def test_make_plan_measures_nothing_itself(synthetic_data):
     """A whole-process budget needs the footprint measured by the caller (every rank bounds its own
     allocator, the planning rank measures): make_plan refuses to guess it."""
     with pytest.raises(ValueError, match="prepare_process"):
-        make_plan(tiny_config(device_profile="rpi4-2gb"), synthetic_data[2], traits=get_regime("sequential").traits)
+        make_plan(tiny_config(device_profile="rpi4-2gb"), synthetic_data[2], machine=MACHINE,
+                  traits=get_regime("sequential").traits)
