@@ -190,7 +190,11 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         if ckpt and any(_plain(p, prec) for p in fitting) and num_modules != "auto":
             continue  # the same split fits at full batch without recomputing: checkpointing would only add time
         say(f"planning: step option {prec}" + (", checkpointing inside modules" if ckpt else "")
-            + f" ({len(fitting) + len(failures) + 1} of {len(options)})")
+            + f" ({options.index((ckpt, prec)) + 1} of {len(options)})")
+        plain = [p for p in fitting if p.precision == prec and not p.checkpoint_blocks]
+        if ckpt and plain and num_modules != "auto" and not _allows_larger_micro(plain[0], build, batch_shape,
+                                                                               num_classes, transport, budget, say):
+            continue  # recomputing only pays for a larger micro-batch than the plain step's: none fits
         try:
             fitting.append(_fit(build, num_blocks, batch_shape, num_classes, num_modules, budget, transport, bounds_for,
                                 ckpt, prec, say))
@@ -203,6 +207,24 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
     if len(fitting) > 1:
         say(f"planning: pricing {len(fitting)} plans that fit with the time model")
     return _fastest(fitting, build, batch_shape, num_classes, transport, speed, len(options))
+
+
+def _allows_larger_micro(plain: Plan, build: BuildFn, batch_shape: tuple[int, ...], num_classes: int,
+                         transport: bool, budget: int | None, say: Callable[[str], None]) -> bool:
+    """Could checkpointing inside modules fit a larger micro-batch than ``plain`` (the same split and
+    precision without it)? One estimate, at the next larger candidate: otherwise checkpointing would
+    only add the recompute's time, and the time model would rank it behind ``plain``."""
+    if budget is None or plain.micro_batch >= plain.batch_size:
+        return False
+    larger = ([plain.batch_size] + micro_batch_candidates(plain.batch_size))
+    micro = larger[larger.index(plain.micro_batch) - 1]
+    bounds = plain.boundaries
+    say(f"planning:   {len(bounds) + 1} module(s), " + (f"micro-batches of {micro}" if micro < plain.batch_size
+                                                         else f"batch {micro}") + ", checkpointing inside modules")
+    peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
+                                micro_batch=micro if micro < plain.batch_size else None, precision=plain.precision,
+                                checkpoint_blocks=True)
+    return max(p.peak_bytes for p in peaks) <= budget
 
 
 def _plain(plan: Plan, precision: str) -> bool:
@@ -306,11 +328,11 @@ def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, bat
     smallest budget that would.
 
     Bisection, not a scan: the peak falls as the micro-batch shrinks. The first guess comes from a
-    cost model fitted to two estimates (the full batch and half of it): a module's activations
-    scale linearly in the micro-batch, its weights, gradients and optimizer state do not. A guess
-    that fits is confirmed by its larger neighbour not fitting, so the result is the scan's. An
-    estimate at micro-batch m runs batch / m fake chunks: the small ones cost most, and are only
-    estimated when the bisection needs them.
+    cost model fitted to two estimates: a module's activations scale linearly in the micro-batch, its
+    weights, gradients and optimizer state do not. The probes are the first two candidates (half and
+    a quarter of the batch: two and four fake chunks, the cheapest estimates; an estimate at
+    micro-batch m runs batch / m chunks). A guess that fits is confirmed by its larger neighbour not
+    fitting, so the result is the scan's; a wrong guess falls back to plain bisection.
     """
     sizes = micro_batch_candidates(batch)
     known: dict[int, Plan] = {batch: plan}
@@ -329,9 +351,11 @@ def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, bat
         pass
     elif fits(0):
         fitting = 0
+    elif len(sizes) > 1 and fits(1):
+        failing, fitting = 0, 1
     else:
-        failing = 0
-        guess = _predicted_index(plan, at(0), sizes, budget)
+        failing = min(1, len(sizes) - 1)
+        guess = _predicted_index(at(0), at(failing), sizes, budget) if failing else failing
         for index in (guess, guess - 1 if guess - 1 > failing else None, guess + 1 if guess + 1 < len(sizes) else None):
             if index is None or index <= failing or (fitting is not None and index >= fitting):
                 continue
@@ -360,14 +384,15 @@ def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, bat
     return chosen
 
 
-def _predicted_index(full: Plan, half: Plan, sizes: list[int], budget: int) -> int:
-    """The first index of ``sizes`` predicted to fit, by a line through each module's peak at the full
-    batch and at ``half``'s micro-batch (len(sizes) - 1 when none is predicted to fit)."""
-    span = max(full.batch_size - half.micro_batch, 1)
-    lines = [(h.estimated_peak_bytes, (f.estimated_peak_bytes - h.estimated_peak_bytes) / span)
-             for f, h in zip(full.modules, half.modules)]
+def _predicted_index(larger: Plan, smaller: Plan, sizes: list[int], budget: int) -> int:
+    """The first index of ``sizes`` predicted to fit, by a line through each module's peak at two
+    micro-batches (both chunked: the full batch is not, and keeps one copy of the output where chunks
+    keep two); len(sizes) - 1 when none is predicted to fit."""
+    span = max(larger.micro_batch - smaller.micro_batch, 1)
+    lines = [(b.estimated_peak_bytes, (a.estimated_peak_bytes - b.estimated_peak_bytes) / span)
+             for a, b in zip(larger.modules, smaller.modules)]
     for index, micro in enumerate(sizes):
-        if max(base + slope * (micro - half.micro_batch) for base, slope in lines) <= budget:
+        if max(base + slope * (micro - smaller.micro_batch) for base, slope in lines) <= budget:
             return index
     return len(sizes) - 1
 

@@ -1,12 +1,14 @@
 """A lower bound on the memory of any plan, computed in well under a second, before any search.
 
-Whatever the planner chooses (K, boundaries, micro-batch, checkpointing, precision), a module being
-trained holds at least: the weights of one block, their gradients and SGD's momentum (three copies,
-fp32: mixed precision keeps fp32 weights), its buffers, its full input batch (the cached outputs of
-the previous module, or the images: the estimator counts the whole batch resident even with
-micro-batches), and one sample's activation at a block's output. Each term is taken at its smallest
-over the blocks, so the sum is below every plan's estimated peak: a budget under it is refused at
-once, instead of after a search that cannot succeed.
+Whatever the planner chooses (micro-batch, checkpointing, precision), each module being trained
+holds at least: its weights, their gradients and SGD's momentum (three fp32 copies: mixed precision
+keeps fp32 weights) and its buffers; its whole input batch (the previous module's cached outputs,
+or the images: resident even with micro-batches); and its whole output batch (the step returns the
+module's output for the whole batch, for the next module's cache). The plan's peak is the largest
+module's, so the bound is the largest of these sums over the modules. When the split is not known
+yet (``--split balanced``, ``--modules auto``), each block counts with the smallest input and output
+of any module that could hold it. Every term is one the estimator also counts, so a budget under
+the bound is refused at once, instead of after a search that cannot succeed.
 """
 
 from __future__ import annotations
@@ -27,30 +29,39 @@ class LowerBound:
     what: str  # what the bound counts, for the refusal's message
 
 
-def lower_bound(blocknet: BlockNet, sample_shape: tuple[int, ...], batch: int, *, whole_network: bool = False,
+def lower_bound(blocknet: BlockNet, sample_shape: tuple[int, ...], batch: int, *,
+                boundaries: list[int] | None = None, whole_network: bool = False,
                 half_precision: bool = False) -> LowerBound:
-    """Bytes every plan of ``blocknet`` needs at least, for one module's tensors.
+    """Bytes every plan of ``blocknet`` needs at least, for the largest module's tensors.
 
     Args:
         blocknet: the network (real, built on the CPU; not modified).
         sample_shape: one sample's input shape ``(C, H, W)``.
         batch: the training batch (``--micro-batch`` if set: the resident input batch).
+        boundaries: the first block of modules 2..K when the split is known; None: any split.
         whole_network: a regime that trains every module at once (e2e, parallel): all blocks count.
-        half_precision: the step may autocast to bf16/fp16 (activations then take 2 bytes).
+        half_precision: the step may autocast to bf16/fp16 (a module's output may then take 2 bytes).
     """
-    parts = [[block] for block in blocknet.blocks]
-    parts[0] = [blocknet.stem, *parts[0]]  # the stem travels with the first block
-    states = [_state_bytes(part) for part in parts]
+    num_blocks = len(blocknet.blocks)
+    states = [_state_bytes([block]) for block in blocknet.blocks]
+    states[0] += _state_bytes([blocknet.stem])  # the stem travels with the first block
     inputs, outputs = _per_sample_elements(blocknet, sample_shape)
-    act_bytes = 2 if half_precision else 4
+    out_bytes = 2 if half_precision else 4
+
+    def module(first: int, stop: int) -> int:
+        return sum(states[first:stop]) + batch * (inputs[first] * 4 + outputs[stop - 1] * out_bytes)
+
     if whole_network:
-        weights, first_input = sum(states), inputs[0]
-        what = "the whole network's weights, gradients and momentum, and its input batch"
-    else:
-        weights, first_input = min(states), min(inputs)
-        what = "the smallest module (one block's weights, gradients and momentum), its input batch and one sample's activations"
-    total = weights + batch * first_input * 4 + min(outputs) * act_bytes
-    return LowerBound(int(total), what)
+        return LowerBound(module(0, num_blocks), "one step of the whole network (weights, gradients, momentum, "
+                                                 "input and output batches)")
+    if boundaries is not None:
+        starts = [0, *boundaries]
+        need = max(module(a, b) for a, b in zip(starts, [*boundaries, num_blocks]))
+        return LowerBound(need, "the largest module of this split (its weights, gradients and momentum, its "
+                                "input and output batches)")
+    need = max(states[b] + batch * (min(inputs[:b + 1]) * 4 + min(outputs[b:]) * out_bytes) for b in range(num_blocks))
+    return LowerBound(need, "a module holding any one block (its weights, gradients and momentum, and the "
+                            "smallest input and output batches it could have)")
 
 
 def _state_bytes(modules: list[torch.nn.Module]) -> int:

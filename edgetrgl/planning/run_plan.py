@@ -20,7 +20,7 @@ from edgetrgl.errors import UserError
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
 from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
-from edgetrgl.modular import ModularNet
+from edgetrgl.modular import ModularNet, split_blocks
 from edgetrgl.network import build_blocknet, build_network, input_shape
 from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import Budget
@@ -244,8 +244,12 @@ def refuse_below_lower_bound(cfg: TrainConfig, spec, model: BlockNet | None, tra
     Raises:
         UserError: the budget is below the bound; the message gives the smallest budget worth trying.
     """
-    whole = not traits.plans_budget  # a regime that cannot shrink below the whole network
-    bound = lower_bound(build_blocknet(cfg.network, spec, model), input_shape(spec), cfg.micro_batch or cfg.batch_size,
+    whole = not traits.plans_budget and not traits.multi_process  # one step holds the whole network
+    blocknet = build_blocknet(cfg.network, spec, model)
+    k, bounds = requested_split(cfg, traits)
+    if bounds is None and isinstance(k, int) and cfg.split == "equal":  # the split the planner will check
+        bounds = [s for s, _ in split_blocks(len(blocknet.blocks), k)][1:]
+    bound = lower_bound(blocknet, input_shape(spec), cfg.micro_batch or cfg.batch_size, boundaries=bounds,
                         whole_network=whole, half_precision=cfg.precision != "fp32")
     if bound.bytes <= cfg.budget:
         return
@@ -253,7 +257,8 @@ def refuse_below_lower_bound(cfg: TrainConfig, spec, model: BlockNet | None, tra
     over = (f"the runtime and the weights kept in RAM take {format_bytes(fixed)}, and " if fixed else "")
     raise UserError(f"no plan fits {meaning or 'the budget of ' + format_bytes(cfg.budget)}: {over}{bound.what} need "
                     f"at least {format_bytes(bound.bytes)}; the smallest budget that could fit is at least "
-                    f"{format_bytes(need)} ({need / 1e9:.3g} GB)")
+                    f"{format_bytes(need)} ({need / 1e9:.3g} GB)"
+                    + (f": use --regime sequential, which trains one module at a time" if whole else ""))
 
 
 def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[str],
