@@ -255,7 +255,7 @@ def refuse_below_lower_bound(cfg: TrainConfig, spec, model: BlockNet | None, tra
         return
     need = fixed + bound.bytes
     over = (f"the runtime and the weights kept in RAM take {format_bytes(fixed)}, and " if fixed else "")
-    raise UserError(f"no plan fits {meaning or 'the budget of ' + format_bytes(cfg.budget)}: {over}{bound.what} need "
+    raise UserError(f"no plan fits {meaning or 'the budget of ' + format_bytes(cfg.budget)}: {over}{bound.what} needs "
                     f"at least {format_bytes(bound.bytes)}; the smallest budget that could fit is at least "
                     f"{format_bytes(need)} ({need / 1e9:.3g} GB)"
                     + (f": use --regime sequential, which trains one module at a time" if whole else ""))
