@@ -33,12 +33,13 @@ from edgetrgl.heads import HeadFactory
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network as _build_split
+from edgetrgl.planning.run_plan import requested_split
 from edgetrgl.training.evaluation import evaluate_heads
 from edgetrgl.training.loading import load_data, with_head_factory
 from edgetrgl.training.regimes import get_regime
 from edgetrgl.training.results import RunResult, load_run, print_result
 from edgetrgl.planning.run_plan import RunPlan
-from edgetrgl.planning.solver import AUTO
+from edgetrgl.planning.solver import AUTO, MODULE_WISE
 from edgetrgl.training.run import dry_run, resume_in_process, runs_on_ranks, train_in_process
 from edgetrgl.training.run_dir import RUN_FILES, agreed_changes, read_json
 from edgetrgl.training.run_lock import hold_run_dir
@@ -56,11 +57,11 @@ def build_network(cfg: TrainConfig, spec: DataSpec, model: BlockNet | None = Non
     ``model.head_factory``) builds every module's head; default: the head that fits each module's
     output shape (see :mod:`edgetrgl.heads`).
     """
-    modular = cfg.regime == AUTO or get_regime(cfg.regime).traits.modular  # auto: the module-wise split
+    traits = get_regime(MODULE_WISE if cfg.regime == AUTO else cfg.regime).traits  # auto: the module-wise split
+    num_modules, boundaries = requested_split(cfg, traits)
     model = with_head_factory(model, head_factory, cfg, spec)
-    return _build_split(cfg.network, spec, model, num_modules=cfg.modules if modular else 1,
-                        boundaries=cfg.boundaries if modular else None, seed=cfg.seed, method=cfg.method,
-                        objective_options=cfg.objective_options)
+    return _build_split(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed,
+                        method=cfg.method, objective_options=cfg.objective_options)
 
 
 def plan(cfg: TrainConfig | None = None, *, model: BlockNet | None = None, data: tuple | None = None,

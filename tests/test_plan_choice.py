@@ -103,7 +103,8 @@ def test_cache_dtype_auto_halves_the_cache_only_when_fp32_would_leave_host_memor
     blocknet = create_model("resnet20", in_channels=3, image_size=16, width=4)
     net = build_modular(blocknet, 3, 10, torch.zeros(2, 3, 16, 16))
     options = dict(requested="auto", views=1, keep=False, needs_cache=True, net=net, input_shape=(3, 16, 16),
-                   num_train=512, num_test=256, folder=tmp_path / "cache", scratch=False)
+                   num_train=512, num_test=256, folder=tmp_path / "cache", scratch=False,
+                   free_ram=1 << 40, free_disk=1 << 40)  # the machine is roomy: ram_limit decides
     full = plan_cache(dtype="fp32", ram_limit=None, **options).bytes_needed
     roomy = plan_cache(dtype="auto", ram_limit=4 * full, **options)
     assert (roomy.mode, roomy.dtype) == ("host", "fp32")

@@ -128,3 +128,33 @@ def test_config_rejects_bad_modules():
         TrainConfig(modules=0)
     with pytest.raises(UserError, match="--modules"):
         TrainConfig(modules="many")
+
+
+def test_micro_batch_bisection_finds_the_scans_answer_with_fewer_estimates():
+    """A synthetic cost (one module: fixed + per-sample, +1 copy of the output once chunked, a
+    little curvature): for every budget the bisection picks the largest halving that fits, as the
+    scan did, and estimates no more often; below micro-batches of 1 it names that need."""
+    from edgetrgl.memory.planner import ModulePlan, NoPlanFits, Plan, _fit_micro_batch, micro_batch_candidates
+
+    batch = 128
+
+    def peak(micro: int) -> int:
+        return 1000 + 37 * micro + int(0.05 * micro ** 1.5) + (batch * 5 if micro < batch else 0)
+
+    calls = []
+
+    def estimate(bounds, micro):
+        calls.append(micro)
+        return Plan(bounds, [ModulePlan(1, (0, 1), peak(micro))], batch, micro, None)
+
+    full = estimate([], batch)
+    sizes = micro_batch_candidates(batch)
+    for budget in range(peak(1) - 3, peak(sizes[0]) + 3, 7):
+        calls.clear()
+        scan = next((m for m in sizes if peak(m) <= budget), None)
+        if scan is None:
+            with pytest.raises(NoPlanFits, match="smallest budget"):
+                _fit_micro_batch(estimate, full, batch, budget)
+            continue
+        assert _fit_micro_batch(estimate, full, batch, budget).micro_batch == scan
+        assert len(calls) <= sizes.index(scan) + 1  # the scan estimated every size down to its answer

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
 import torch
 
 from edgetrgl.cache.activation_cache import STORAGE_DTYPES
@@ -74,20 +72,20 @@ def cache_bytes_needed(net: ModularNet, input_shape: tuple[int, ...], num_sample
     return max(output_elements(net, input_shape)) * num_samples * STORAGE_DTYPES[dtype].itemsize
 
 
-def host_memory_for_cache(ram_limit: int | None) -> int:
-    """The RAM a host cache may count on now: what is available, capped by the plan's ``ram_limit``.
-    A cache goes there only if it takes under half of it (the rest is for the run)."""
-    available = psutil.virtual_memory().available
-    return available if ram_limit is None else min(available, ram_limit)
+def host_cache_fits(need_bytes: int, available_bytes: int, ram_limit: int | None) -> bool:
+    """The host-cache rule: a cache goes to host memory only if it takes under half of the RAM it may
+    use (what is available, capped by the plan's ``ram_limit``); the other half is left for the run."""
+    usable = available_bytes if ram_limit is None else min(available_bytes, ram_limit)
+    return need_bytes < usable // 2
 
 
 def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cache: bool, net: ModularNet,
                input_shape: tuple[int, ...], num_train: int, num_test: int, folder: Path | None, scratch: bool,
-               ram_limit: int | None) -> CachePlan:
+               ram_limit: int | None, free_ram: int, free_disk: int | None) -> CachePlan:
     """Decide the cache for a run.
 
-    ``auto`` picks host memory if the cache takes under half of the RAM it may use, else disk if
-    the folder's file system has twice the room, else recomputing the prefix. ``dtype="auto"``
+    ``auto`` picks host memory if :func:`host_cache_fits`, else disk if the folder's file system has
+    twice the room, else recomputing the prefix. Measures nothing: the free RAM and disk come in. ``dtype="auto"``
     stores fp32 when that stays in host memory, else fp16 (half the RAM, or half the disk traffic).
 
     Args:
@@ -97,15 +95,17 @@ def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cach
         net: the split network (probed on the CPU for each module's output size).
         input_shape: one sample's input shape.
         num_train, num_test: samples in each split.
-        folder: the disk cache's folder.
+        folder: the disk cache's folder (None with ``scratch``: a temporary folder the caller makes).
         scratch: the folder is temporary.
         ram_limit: on memory shared with the compute device, the part of the budget the module
             being trained leaves free; None when the cache lives in separate host RAM.
+        free_ram: host memory available (measured by the caller).
+        free_disk: free bytes where the disk cache would go; None: no folder for one.
     """
     if dtype == "auto":
         return _auto_dtype(requested=requested, views=views, keep=keep, needs_cache=needs_cache, net=net,
                            input_shape=input_shape, num_train=num_train, num_test=num_test, folder=folder,
-                           scratch=scratch, ram_limit=ram_limit)
+                           scratch=scratch, ram_limit=ram_limit, free_ram=free_ram, free_disk=free_disk)
 
     def plan(mode: str, reason: str, need: int = 0) -> CachePlan:
         return CachePlan(requested, mode, dtype, views, str(folder) if folder is not None else None, scratch, keep,
@@ -115,20 +115,15 @@ def plan_cache(*, requested: str, dtype: str, views: int, keep: bool, needs_cach
         return CachePlan(requested, "none", dtype, views, None, False, keep, 0, "the regime needs no cache", ram_limit)
     need = cache_bytes_needed(net, input_shape, num_train * views + num_test, dtype)
     if requested != "auto":
-        if requested == "disk" and folder is None:
+        if requested == "disk" and folder is None and not scratch:
             return plan("host", "no folder for a disk cache: using host memory", need)
         return plan(requested, f"requested ({format_bytes(need)} at most)", need)
-    available = host_memory_for_cache(ram_limit)
-    if need < available // 2:
+    available = free_ram if ram_limit is None else min(free_ram, ram_limit)
+    if host_cache_fits(need, free_ram, ram_limit):
         return plan("host", f"{format_bytes(need)} fits in host memory ({format_bytes(available)} available)", need)
-    if folder is not None:
-        probe = folder
-        while not probe.exists():
-            probe = probe.parent
-        free = shutil.disk_usage(probe).free
-        if need * 2 < free:
-            return plan("disk", f"{format_bytes(need)} too large for host memory ({format_bytes(available)} available); "
-                                f"{format_bytes(free)} free on disk", need)
+    if (folder is not None or scratch) and free_disk is not None and need * 2 < free_disk:
+        return plan("disk", f"{format_bytes(need)} too large for host memory ({format_bytes(available)} available); "
+                            f"{format_bytes(free_disk)} free on disk", need)
     return plan("none", f"{format_bytes(need)} fits neither host memory nor disk: recomputing the prefix", need)
 
 

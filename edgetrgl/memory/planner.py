@@ -140,7 +140,8 @@ def balanced_boundaries(build_blocknet: Callable, num_modules: int, batch_shape:
 def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, *,
                  num_modules: int | str = 4, split: str = "equal", budget: int | None = None,
                  transport: bool = True, boundaries: list[int] | None = None, precision: str = "fp32",
-                 checkpoint_blocks: bool | str = False, speed: Callable[[str], MachineSpeed] | None = None) -> Plan:
+                 checkpoint_blocks: bool | str = False, speed: Callable[[str], MachineSpeed] | None = None,
+                 progress: Callable[[str], None] | None = None) -> Plan:
     """Choose the fastest plan whose every module fits ``budget``.
 
     For each step option left to the planner (``checkpoint_blocks="auto"``: with and without
@@ -163,6 +164,7 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         precision: fp32, bf16, fp16, or ``"auto"``.
         checkpoint_blocks: True, False, or ``"auto"``.
         speed: precision -> the device's rates for the time model (needed when options are weighed).
+        progress: called with one line per step of the search (None: silent).
 
     Raises:
         NoPlanFits: nothing fits; the message names the smallest budget that would.
@@ -182,20 +184,47 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
             return linear_partition(weights, inputs, k)
         return [s for s, _ in split_blocks(num_blocks, k)][1:]
 
+    say = progress or (lambda line: None)
     fitting, failures = [], []
     for ckpt, prec in options:
         if ckpt and any(_plain(p, prec) for p in fitting) and num_modules != "auto":
             continue  # the same split fits at full batch without recomputing: checkpointing would only add time
+        say(f"planning: step option {prec}" + (", checkpointing inside modules" if ckpt else "")
+            + f" ({options.index((ckpt, prec)) + 1} of {len(options)})")
+        plain = [p for p in fitting if p.precision == prec and not p.checkpoint_blocks]
+        if ckpt and plain and num_modules != "auto" and not _allows_larger_micro(plain[0], build, batch_shape,
+                                                                               num_classes, transport, budget, say):
+            continue  # recomputing only pays for a larger micro-batch than the plain step's: none fits
         try:
             fitting.append(_fit(build, num_blocks, batch_shape, num_classes, num_modules, budget, transport, bounds_for,
-                                ckpt, prec))
+                                ckpt, prec, say))
         except NoPlanFits as exc:
             failures.append(exc)
     if not fitting:
         raise min(failures, key=lambda exc: exc.needed_bytes)
     if len(fitting) == 1 and len(options) == 1:
         return fitting[0]
+    if len(fitting) > 1:
+        say(f"planning: pricing {len(fitting)} plans that fit with the time model")
     return _fastest(fitting, build, batch_shape, num_classes, transport, speed, len(options))
+
+
+def _allows_larger_micro(plain: Plan, build: BuildFn, batch_shape: tuple[int, ...], num_classes: int,
+                         transport: bool, budget: int | None, say: Callable[[str], None]) -> bool:
+    """Could checkpointing inside modules fit a larger micro-batch than ``plain`` (the same split and
+    precision without it)? One estimate, at the next larger candidate: otherwise checkpointing would
+    only add the recompute's time, and the time model would rank it behind ``plain``."""
+    if budget is None or plain.micro_batch >= plain.batch_size:
+        return False
+    larger = ([plain.batch_size] + micro_batch_candidates(plain.batch_size))
+    micro = larger[larger.index(plain.micro_batch) - 1]
+    bounds = plain.boundaries
+    say(f"planning:   {len(bounds) + 1} module(s), " + (f"micro-batches of {micro}" if micro < plain.batch_size
+                                                         else f"batch {micro}") + ", checkpointing inside modules")
+    peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
+                                micro_batch=micro if micro < plain.batch_size else None, precision=plain.precision,
+                                checkpoint_blocks=True)
+    return max(p.peak_bytes for p in peaks) <= budget
 
 
 def _plain(plan: Plan, precision: str) -> bool:
@@ -207,11 +236,12 @@ INEXACT_MARGIN = 0.9  # an inexact plan wins only if modelled at most 0.9x the f
 
 def _fit(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, num_modules: int | str,
          budget: int | None, transport: bool, bounds_for: Callable[[int], list[int]], checkpoint_blocks: bool,
-         precision: str) -> Plan:
+         precision: str, say: Callable[[str], None] = lambda line: None) -> Plan:
     """The split and micro-batch that fit, for one choice of step options."""
     batch = batch_shape[0]
 
     def estimate(bounds: list[int], micro: int) -> Plan:
+        say(f"planning:   {len(bounds) + 1} module(s), " + (f"micro-batches of {micro}" if micro < batch else f"batch {batch}"))
         peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
                                     micro_batch=micro if micro < batch else None, precision=precision,
                                     checkpoint_blocks=checkpoint_blocks)
@@ -284,20 +314,87 @@ def _fewest_modules(estimate: Callable[[list[int], int], Plan], bounds_for: Call
     return found
 
 
-def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, batch: int, budget: int) -> Plan:
-    """Halve the micro-batch until the split fits, or name the smallest budget that would."""
-    micro = batch
+def micro_batch_candidates(batch: int) -> list[int]:
+    """The micro-batches tried, largest first: the batch halved (rounded down) down to 1."""
+    sizes, micro = [], batch
     while micro > 1:
         micro = max(1, micro // 2)
-        smaller = estimate(plan.boundaries, micro)
-        if smaller.peak_bytes <= budget:
-            smaller.notes.append(f"micro-batches of {micro} with gradient accumulation: batch {batch} does not fit")
-            return smaller
-        plan = smaller
-    raise NoPlanFits(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
-                     f"micro-batches of 1 a module needs {format_bytes(plan.peak_bytes)}; the smallest budget "
-                     f"that would fit this split is {format_bytes(plan.peak_bytes)} ({plan.peak_bytes / 1e9:.3g} GB)",
-                     plan.peak_bytes)
+        sizes.append(micro)
+    return sizes
+
+
+def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, batch: int, budget: int) -> Plan:
+    """The largest micro-batch (of :func:`micro_batch_candidates`) whose split fits, or name the
+    smallest budget that would.
+
+    Bisection, not a scan: the peak falls as the micro-batch shrinks. The first guess comes from a
+    cost model fitted to two estimates: a module's activations scale linearly in the micro-batch, its
+    weights, gradients and optimizer state do not. The probes are the first two candidates (half and
+    a quarter of the batch: two and four fake chunks, the cheapest estimates; an estimate at
+    micro-batch m runs batch / m chunks). A guess that fits is confirmed by its larger neighbour not
+    fitting, so the result is the scan's; a wrong guess falls back to plain bisection.
+    """
+    sizes = micro_batch_candidates(batch)
+    known: dict[int, Plan] = {batch: plan}
+
+    def at(index: int) -> Plan:
+        micro = sizes[index]
+        if micro not in known:
+            known[micro] = estimate(plan.boundaries, micro)
+        return known[micro]
+
+    def fits(index: int) -> bool:
+        return at(index).peak_bytes <= budget
+
+    failing, fitting = -1, None  # the largest known-failing and the smallest known-fitting index
+    if not sizes:  # a batch of 1: nothing smaller to try
+        pass
+    elif fits(0):
+        fitting = 0
+    elif len(sizes) > 1 and fits(1):
+        failing, fitting = 0, 1
+    else:
+        failing = min(1, len(sizes) - 1)
+        guess = _predicted_index(at(0), at(failing), sizes, budget) if failing else failing
+        for index in (guess, guess - 1 if guess - 1 > failing else None, guess + 1 if guess + 1 < len(sizes) else None):
+            if index is None or index <= failing or (fitting is not None and index >= fitting):
+                continue
+            if fits(index):
+                fitting = index
+            else:
+                failing = index
+            if fitting is not None and fitting == failing + 1:
+                break
+        if fitting is None and failing < len(sizes) - 1 and fits(len(sizes) - 1):
+            fitting = len(sizes) - 1
+        while fitting is not None and fitting - failing > 1:
+            mid = (failing + fitting) // 2
+            if fits(mid):
+                fitting = mid
+            else:
+                failing = mid
+    if fitting is None:
+        smallest = known[sizes[-1]] if sizes else plan
+        raise NoPlanFits(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
+                         f"micro-batches of 1 a module needs {format_bytes(smallest.peak_bytes)}; the smallest budget "
+                         f"that would fit this split is {format_bytes(smallest.peak_bytes)} "
+                         f"({smallest.peak_bytes / 1e9:.3g} GB)", smallest.peak_bytes)
+    chosen = at(fitting)
+    chosen.notes.append(f"micro-batches of {chosen.micro_batch} with gradient accumulation: batch {batch} does not fit")
+    return chosen
+
+
+def _predicted_index(larger: Plan, smaller: Plan, sizes: list[int], budget: int) -> int:
+    """The first index of ``sizes`` predicted to fit, by a line through each module's peak at two
+    micro-batches (both chunked: the full batch is not, and keeps one copy of the output where chunks
+    keep two); len(sizes) - 1 when none is predicted to fit."""
+    span = max(larger.micro_batch - smaller.micro_batch, 1)
+    lines = [(b.estimated_peak_bytes, (a.estimated_peak_bytes - b.estimated_peak_bytes) / span)
+             for a, b in zip(larger.modules, smaller.modules)]
+    for index, micro in enumerate(sizes):
+        if max(base + slope * (micro - smaller.micro_batch) for base, slope in lines) <= budget:
+            return index
+    return len(sizes) - 1
 
 
 def _count_blocks(build_blocknet: Callable) -> list:

@@ -11,22 +11,26 @@ from edgetrgl.errors import UserError
 MemoryKind = Literal["dedicated", "shared"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a user error."""
+def resolve_device(name: str, cuda_available: bool | None = None) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a user error.
+    ``cuda_available``: what the caller measured (default: ask torch now)."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        return torch.device("cuda" if cuda else "cpu")
+    if name == "cuda" and not cuda:
         raise UserError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
     return torch.device(name)
 
 
-def memory_kind(device: torch.device) -> MemoryKind:
+def memory_kind(device: torch.device, integrated: bool | None = None) -> MemoryKind:
     """``dedicated`` for a discrete GPU; ``shared`` for the CPU and for an integrated GPU (a Jetson),
     whose memory is the same DRAM the process, its caches and the OS live in.
 
     ``torch.cuda.is_available()`` says nothing about this (it is true on a Jetson); the device's own
-    ``is_integrated`` property does.
+    ``is_integrated`` property does (``integrated``: what the caller measured; default: ask now).
     """
     if device.type != "cuda":
         return "shared"
-    return "shared" if torch.cuda.get_device_properties(device).is_integrated else "dedicated"
+    if integrated is None:
+        integrated = torch.cuda.get_device_properties(device).is_integrated
+    return "shared" if integrated else "dedicated"

@@ -9,10 +9,9 @@ and where frozen modules go. The trainer and the regimes read it; nothing downst
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -21,10 +20,11 @@ from edgetrgl.errors import UserError
 from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
 from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
-from edgetrgl.modular import ModularNet
+from edgetrgl.modular import ModularNet, split_blocks
 from edgetrgl.network import build_blocknet, build_network, input_shape
 from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import Budget
+from edgetrgl.planning.bound import lower_bound
 from edgetrgl.planning.layout import rank_layout
 from edgetrgl.precision import autocast_for
 from edgetrgl.cache.placement import CachePlan, output_elements, plan_cache
@@ -34,7 +34,10 @@ from edgetrgl.planning.speed import machine_speed
 from edgetrgl.planning.traits import RegimeTraits
 
 if TYPE_CHECKING:  # devices/ is imported only by a run that has a profile: `import edgetrgl` stays light
+    from edgetrgl.devices.machine import MachineFacts
     from edgetrgl.devices.process import ProcessFacts
+
+Progress = Callable[[str], None]  # one console line per planning step, so nobody waits in silence
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RunPlan:
     precision: str = "fp32"  # the step's autocast (resolved: never "auto")
     layout: list[list[int]] | None = None  # multi-process regimes: [first, stop) of the modules of each rank
     solver: dict[str, Any] | None = None  # --regime auto: every way to fit that was weighed, and why this one
+    transport: bool = True  # the local loss has the transport term (the trainer reads it; nothing re-decides)
 
     @property
     def rank_ranges(self) -> list[range] | None:
@@ -77,14 +81,17 @@ class RunPlan:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], config: TrainConfig | None = None) -> "RunPlan":
-        """Read a saved plan; ``config`` fills the step's options of a plan saved before they were
-        part of it (they were read from the config then)."""
+    def from_dict(cls, values: dict[str, Any], config: TrainConfig | None = None,
+                  traits: RegimeTraits | None = None) -> "RunPlan":
+        """Read a saved plan; ``config`` (and the regime's ``traits``) fill the step's options and the
+        transport term of a plan saved before they were part of it (they were read from the config then)."""
         values = dict(values)
         values["cache"] = CachePlan.from_dict(values["cache"])
         if config is not None and "checkpoint_blocks" not in values:
             values.update(checkpoint_blocks=config.checkpoint_blocks is True,
                           precision="fp32" if config.precision == "auto" else config.precision)
+        if config is not None and traits is not None and "transport" not in values:
+            values["transport"] = plan_transport(config, traits)
         return cls(**values)
 
     def on_device(self, device: str) -> "RunPlan":
@@ -96,34 +103,41 @@ class RunPlan:
 
 
 def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Path | None = None, *,
-              traits: RegimeTraits, world_size: int = 1,
-              process: ProcessFacts | None = None) -> tuple[RunPlan, ModularNet]:
+              machine: MachineFacts, traits: RegimeTraits, world_size: int = 1,
+              process: ProcessFacts | None = None, progress: Progress | None = None) -> tuple[RunPlan, ModularNet]:
     """Plan the run and build its network (weights seeded by ``cfg.seed``).
 
-    Measures nothing in this process and imports no training code: what it needs about the regime
-    and the process comes in as data.
+    A function of its arguments: it measures nothing, makes no folder and imports no training code.
+    What it needs about the machine, the regime and the process comes in as data, so the same
+    arguments give the same plan.
 
     Args:
         cfg: the user's configuration (not modified); ``cfg.regime`` names the regime.
         spec: the data's DataSpec.
         model: your own BlockNet, or None for ``cfg.model``.
-        run_dir: the run folder, or None (then a disk cache gets a temporary folder).
+        run_dir: the run folder, or None (then a disk cache gets a temporary folder that the caller
+            makes: the plan says ``cache.scratch`` with no folder).
+        machine: this machine, measured once by the caller
+            (:func:`edgetrgl.devices.machine.measure_machine`).
         traits: the regime's traits (``get_regime(cfg.regime).traits``).
         world_size: the ranks a multi-process regime spreads its modules over (the plan's layout).
         process: with ``--device-profile``, what :func:`edgetrgl.devices.process.prepare_process` resolved
             and :func:`~edgetrgl.devices.process.measure_footprint` measured.
+        progress: called with one line per planning step (None: silent).
 
     Returns:
         ``(plan, net)``.
 
     Raises:
         UserError: an unknown regime, no CUDA for ``--device cuda``, a plan that fits nothing (the
-            message names the smallest budget that would fit), or data that does not fit the model.
+            message names the smallest budget that would fit; a budget under the lower bound is refused
+            before any search), or data that does not fit the model.
     """
-    device = resolve_device(cfg.device)
+    say = progress or (lambda line: None)
+    device = resolve_device(cfg.device, cuda_available=machine.cuda_available)
     if cfg.precision != "auto":
         autocast_for(cfg.precision, device)  # an fp16 this torch cannot autocast on the CPU: say so before training
-    kind = memory_kind(device)
+    kind = memory_kind(device, integrated=machine.device_integrated)
     notes: list[str] = []
     process = _process_budget(cfg, spec, model, notes, facts=process) if cfg.device_profile else None
     if process is not None and process["scope"] == "device":  # a dedicated GPU's profile: its memory is the budget
@@ -132,8 +146,13 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
         kind = "shared"
         cfg = cfg.replace(budget=process["tensor_budget_bytes"], offload=process["offload"])
     budget = Budget(cfg.budget, kind)
+    if cfg.budget is not None:
+        fixed = process["footprint_bytes"] + process["weights_in_ram_bytes"] if process is not None else 0
+        refuse_below_lower_bound(cfg, spec, model, traits, fixed=fixed, meaning=process["meaning"] if process else None)
+        say(f"planning: {cfg.regime} {model.name if model is not None else cfg.model} under "
+            f"{format_bytes(cfg.budget)} for tensors: estimating modules on fake tensors")
     try:
-        modules = _plan_modules(cfg, traits, spec, model, notes, device)
+        modules = _plan_modules(cfg, traits, spec, model, notes, device, machine, say)
     except NoPlanFits as exc:
         if process is None:
             raise
@@ -147,7 +166,7 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
     net = build_network(cfg.network, spec, model, num_modules=num_modules, boundaries=boundaries, seed=cfg.seed,
                         method=cfg.method, objective_options=cfg.objective_options)
     num_modules = net.num_modules
-    folder, scratch = _cache_folder(cfg, traits, run_dir)
+    folder, scratch = cache_location(cfg, traits, run_dir)
     module_peak = estimates["estimated_peak_bytes"] if estimates else 0
     ram_limit = None
     if budget.limited and kind == "shared":
@@ -156,7 +175,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
     cache = plan_cache(requested=cfg.cache, dtype=cfg.cache_dtype, views=cfg.cache_views if cfg.augment else 1,
                        keep=cfg.keep_cache, needs_cache=traits.needs_cache, net=net,
                        input_shape=input_shape(spec), num_train=spec.num_train, num_test=spec.num_test,
-                       folder=folder, scratch=scratch, ram_limit=ram_limit)
+                       folder=folder, scratch=scratch, ram_limit=ram_limit, free_ram=machine.free_ram_bytes,
+                       free_disk=machine.free_disk_bytes)
     if (cfg.cache == "auto" or cfg.cache_dtype == "auto") and traits.needs_cache:
         notes.append(f"cache {cache.mode}: {cache.reason}")
     offload = cfg.offload if cache.mode != "none" else "none"
@@ -178,13 +198,68 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
         notes.append(f"budget: {budget.describe()}")
     layout = None
     if traits.multi_process:
-        layout, estimates = _rank_layout(cfg, spec, model, modules, world_size, net.num_modules, boundaries)
+        say(f"planning: spreading {num_modules} module(s) over {world_size} rank(s)")
+        layout, estimates = _rank_layout(cfg, spec, model, modules, world_size, net.num_modules, boundaries, traits)
     name = model.name if model is not None else cfg.model
     plan = RunPlan(regime=cfg.regime, model=name, device=str(device), memory_kind=kind, budget=cfg.budget,
                    num_modules=num_modules, boundaries=boundaries, micro_batch=micro, cache=cache, offload=offload,
                    estimates=estimates, notes=notes, process=process, checkpoint_blocks=modules.checkpoint_blocks,
-                   precision=modules.precision, layout=layout)
+                   precision=modules.precision, layout=layout, transport=plan_transport(cfg, traits))
+    if cfg.budget is not None:
+        say(f"planning: done: {num_modules} module(s)" + (f", micro-batches of {micro}" if micro else "")
+            + (", checkpointing inside modules" if plan.checkpoint_blocks else "") + f", cache {cache.mode}")
     return plan, net
+
+
+def plan_transport(cfg: TrainConfig, traits: RegimeTraits) -> bool:
+    """Whether the local loss has the transport term: the objective (and ``--transport``) asks for it
+    and the regime has one (e2e never does). Decided here once; the trainer reads ``plan.transport``."""
+    return uses_transport(cfg.method, cfg.transport) and traits.transport
+
+
+def requested_split(cfg: TrainConfig, traits: RegimeTraits) -> tuple[int | str, list[int] | None]:
+    """``(K, boundaries)`` the user's config asks of this regime: end to end trains one module (its
+    config's split is kept only for fine-tuning: see :func:`as_planned`)."""
+    if not traits.modular:
+        return 1, None
+    return cfg.modules, cfg.boundaries
+
+
+def as_planned(cfg: TrainConfig, plan: RunPlan, traits: RegimeTraits) -> TrainConfig:
+    """``cfg`` with the plan's modules, for fine-tuning (e2e keeps the requested split: its frozen
+    prefix is the first N modules of that split)."""
+    if not traits.modular:
+        return cfg
+    return cfg.replace(modules=plan.num_modules, boundaries=plan.boundaries)
+
+
+def refuse_below_lower_bound(cfg: TrainConfig, spec, model: BlockNet | None, traits: RegimeTraits, *, fixed: int = 0,
+                             meaning: str | None = None) -> None:
+    """Refuse a budget under :func:`~edgetrgl.planning.bound.lower_bound` before any search.
+
+    Args:
+        fixed: bytes outside the tensor budget that the whole process also holds (runtime footprint and
+            weights kept in RAM; 0 without a whole-process budget).
+        meaning: what the budget covers, for the message (None: ``cfg.budget``, bytes for tensors).
+
+    Raises:
+        UserError: the budget is below the bound; the message gives the smallest budget worth trying.
+    """
+    whole = not traits.plans_budget and not traits.multi_process  # one step holds the whole network
+    blocknet = build_blocknet(cfg.network, spec, model)
+    k, bounds = requested_split(cfg, traits)
+    if bounds is None and isinstance(k, int) and cfg.split == "equal":  # the split the planner will check
+        bounds = [s for s, _ in split_blocks(len(blocknet.blocks), k)][1:]
+    bound = lower_bound(blocknet, input_shape(spec), cfg.micro_batch or cfg.batch_size, boundaries=bounds,
+                        whole_network=whole, half_precision=cfg.precision != "fp32")
+    if bound.bytes <= cfg.budget:
+        return
+    need = fixed + bound.bytes
+    over = (f"the runtime and the weights kept in RAM take {format_bytes(fixed)}, and " if fixed else "")
+    raise UserError(f"no plan fits {meaning or 'the budget of ' + format_bytes(cfg.budget)}: {over}{bound.what} needs "
+                    f"at least {format_bytes(bound.bytes)}; the smallest budget that could fit is at least "
+                    f"{format_bytes(need)} ({need / 1e9:.3g} GB)"
+                    + (f": use --regime sequential, which trains one module at a time" if whole else ""))
 
 
 def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[str],
@@ -236,7 +311,7 @@ def _process_budget(cfg: TrainConfig, spec, model: BlockNet | None, notes: list[
 WARM_BLOCKS = 2  # blocks of the network that warm_planner estimates
 
 
-def warm_planner(cfg: TrainConfig, spec, model: BlockNet | None = None) -> None:
+def warm_planner(cfg: TrainConfig, spec, model: BlockNet | None = None, *, traits: RegimeTraits) -> None:
     """One fake-tensor estimate of a 2-sample step, so the footprint measured next includes the planner.
 
     The first estimate imports torch._dynamo, sympy and ~900 other modules and fills dispatch
@@ -253,7 +328,7 @@ def warm_planner(cfg: TrainConfig, spec, model: BlockNet | None = None) -> None:
         return build_network(cfg.network, spec, prefix, num_modules=1, method=cfg.method,
                              objective_options=cfg.objective_options)
 
-    estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, uses_transport(cfg.method, cfg.transport),
+    estimate_parallel(net, (2, *input_shape(spec)), spec.num_classes, plan_transport(cfg, traits),
                       precision="fp32" if cfg.precision == "auto" else cfg.precision,
                       checkpoint_blocks=cfg.checkpoint_blocks is True)
 
@@ -299,7 +374,7 @@ class _Modules:
 
 
 def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet | None, notes: list[str],
-                  device: torch.device) -> _Modules:
+                  device: torch.device, machine: MachineFacts, say: Progress) -> _Modules:
     """K, boundaries, micro-batch, the step's options (checkpointing inside modules, precision) and
     the estimates behind them.
 
@@ -309,10 +384,7 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
     only checked for them (with checkpointing inside the network if ``auto`` and that is what fits).
     An ``auto`` option the planner did not weigh resolves to off / fp32.
     """
-    if not traits.modular:
-        k, bounds = 1, None
-    else:
-        k, bounds = cfg.modules, cfg.boundaries
+    k, bounds = requested_split(cfg, traits)
     if cfg.modules == "auto" and not traits.plans_budget:
         raise UserError(f"--modules auto is for regimes that plan modules against a budget, not {cfg.regime}")
     # checkpointing only ever saves memory at a cost in time: weigh it when there is a budget to meet
@@ -323,7 +395,7 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
     if not wants_plan:
         return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
-    transport = uses_transport(cfg.method, cfg.transport) and traits.transport
+    transport = plan_transport(cfg, traits)
 
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b,
@@ -354,7 +426,9 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
     plan: Plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules,
                               split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries,
                               precision=cfg.precision, checkpoint_blocks=ckpt,
-                              speed=lambda precision: machine_speed(device, precision))
+                              speed=lambda precision: machine_speed(device, precision, gpu_name=machine.device_name,
+                                                                    native_bf16=machine.cpu_native_bf16),
+                              progress=say)
     notes.extend(plan.notes)
     micro = plan.micro_batch if plan.micro_batch < batch_shape[0] else cfg.micro_batch
     return _Modules(len(plan.modules), plan.boundaries or None, micro, plan.to_dict(), plan.checkpoint_blocks,
@@ -362,7 +436,8 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
 
 
 def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modules, world_size: int,
-                 num_modules: int, boundaries: list[int] | None) -> tuple[list[list[int]], dict | None]:
+                 num_modules: int, boundaries: list[int] | None,
+                 traits: RegimeTraits) -> tuple[list[list[int]], dict | None]:
     """Which modules each rank trains, and (with a budget) each rank checked against it.
 
     The weights of ``--pipeline-split memory`` and the check are the planner's fake-tensor peaks of
@@ -381,7 +456,7 @@ def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modul
                                  method=cfg.method, objective_options=cfg.objective_options)
 
         batch_shape = (modules.micro_batch or cfg.batch_size, *input_shape(spec))
-        peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, uses_transport(cfg.method, cfg.transport),
+        peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, plan_transport(cfg, traits),
                                                            precision=modules.precision,
                                                            checkpoint_blocks=modules.checkpoint_blocks)]
     ranks = rank_layout(num_modules, world_size, peaks if cfg.pipeline_split == "memory" else None)
@@ -397,12 +472,34 @@ def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modul
     return [[r.start, r.stop] for r in ranks], estimates
 
 
-def _cache_folder(cfg: TrainConfig, traits: RegimeTraits, run_dir: Path | None) -> tuple[Path | None, bool]:
-    """``--cache-dir``, else the run folder's ``cache/``, else (no run folder) a temporary folder."""
+def cache_location(cfg: TrainConfig, traits: RegimeTraits, run_dir: Path | None) -> tuple[Path | None, bool]:
+    """Where a disk cache goes: ``(--cache-dir, False)``, else ``(the run folder's cache/, False)``,
+    else ``(None, True)``: a temporary folder, made by the caller once the plan is made."""
     if not traits.needs_cache:
         return None, False
     if cfg.cache_dir:
         return Path(cfg.cache_dir), False
     if run_dir is not None:
         return Path(run_dir) / "cache", False
-    return Path(tempfile.mkdtemp(prefix="edgetrgl-cache-")), True
+    return None, True
+
+
+def check_budget(cfg: TrainConfig, spec, model: BlockNet | None, *, traits: RegimeTraits,
+                 process: ProcessFacts | None = None) -> None:
+    """Refuse an infeasible budget from the lower bound alone, before anything is estimated (with a
+    device profile, ``process`` may carry a footprint measured early: smaller than the later one, so
+    the bound stays a lower bound). ``make_plan`` checks the same bound itself.
+
+    Raises:
+        UserError: the budget is under the bound (the message gives the smallest budget worth trying).
+    """
+    if cfg.device_profile and process is not None and process.footprint_bytes is not None:
+        facts = _process_budget(cfg, spec, model, [], facts=process)
+        if facts["scope"] == "device":
+            refuse_below_lower_bound(cfg.replace(budget=facts["budget_bytes"]), spec, model, traits)
+        else:
+            refuse_below_lower_bound(cfg.replace(budget=facts["tensor_budget_bytes"]), spec, model, traits,
+                                     fixed=facts["footprint_bytes"] + facts["weights_in_ram_bytes"],
+                                     meaning=facts["meaning"])
+    elif cfg.budget is not None and not cfg.device_profile:
+        refuse_below_lower_bound(cfg, spec, model, traits)

@@ -35,11 +35,14 @@ CUDA_HALF = MachineSpeed(flops_per_s=120e12, bytes_per_s=2.0e12, seconds_per_op=
 RATES_FILE = Path(__file__).with_name("cuda_rates.json")
 
 
-def machine_speed(device: torch.device | str, precision: str, gpu_name: str | None = None) -> MachineSpeed:
+def machine_speed(device: torch.device | str, precision: str, gpu_name: str | None = None,
+                  native_bf16: bool | None = None) -> MachineSpeed:
     """The rates of ``device`` running the step at ``precision`` (fp32, bf16, fp16).
 
     On CUDA, the rates fitted on this GPU model if ``cuda_rates.json`` has them (``gpu_name``: the
     name to look up, default the device's own, ``torch.cuda.get_device_name``), else the modelled ones.
+    ``native_bf16``: the CPU has bf16 in hardware (default: read from ``/proc/cpuinfo``). The planner
+    passes both from its :class:`~edgetrgl.devices.machine.MachineFacts`, so it reads nothing itself.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -52,7 +55,9 @@ def machine_speed(device: torch.device | str, precision: str, gpu_name: str | No
                                 source=f"fitted on {name}, {'fp32' if precision == 'fp32' else 'bf16'} "
                                        f"({fitted.get('source', RATES_FILE.name)})")
         return CUDA if precision == "fp32" else CUDA_HALF
-    return CPU_BF16 if precision != "fp32" and cpu_has_native_bf16() else CPU
+    if precision == "fp32":
+        return CPU
+    return CPU_BF16 if (cpu_has_native_bf16() if native_bf16 is None else native_bf16) else CPU
 
 
 @functools.cache

@@ -30,7 +30,8 @@ from edgetrgl.cache.activation_cache import CacheCorrupt
 from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
 from edgetrgl.data._seeding import derive_seed
-from edgetrgl.cache.placement import CachePlan, host_memory_for_cache
+from edgetrgl.cache.placement import CachePlan, host_cache_fits
+from edgetrgl.devices.machine import available_ram
 from edgetrgl.step import count_correct
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -194,11 +195,10 @@ class ModuleInputs:
         return True
 
     def _fall_back(self, k: int) -> None:
-        """The disk is full: keep the cache in host memory if it fits there as the plan measures it
-        (its size in its storage dtype, under half of the RAM the plan lets it use), else recompute
-        the prefix."""
+        """The disk is full: keep the cache in host memory if it fits there by the plan's rule
+        (:func:`host_cache_fits`, with the RAM available now), else recompute the prefix."""
         need = self.plan.bytes_needed
-        if need < host_memory_for_cache(self.plan.ram_limit) // 2:
+        if host_cache_fits(need, available_ram(), self.plan.ram_limit):
             self.mode = "host"
         else:
             self.mode = "none"

@@ -11,7 +11,9 @@ on rank 0): for one process they do nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -28,9 +30,9 @@ from edgetrgl.metrics import MetricsWriter, make_logger
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network
-from edgetrgl.planning.run_plan import RunPlan, make_plan, warm_planner
+from edgetrgl.planning.run_plan import (RunPlan, as_planned, cache_location, check_budget, make_plan,
+                                        warm_planner)
 from edgetrgl.planning.solver import AUTO, solve_for
-from edgetrgl.planning.traits import RegimeTraits
 from edgetrgl.tables import candidates_table, plan_table
 from edgetrgl.training.checkpoint import load_checkpoint
 from edgetrgl.training.loading import load_data, with_head_factory
@@ -123,14 +125,15 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
     process = _prepare_process(cfg) if cfg.device_profile else None
     if state is None:
         crash_point("plan")  # the tests send a SIGTERM here: the stop is honoured once the plan is made
+        say = None if quiet or not ranks.is_main else (lambda line: console.print(line, style="dim", highlight=False))
         plan, net = ranks.plan(lambda: plan_run(run_cfg, plan_spec, model, run_dir, world_size=ranks.world_size,
-                                                process=process))
+                                                process=process, progress=say))
         if choice is not None:
             plan.solver = choice.to_dict()
             plan.notes.insert(0, f"--regime auto: {choice.chosen.describe()}: {choice.why}")
         extra = {**ranks.fresh_extra(cfg), "validation": split}
     else:
-        plan, net, extra = RunPlan.from_dict(state["plan"], config=cfg), None, dict(state.get("extra") or {})
+        plan, net, extra = RunPlan.from_dict(state["plan"], config=cfg, traits=regime.traits), None, dict(state.get("extra") or {})
     plan = ranks.place(plan, cfg.device)
     if net is None:  # a resumed run, or a rank that did not plan: the network the plan describes
         net = build_network(cfg.network, spec, model, num_modules=plan.num_modules, boundaries=plan.boundaries,
@@ -217,22 +220,38 @@ def _validation_split(cfg: TrainConfig, train_set, state: dict | None, run_dir: 
 
 
 def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Path | None = None, *,
-             world_size: int = 1, process: ProcessFacts | None = None) -> tuple[RunPlan, ModularNet]:
+             world_size: int = 1, process: ProcessFacts | None = None,
+             progress: Callable[[str], None] | None = None) -> tuple[RunPlan, ModularNet]:
     """:func:`~edgetrgl.planning.run_plan.make_plan` for ``cfg``'s regime, on the rank that plans:
-    the regime's traits looked up, and under a whole-process budget this process's footprint measured
-    (after the planner's first estimate, which stays in the process).
+    the regime's traits looked up, the machine measured once, under a whole-process budget this
+    process's footprint measured (after the planner's first estimate, which stays in the process),
+    and a temporary cache folder made where the plan asks for one.
 
     Args:
         process: what :func:`~edgetrgl.devices.process.prepare_process` resolved on this rank
             (prepared here when None and ``cfg.device_profile`` asks for it).
+        progress: called with one line per planning step (None: silent).
     """
+    from edgetrgl.devices.machine import measure_machine  # lazy: `import edgetrgl` stays light
+
     traits = get_regime(cfg.regime).traits
+    machine = measure_machine(cache_location(cfg, traits, run_dir)[0], cfg.device)
     if cfg.device_profile:
         from edgetrgl.devices.process import measure_footprint  # only with a profile: `import edgetrgl` stays light
 
         process = process or _prepare_process(cfg)
-        process = measure_footprint(process, warm=lambda: warm_planner(cfg, spec, model))
-    return make_plan(cfg, spec, model, run_dir, traits=traits, world_size=world_size, process=process)
+        if process.whole_process:  # refuse from the bound before the warm-up estimate, with the footprint so far
+            check_budget(cfg, spec, model, traits=traits,
+                         process=dataclasses.replace(process, footprint_bytes=machine.footprint_bytes))
+            if progress:
+                progress("planning: measuring the runtime's footprint after one small estimate")
+        process = measure_footprint(process, warm=lambda: warm_planner(cfg, spec, model, traits=traits))
+    plan, net = make_plan(cfg, spec, model, run_dir, machine=machine, traits=traits, world_size=world_size,
+                          process=process, progress=progress)
+    if plan.cache.scratch and plan.cache.folder is None:  # the plan makes no folder: a run without one gets it here
+        plan = dataclasses.replace(plan, cache=dataclasses.replace(
+            plan.cache, folder=tempfile.mkdtemp(prefix="edgetrgl-cache-")))
+    return plan, net
 
 
 def dry_run(cfg: TrainConfig, *, data: tuple | None = None, model: BlockNet | None = None,
@@ -245,7 +264,8 @@ def dry_run(cfg: TrainConfig, *, data: tuple | None = None, model: BlockNet | No
     model = with_head_factory(model, head_factory, cfg, spec)
     choice = solve_for(cfg, spec, model) if cfg.regime == AUTO else None
     planned = choice.config if choice else cfg
-    plan, _ = plan_run(planned, spec, model, None)
+    say = None if quiet else (lambda line: console.print(line, style="dim", highlight=False))
+    plan, _ = plan_run(planned, spec, model, None, progress=say)
     if plan.cache.scratch and plan.cache.folder:
         shutil.rmtree(plan.cache.folder, ignore_errors=True)
     if choice is not None:
@@ -261,13 +281,6 @@ def dry_run(cfg: TrainConfig, *, data: tuple | None = None, model: BlockNet | No
             console.print(f"  {note}")
     return plan
 
-
-def as_planned(cfg: TrainConfig, plan: RunPlan, traits: RegimeTraits) -> TrainConfig:
-    """``cfg`` with the plan's modules, for fine-tuning (e2e keeps the requested split: its frozen
-    prefix is the first N modules of that split)."""
-    if plan.num_modules == 1 and not traits.modular:
-        return cfg
-    return cfg.replace(modules=plan.num_modules, boundaries=plan.boundaries)
 
 
 def runs_on_ranks(cfg: TrainConfig) -> bool:

@@ -25,7 +25,6 @@ from edgetrgl.memory.process import open_file_count, peak_rss_bytes, rss_bytes
 from edgetrgl.memory.tensor import cuda_peaks, track_live_peak
 from edgetrgl.metrics import MetricsWriter
 from edgetrgl.modular import ModularNet
-from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import BudgetExceeded
 from edgetrgl.planning.run_plan import RunPlan
 from edgetrgl.step import StepResult, frozen_step, local_step, make_optimizer, set_lr
@@ -66,8 +65,7 @@ class Trainer:
         self.device = plan.torch_device
         self.budget = plan.budget_policy
         K = net.num_modules
-        # the transport term: on where the objective (or --transport) asks for it and the regime has one
-        method = "trgl" if self.regime.traits.transport and uses_transport(cfg.method, cfg.transport) else "vangl"
+        method = "trgl" if plan.transport else "vangl"  # the plan decided the transport term (plan_transport)
         # what summary.json records: the objective and whether the transport term was on
         self.objective = {"method": cfg.method, "transport": method == "trgl", "transport_option": cfg.transport}
         self.tau = TauSchedule(cfg.tau_schedule, cfg.tau, K, transport=method == "trgl", step=cfg.multiplier_step,
