@@ -109,3 +109,11 @@ def test_the_cli_dry_run_prints_the_candidates_and_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ways to train" in proc.stderr and "chosen" in proc.stderr
     assert not out.exists()
+
+
+def test_an_explicit_e2e_over_its_budget_accumulates_instead_of_refusing(synthetic_data):
+    free = plan(tiny_config(regime="e2e", checkpoint_blocks=False, budget=10**9), data=synthetic_data, quiet=True)
+    budget = free.estimates["estimated_peak_bytes"] // 2
+    p = plan(tiny_config(regime="e2e", checkpoint_blocks=False, budget=budget), data=synthetic_data, quiet=True)
+    assert p.regime == "e2e" and p.num_modules == 1 and p.micro_batch < 64
+    assert p.estimates["estimated_peak_bytes"] <= budget

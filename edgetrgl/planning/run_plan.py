@@ -418,6 +418,23 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
                 notes.append(f"checkpointing inside modules: one step needs {format_bytes(with_ckpt)} with it, "
                              f"{format_bytes(peak)} without")
                 peak, plain_ckpt = with_ckpt, True
+        if cfg.budget is not None and peak > cfg.budget and not traits.modular and cfg.micro_batch is None:
+            # e2e is one module: the planner at K = 1 finds the largest micro-batch that fits, as a user
+            # accumulating gradients would (with checkpointing too where ``auto`` lets it weigh that)
+            try:
+                fitted = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=1,
+                                      budget=cfg.budget, transport=transport, precision=plain_precision,
+                                      checkpoint_blocks=ckpt,
+                                      speed=lambda precision: machine_speed(device, precision,
+                                                                            gpu_name=machine.device_name,
+                                                                            native_bf16=machine.cpu_native_bf16),
+                                      progress=say)
+            except NoPlanFits:
+                pass
+            else:
+                notes.extend(fitted.notes)
+                return _Modules(1, None, fitted.micro_batch, {"estimated_peak_bytes": fitted.peak_bytes, "modules": None},
+                                fitted.checkpoint_blocks, fitted.precision)
         if cfg.budget is not None and peak > cfg.budget:
             raise UserError(f"the {cfg.regime} regime needs about {format_bytes(peak)} ({peak / 1e9:.3g} GB) for one "
                             f"step, over the budget of {format_bytes(cfg.budget)}: use --regime sequential")
