@@ -51,7 +51,6 @@ PIPELINE_SPLITS = ("memory", "equal")
 SPLITS = ("equal", "balanced")
 HEADS = ("auto", "linear", "trgl")
 INITS = ("default", "orthogonal")
-LOGGERS = ("jsonl", "console", "tensorboard")  # metric sinks (edgetrgl/metrics/)
 
 _UNITS = {
     "": 1, "b": 1,
@@ -109,7 +108,9 @@ def format_bytes(n: int | float | None, binary: bool = True) -> str:
 # ---- the sections -------------------------------------------------------------------------------
 # A field is one line: ``name: type = setting(default, "help", **how_the_cli_spells_it)``. Its help is
 # its `edgetrgl train --help` text; the CLI (edgetrgl/cli/config_flags.py) derives the flag and the
-# parsing of `--set name=value` from the type, so a new field needs nothing else.
+# parsing of `--set name=value` from the type, so a new field needs nothing else. A help names what a
+# registry holds by quoting it, never by hand: `{regimes.needs_cache}` prints the regimes whose trait
+# is set, `{objectives.options}` each objective's options (the CLI fills them in when it prints).
 def setting(default: Any, help: str, **cli: Any) -> Any:
     """A documented config field.
 
@@ -118,8 +119,8 @@ def setting(default: Any, help: str, **cli: Any) -> Any:
         help: one line: what the field does (the CLI's help text).
         cli: how the command line spells it where the type does not say: ``flag`` (another
             spelling than ``--field-name``), ``choices`` (a tuple, or the name of a registry the CLI
-            reads when it parses), ``metavar``, ``parse="size"`` ("2GB" to bytes), ``extend=True``
-            (a list flag adds to the list instead of replacing it).
+            reads when it parses: ``regimes``, ``objectives``, ``sinks``), ``metavar``, ``parse="size"``
+            ("2GB" to bytes), ``extend=True`` (a list flag adds to the list instead of replacing it).
 
     Returns:
         A :func:`dataclasses.field`.
@@ -191,18 +192,17 @@ class TrainingConfig:
     """The regime, the method and its tau schedule, and how long to train."""
 
     regime: str = setting("sequential", "how the modules train", choices="regimes")
-    method: str = setting("trgl", "the local objective (trgl: vangl + the transport term; vangl, infopro, infopro-c, "
-                                  "dgl, predsim: edgetrgl/objectives/)", choices="objectives")
+    method: str = setting("trgl", "the local objective (edgetrgl/objectives/)", choices="objectives")
     objective_options: dict[str, Any] = setting({}, "options of the local objective, e.g. '{ixx_1 = 5, ixy_2 = 1}' "
-                                                    "for infopro (the README lists each objective's)")
+                                                    "for infopro; each objective's: {objectives.options}")
     transport: str = setting("auto", "the transport term on any objective: on, off, or auto (the objective's "
-                                     "default: on for trgl only)", choices=TRANSPORTS)
+                                     "default: on for {objectives.transport})", choices=TRANSPORTS)
     tau: float = setting(10.0, "transport step size (the paper: 1; benchmarks/accuracy: 1 loses up to 8 points with many modules and little data)")
     tau_schedule: str = setting("double", "constant; double: tau/2 for the first half of the modules; multiplier", choices=TAU_SCHEDULES)
     multiplier_step: float = setting(1.0, "multiplier schedule: lambda grows by h * CE ...")
     multiplier_every: int = setting(50, "... every s steps")
-    epochs: int = setting(2, "per module (sequential), per lap (multilap), or in total (e2e, parallel)")
-    epochs_step: int = setting(0, "sequential: module k trains epochs + k * epochs_step")
+    epochs: int = setting(2, "training epochs: {regimes.epochs_help}")
+    epochs_step: int = setting(0, "{regimes.epochs_for}: module k trains epochs + k * epochs_step")
     laps: int = setting(2, "multilap: passes over the modules")
     recalibrate_bn: bool = setting(False, "after each module trains, recompute its BatchNorm statistics over one "
                                           "pass of its training inputs: for few steps, where the running averages "
@@ -264,7 +264,7 @@ class MemoryConfig:
 
     budget: int | None = setting(None, "memory budget, e.g. 2GB (10^9 bytes), 1.5GiB (2^30), 512MB, 800MiB", parse="size")
     micro_batch: int | None = setting(None, "accumulate gradients over micro-batches of this size (the planner may set it)")
-    cache: str = setting("auto", "where finished modules' outputs go (sequential, multilap)", choices=CACHE_MODES)
+    cache: str = setting("auto", "where finished modules' outputs go ({regimes.needs_cache})", choices=CACHE_MODES)
     cache_dtype: str = setting("fp32", "storage dtype of the cache; auto: fp16 when fp32 would not stay in host memory", choices=CACHE_DTYPES)
     cache_views: int = setting(1, "augmented views cached per training sample")
     cache_dir: str | None = setting(None, "folder of the disk cache (default: OUT/cache)", metavar="DIR")
@@ -299,14 +299,13 @@ class RunConfig:
     device: str = setting("auto", "auto: cuda if available", choices=DEVICES)
     seed: int = setting(0, "seed of the weights, the data order and the augmentation")
     out: str = setting("runs/latest", "run folder; \"\" writes nothing", metavar="DIR")
-    loggers: list[str] = setting(["jsonl", "console"], "metric sinks: jsonl (OUT/metrics.jsonl), console, tensorboard (OUT/tb/); the flag adds one, --set loggers=[...] replaces them", flag="--log", extend=True, choices=LOGGERS, metavar="NAME")
+    loggers: list[str] = setting(["jsonl", "console"], "metric sinks; the flag adds one, --set loggers=[...] replaces them", flag="--log", extend=True, choices="sinks", metavar="NAME")
 
     def validate(self) -> None:
         _choice("device", self.device, DEVICES)
         if not isinstance(self.loggers, list) or not all(isinstance(name, str) for name in self.loggers):
             raise UserError(f"--log/loggers must be a list of sink names, got {self.loggers!r}")
-        for name in self.loggers:
-            _choice("log", name, LOGGERS)
+        # the names are checked against the sink registry when the run starts: it sits above this layer
         if "jsonl" not in self.loggers:  # metrics.jsonl is the run's record: a resume cuts it back to its checkpoint
             raise UserError(f"loggers must keep jsonl (metrics.jsonl is the run's record), got {self.loggers!r}")
 
@@ -318,7 +317,7 @@ class DistributedConfig:
     data_parallel: bool = setting(False, "every rank trains every module on its shard of each batch (gradients averaged)")
     sync_bn: bool = setting(False, "with --data-parallel on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     dist_timeout: float = setting(60.0, "seconds to wait for the other ranks (rendezvous, collectives)", metavar="SECONDS")
-    pipeline_split: str = setting("memory", "pipeline regime: modules per rank balanced by estimated memory, or equal counts", choices=PIPELINE_SPLITS)
+    pipeline_split: str = setting("memory", "{regimes.multi_process} regime: modules per rank balanced by estimated memory, or equal counts", choices=PIPELINE_SPLITS)
 
     def validate(self) -> None:
         # data_parallel with a multi-process regime (pipeline) is refused where the regime is looked

@@ -35,6 +35,7 @@ class Registry(Generic[T]):
         """Add (or replace) ``entry`` under its ``name``; returns it."""
         if not getattr(entry, "name", ""):
             raise ValueError(f"a {self.flag} entry needs a name")
+        self._load()  # the built-ins first: a user's entry comes after them, and replaces one by name
         self._entries[entry.name] = entry
         return entry
 

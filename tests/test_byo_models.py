@@ -123,10 +123,19 @@ def test_conv1d_model_trains_on_sequences(sequences, regime):
 
 
 def test_budget_plan_works_on_vectors(vectors):
-    """The fake-tensor estimates and the planner take the data's own shape, not (C, H, W)."""
-    result = edgetrgl.train(config(budget="1GB", modules="auto", epochs=1), model=ResidualMLP(16), data=vectors, quiet=True)
-    plan = result.extra["plan"]["estimates"]
-    assert plan is not None and all(m["estimated_peak_bytes"] > 0 for m in plan["modules"])
+    """A budget below one module's step on vectors: the fake-tensor estimates and the planner take
+    the data's own shape, not (C, H, W), split the network to fit, and every module's measured peak
+    stays inside the budget."""
+    budget = 90_000  # bytes; the whole network (K=1) needs about 150 kB here
+    result = edgetrgl.train(config(budget=budget, modules="auto", epochs=1), model=ResidualMLP(16), data=vectors,
+                            quiet=True)
+    plan = result.extra["plan"]
+    assert plan["budget"] == budget and plan["num_modules"] >= 2 and len(result.modules) == plan["num_modules"]
+    estimates = plan["estimates"]["modules"]
+    assert len(estimates) == plan["num_modules"] and all(0 < m["estimated_peak_bytes"] <= budget for m in estimates)
+    measured = [m["peak_bytes"] for m in result.modules]
+    assert all(0 < peak <= budget for peak in measured), measured
+    assert result.last_module["test_accuracy"] >= 0.6  # 4 classes: chance is 0.25
 
 
 def test_custom_head_factory_is_used(vectors):

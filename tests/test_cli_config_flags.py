@@ -173,3 +173,41 @@ def test_a_new_field_is_one_line_in_config(monkeypatch, capsys):
     text = help_text(capsys)
     assert "--knob KNOB" in text.split("[run]:")[1].split("\n\n[")[0] and "a knob added in one line (default 1.5)" in text
     assert config("--knob", "2").knob == 2.0 and config("--set", "run.knob=2.5").to_dict()["knob"] == 2.5
+
+
+def test_help_quotes_what_the_registries_hold_when_it_is_printed(capsys):
+    """A field's help names regimes, objectives and sinks by what they declare, not by hand: entries
+    registered after the parser was built show up where their traits say, and go with them."""
+    from edgetrgl.metrics import sinks
+    from edgetrgl.objectives import Objective, register as register_objective, unregister as unregister_objective
+    from edgetrgl.training import regimes
+
+    parser = build_parser()
+    traits = regimes.RegimeTraits(modular=True, needs_cache=True, plans_budget=True, multi_process=True)
+    regimes.register(regimes.Regime("toy-regime", lambda ctx: None, traits, "a toy", epochs_for=lambda cfg, k: 1,
+                                    epochs_help="per toy"))
+    register_objective(type("ToyObjective", (Objective,), {"name": "toy-objective", "help": "a toy",
+                                                           "transport": True, "options": ("knob",)})())
+    sinks.register(sinks.SinkKind("toy-sink", "a toy sink"))
+
+    def flag_help(flag):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--help"])
+        text = capsys.readouterr().out
+        return " ".join(text.split(f"\n  {flag} ")[1].split("\n  -")[0].split())
+
+    try:
+        assert "(sequential, multilap, toy-regime)" in flag_help("--cache")
+        assert "per module (sequential), per lap (multilap), per toy (toy-regime)" in flag_help("--epochs")
+        assert flag_help("--epochs-step").startswith("EPOCHS_STEP sequential, toy-regime: module k")
+        assert "pipeline, toy-regime regime" in flag_help("--pipeline-split")
+        assert "toy-regime: a toy" in flag_help("--regime")
+        assert "(the objective's default: on for trgl, toy-objective)" in flag_help("--transport")
+        assert "toy-objective: knob" in flag_help("--objective-options") and "toy-objective: a toy" in flag_help("--method")
+        assert "toy-sink: a toy sink" in flag_help("--log")
+        assert parser.parse_args(["train", "--log", "toy-sink"]).loggers == [["toy-sink"]]
+    finally:
+        regimes.unregister("toy-regime")
+        unregister_objective("toy-objective")
+        sinks.unregister("toy-sink")
+    assert "toy" not in flag_help("--cache") + flag_help("--transport") + flag_help("--log")

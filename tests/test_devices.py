@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -84,9 +87,24 @@ def test_a_profile_file_must_carry_sources_and_consistent_sizes():
         profile_from_toml(drift, "x.toml")
 
 
-def test_profiles_ship_as_package_data():
-    text = Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text()
-    assert "devices/profiles/*.toml" in text
+def test_profiles_ship_as_package_data(tmp_path):
+    """Build the wheel (offline, from a copy of the sources) and find every profile inside it."""
+    if importlib.util.find_spec("setuptools") is None:  # the build backend; --no-build-isolation: nothing downloaded
+        pytest.skip("building the wheel offline needs setuptools installed")
+    root = Path(__file__).resolve().parent.parent
+    sources = tmp_path / "src"  # a copy: the build writes build/ and *.egg-info beside the sources
+    shutil.copytree(root / "edgetrgl", sources / "edgetrgl", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, sources / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "--quiet", "--wheel-dir", str(tmp_path / "dist"), str(sources)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("edgetrgl-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name: archive.read(name) for name in archive.namelist() if name.startswith("edgetrgl/devices/profiles/")}
+    assert list_profiles() and sorted(shipped) == [f"edgetrgl/devices/profiles/{n}.toml" for n in list_profiles()]
+    assert all(data == (root / name).read_bytes() for name, data in shipped.items())
 
 
 # -- detection -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from edgetrgl.cli.main import main
 from edgetrgl.config import TrainConfig
 from edgetrgl.errors import UserError
 from edgetrgl.metrics import MetricsWriter, make_logger
+from edgetrgl.metrics.tensorboard import TensorBoard
 from edgetrgl.training.run_dir import truncate_metrics
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -67,7 +68,7 @@ def test_every_record_gets_the_next_step_and_a_reopened_file_goes_on(tmp_path):
 
 
 def test_tensorboard_reader_loads_the_per_module_scalars(tmp_path):
-    writer = MetricsWriter(tmp_path / "metrics.jsonl", quiet=True, tensorboard=tmp_path / "tb")
+    writer = MetricsWriter(tmp_path / "metrics.jsonl", quiet=True, sinks=[lambda step: TensorBoard(tmp_path / "tb", first_step=step)])
     writer.log({"event": "start", "device": "cpu"})
     writer.log(epoch(1, 1, 2.0))
     writer.log({"event": "module", "lap": 0, "module": 1, "blocks": [0, 3], "test_accuracy": 0.75, "time_s": 3.0,
@@ -85,14 +86,14 @@ def test_tensorboard_reader_loads_the_per_module_scalars(tmp_path):
 
 def test_a_resume_purges_the_points_past_its_checkpoint(tmp_path):
     path, tb = tmp_path / "metrics.jsonl", tmp_path / "tb"
-    first = MetricsWriter(path, quiet=True, tensorboard=tb)
+    first = MetricsWriter(path, quiet=True, sinks=[lambda step: TensorBoard(tb, first_step=step)])
     first.log(epoch(1, 1, 2.0))
     first.log(epoch(1, 2, 1.5))
     checkpoint = first.tell()
     first.log(epoch(1, 3, 9.0))  # past the checkpoint: the run is killed before the next one
     first.close()
     truncate_metrics(path, checkpoint)
-    again = MetricsWriter(path, quiet=True, tensorboard=tb)
+    again = MetricsWriter(path, quiet=True, sinks=[lambda step: TensorBoard(tb, first_step=step)])
     again.log({"event": "resume"})
     again.log(epoch(1, 3, 1.0))
     again.close()
@@ -163,3 +164,52 @@ def test_overwrite_clears_tb_and_a_resume_may_add_a_sink(tmp_path):
     assert agreed_changes(TrainConfig(), {"loggers": loggers}, "--resume") == {"loggers": loggers}
     with pytest.raises(UserError, match="contradicts the saved run"):
         agreed_changes(TrainConfig(), {"lr": 0.5}, "--resume")
+
+
+class ToySink:
+    """A sink a user registers: keeps what it gets, and leaves a file in its own folder of the run."""
+
+    def __init__(self, folder, first_step):
+        self.folder, self.first_step, self.records = folder, first_step, []
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "opened").write_text(str(first_step))
+        TOY_SINKS.append(self)
+
+    def write(self, record, step, echo=None):
+        self.records.append((step, json.loads(json.dumps(record))))  # as written: the loops reuse their dicts
+
+    def close(self):
+        self.closed = True
+
+
+TOY_SINKS: list[ToySink] = []
+
+
+def test_a_registered_sink_gets_the_records_and_overwrite_clears_its_folder(tmp_path):
+    """One register() call: --log names it, the run feeds it every record metrics.jsonl holds, and
+    --overwrite of the run deletes the folder it owns, by the same code that deletes tb/."""
+    from edgetrgl.api import train
+    from edgetrgl.data import load_dataset
+    from edgetrgl.metrics.sinks import SinkKind, register, sink_names, unregister
+    from tests.conftest import tiny_config
+
+    few = load_dataset("synthetic", num_train=128, num_test=64, seed=0)
+    out = tmp_path / "run"
+    TOY_SINKS.clear()
+    register(SinkKind("toy", "a sink registered by a test", owns=("toy",),
+                      build=lambda folder, first_step: ToySink(folder / "toy", first_step)))
+    try:
+        train(tiny_config(loggers=["jsonl", "toy"], modules=2, epochs=1), data=few, out=out, quiet=True)
+        (sink,) = TOY_SINKS
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert sink.first_step == 1 and sink.closed
+        assert [step for step, _ in sink.records] == list(range(1, len(lines) + 1))
+        assert [record for _, record in sink.records] == lines
+        assert (out / "toy" / "opened").exists()
+        train(tiny_config(loggers=["jsonl"], modules=2, epochs=1), data=few, out=out, overwrite=True, quiet=True)
+        assert not (out / "toy").exists() and len(TOY_SINKS) == 1  # cleared with the run it belonged to
+    finally:
+        unregister("toy")
+    assert "toy" not in sink_names()
+    with pytest.raises(UserError, match="--log must be one of jsonl, console, tensorboard; got 'toy'"):
+        train(tiny_config(loggers=["jsonl", "toy"]), data=few, out=None, quiet=True)

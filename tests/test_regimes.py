@@ -12,6 +12,7 @@ import ast
 from pathlib import Path
 
 from edgetrgl.api import evaluate, train
+from edgetrgl.data import load_dataset
 from edgetrgl.errors import UserError
 from edgetrgl.training.context import RegimeContext
 from edgetrgl.training.evaluation import evaluate_heads
@@ -174,7 +175,58 @@ def test_unknown_regime_is_one_line(synthetic_data):
         train(tiny_config(regime="nope"), data=synthetic_data, out=None, quiet=True)
 
 
-def test_traits_replace_name_comparisons():
-    assert not get_regime("e2e").traits.modular and not get_regime("e2e").traits.transport
-    assert get_regime("sequential").traits.needs_cache and get_regime("multilap").traits.plans_budget
-    assert not get_regime("parallel").traits.needs_cache
+def test_traits_replace_name_comparisons(monkeypatch):
+    """Swap the built-in regimes' names (and the objectives'): what a run does follows the entry's
+    traits and loop, never its name, and a brand-new name behaves as the traits it declares."""
+    from edgetrgl.losses import TauSchedule
+    from edgetrgl.objectives import get_objective, objective_names, register as register_objective
+    from edgetrgl.objectives import unregister as unregister_objective
+
+    transport_weights = []  # what each step is told to weigh the transport term by
+    weights = TauSchedule.weights
+    monkeypatch.setattr(TauSchedule, "weights", lambda tau, k: transport_weights.append(weights(tau, k)[1])
+                        or weights(tau, k))
+
+    few = load_dataset("synthetic", num_train=128, num_test=64, seed=0)  # three runs: keep them short
+
+    def run(regime, method, **options):
+        transport_weights.clear()
+        result = train(tiny_config(regime=regime, method=method, epochs=1, **options), data=few, out=None, quiet=True)
+        return result, set(transport_weights)
+
+    e2e, sequential = get_regime("e2e"), get_regime("sequential")
+    trgl, vangl = get_objective("trgl"), get_objective("vangl")
+    regimes_before, objectives_before = regime_names(), objective_names()
+    try:
+        register(Regime("e2e", sequential.run, sequential.traits, sequential.help, sequential.epochs_for))
+        register(Regime("sequential", e2e.run, e2e.traits, e2e.help))
+        register(Regime("renamed-sequential", sequential.run, sequential.traits, "sequential, renamed"))
+        register_objective(type("TransportUnderVanGLsName", (type(trgl),), {"name": "vangl"})())
+        register_objective(type("NoTransportUnderTRGLsName", (type(vangl),), {"name": "trgl"})())
+        register_objective(type("RenamedTRGL", (type(trgl),), {"name": "renamed-trgl"})())
+
+        # sequential's loop and traits under e2e's name; vangl's name with TRGL's transport
+        result, used = run("e2e", "vangl", epochs_step=1)
+        assert [m["epochs"] for m in result.modules] == [1, 2, 3]  # the regime's epochs_for, module by module
+        assert result.extra["plan"]["cache"]["mode"] == "host"  # needs_cache: a cache was planned
+        assert result.extra["objective"]["transport"] and used == {1 / 2 / 5, 1 / 2 / 10}  # tau 10, halved first
+
+        # a new regime name with sequential's traits; trgl's name without the transport term
+        result, used = run("renamed-sequential", "trgl")
+        assert len(result.modules) == 3 and result.extra["plan"]["cache"]["mode"] == "host"
+        assert not result.extra["objective"]["transport"] and used == {0.0}
+
+        # e2e's loop and traits under sequential's name: one module, no cache, no transport (the
+        # regime has none) even for a new objective name that asks for it
+        result, used = run("sequential", "renamed-trgl")
+        assert len(result.modules) == 1 and result.extra["plan"]["cache"]["mode"] == "none"
+        assert not result.extra["objective"]["transport"] and used == {0.0}
+    finally:
+        for regime in (e2e, sequential):
+            register(regime)
+        unregister("renamed-sequential")
+        for objective in (trgl, vangl):
+            register_objective(objective)
+        unregister_objective("renamed-trgl")
+    assert regime_names() == regimes_before and objective_names() == objectives_before
+    assert get_regime("e2e") is e2e and get_objective("trgl") is trgl

@@ -4,6 +4,7 @@ and it is pure: the regime's traits, the ranks and the process's facts come in a
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -12,11 +13,13 @@ from edgetrgl.devices.machine import MachineFacts
 from edgetrgl.errors import UserError
 from edgetrgl.planning.run_plan import make_plan
 from edgetrgl.api import train
+from edgetrgl.data import load_dataset
 from edgetrgl.training.regimes import get_regime
 from tests.conftest import tiny_config
 
 MACHINE = MachineFacts(free_ram_bytes=8 << 30, free_disk_bytes=64 << 30, cpu_name="test CPU", cpu_count=2,
                        footprint_bytes=300 << 20)
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
 def test_plan_records_request_and_resolution(synthetic_data, tmp_path):
@@ -29,12 +32,32 @@ def test_plan_records_request_and_resolution(synthetic_data, tmp_path):
     assert summary["plan"]["num_modules"] == 3
 
 
-def test_disk_cache_size_counts_the_storage_dtype(synthetic_data):
-    sizes = {}
-    for dtype in ("fp32", "fp16"):
-        result = train(tiny_config(cache="host", cache_dtype=dtype, epochs=1), data=synthetic_data, out=None, quiet=True)
-        sizes[dtype] = result.extra["plan"]["cache"]["bytes_needed"]
-    assert sizes["fp16"] * 2 == sizes["fp32"]
+def test_disk_cache_size_counts_the_storage_dtype(tmp_path):
+    """The shards a disk cache writes take one element size per value of its dtype (fp16 and bf16
+    half of fp32), and the plan's bytes_needed is what the largest module's cache takes on disk."""
+    few = load_dataset("synthetic", num_train=128, num_test=64, seed=0)  # three runs: keep them short
+    on_disk, planned = {}, {}
+    for dtype in ("fp32", "fp16", "bf16"):
+        folder = tmp_path / dtype
+        result = train(tiny_config(cache="disk", cache_dtype=dtype, cache_dir=str(folder), keep_cache=True, epochs=1),
+                       data=few, out=None, quiet=True)
+        assert result.extra["plan"]["cache"]["mode"] == "disk"
+        planned[dtype] = result.extra["plan"]["cache"]["bytes_needed"]
+        on_disk[dtype] = {}
+        for shard in sorted(folder.glob("*/view*_shard*.bin")):
+            manifest = json.loads((shard.parent / "manifest.json").read_text())
+            assert manifest["dtype"] == dtype
+            values = manifest["num_samples"] * math.prod(manifest["feature_shape"])
+            on_disk[dtype][shard.relative_to(folder).as_posix()] = shard.stat().st_size
+            assert shard.stat().st_size == values * ELEMENT_BYTES[dtype]
+    assert on_disk["fp32"] and on_disk["fp16"].keys() == on_disk["fp32"].keys() == on_disk["bf16"].keys()
+    assert all(on_disk["fp16"][name] * 2 == on_disk["bf16"][name] * 2 == size for name, size in on_disk["fp32"].items())
+    for dtype, shards in on_disk.items():
+        per_module = {}
+        for name, size in shards.items():  # lap1-module1-train/view0_shard0.bin: train and test of one module
+            module = name.split("/")[0].rsplit("-", 1)[0]
+            per_module[module] = per_module.get(module, 0) + size
+        assert planned[dtype] == max(per_module.values())
 
 
 def test_balanced_split_without_a_budget(synthetic_data):

@@ -232,6 +232,22 @@ def test_precision_and_checkpoint_flags_reach_the_config():
         TrainConfig(checkpoint_blocks="yes")
 
 
-def test_a_bf16_checkpointed_run_trains(synthetic_data):
+def test_a_bf16_checkpointed_run_trains(synthetic_data, monkeypatch):
+    """The plan keeps bf16 and checkpointing, the training steps run their blocks checkpointed under
+    bf16 autocast, and the run still learns."""
+    import edgetrgl.block_checkpoint as block_checkpoint
+
+    seen = []  # per checkpointed call: autocast on, and its dtype
+    plain = block_checkpoint.checkpoint
+
+    def spy(fn, x, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return plain(fn, x, **kwargs)
+
+    monkeypatch.setattr(block_checkpoint, "checkpoint", spy)
     result = train(tiny_config(precision="bf16", checkpoint_blocks=True), data=synthetic_data, out=None, quiet=True)
+    plan = result.extra["plan"]
+    assert plan["precision"] == "bf16" and plan["checkpoint_blocks"] is True
+    steps = 2 * 512 // 64  # epochs * batches, for each of the 3 modules
+    assert len(seen) >= 3 * steps and set(seen) == {(True, torch.bfloat16)}
     assert result.last_module["test_accuracy"] > 0.4  # fp32 reaches 0.63 here; chance is 0.1

@@ -31,36 +31,80 @@ PRECEDENCE = ("Settings, lowest precedence first: the defaults shown, the --conf
               "TOML or JSON literals, e.g. --set model_options='{width = 4}')")
 
 
-def _regime_names() -> list[str]:
-    from edgetrgl.training.regimes import regime_names
-
-    return [*regime_names(), "auto"]  # auto: resolved by the planner to one of them (planning/solver.py)
-
-
-def _regime_help() -> str:
+def _regimes() -> list:
     from edgetrgl.training.regimes import regimes
 
-    return "; ".join([*(f"{r.name}: {r.help}" for r in regimes()),
-                      "auto: weigh e2e (with checkpointing, micro-batches) against module-wise training under "
-                      "--budget and pick the most exact way that fits within 2x of the fastest"])
+    return regimes()
 
 
-def _objective_names() -> list[str]:
-    from edgetrgl.objectives import objective_names
-
-    return list(objective_names())
-
-
-def _objective_help() -> str:
+def _objectives() -> list:
     from edgetrgl.objectives import objectives
 
-    return "; ".join(f"{o.name}: {o.help}" for o in objectives())
+    return objectives()
 
 
-# registries a field's choices may name (``choices="regimes"``): read when the command line is parsed
-# or its help printed, so a regime (or objective) registered after the parser was built is a valid choice
-REGISTRIES: dict[str, tuple[Callable[[], list[str]], Callable[[], str]]] = {
-    "regimes": (_regime_names, _regime_help), "objectives": (_objective_names, _objective_help)}
+def _sinks() -> list:
+    from edgetrgl.metrics.sinks import sinks
+
+    return sinks()
+
+
+# registries a field's choices may name (``choices="regimes"``), and a field's help may quote
+# (``{regimes.needs_cache}``): read when the command line is parsed or its help printed, so a regime
+# (objective, sink) registered after the parser was built is a valid choice and shows in the help
+REGISTRIES: dict[str, Callable[[], list]] = {"regimes": _regimes, "objectives": _objectives, "sinks": _sinks}
+_QUOTE = re.compile(r"\{(" + "|".join(REGISTRIES) + r")(?:\.(\w+))?\}")
+# choices beside a registry's entries: (name, help); --regime auto is resolved by the planner to one
+# of the registered regimes (planning/solver.py)
+EXTRA_CHOICES: dict[str, list[tuple[str, str]]] = {"regimes": [
+    ("auto", "weigh e2e (with checkpointing, micro-batches) against module-wise training under --budget and "
+             "pick the most exact way that fits within 2x of the fastest")]}
+
+
+def registry_names(registry: str) -> list[str]:
+    return [entry.name for entry in REGISTRIES[registry]()] + [name for name, _ in EXTRA_CHOICES.get(registry, [])]
+
+
+def registry_help(registry: str) -> str:
+    """``name: help`` of every entry of ``registry``, for the help of the field that chooses one."""
+    described = [(entry.name, entry.help) for entry in REGISTRIES[registry]()] + EXTRA_CHOICES.get(registry, [])
+    return "; ".join(f"{name}: {help}" for name, help in described)
+
+
+def quote_registries(text: str, escape_percent: bool = False) -> str:
+    """``text`` with each ``{registry}`` or ``{registry.attribute}`` replaced by what the registry holds now.
+
+    ``{regimes}``: the names. ``{regimes.needs_cache}``: the names whose attribute (or trait) is set.
+    A text attribute groups the names by its value (``{regimes.epochs_help}``: "per module
+    (sequential), in total (e2e, parallel)"); a tuple one lists each entry's (``{objectives.options}``:
+    "infopro: ixx_1, ..."). ``escape_percent``: the quoted text is for argparse (``%`` as ``%%``).
+    """
+    def quote(match: re.Match) -> str:
+        text = describe(match)
+        return text.replace("%", "%%") if escape_percent else text
+
+    def describe(match: re.Match) -> str:
+        entries, attribute = REGISTRIES[match.group(1)](), match.group(2)
+        if attribute is None:
+            return ", ".join(entry.name for entry in entries)
+        values = [(entry.name, _attribute(entry, attribute)) for entry in entries]
+        if all(isinstance(value, str) for _, value in values):
+            groups: dict[str, list[str]] = {}
+            for name, value in values:
+                groups.setdefault(value, []).append(name)
+            return ", ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
+        if all(isinstance(value, tuple) for _, value in values):
+            return "; ".join(f"{name}: {', '.join(value)}" for name, value in values if value) or "none"
+        return ", ".join(name for name, value in values if value) or "none"
+
+    return _QUOTE.sub(quote, text)
+
+
+def _attribute(entry: Any, name: str) -> Any:
+    """An entry's attribute, or its traits' (a regime's ``needs_cache``)."""
+    if hasattr(entry, name):
+        return getattr(entry, name)
+    return getattr(entry.traits, name)
 
 
 class ConfigField(NamedTuple):
@@ -79,7 +123,7 @@ class ConfigField(NamedTuple):
     @property
     def choices(self) -> Any:
         choices = self.meta.get("choices")
-        return LazyChoices(REGISTRIES[choices][0]) if isinstance(choices, str) else choices
+        return LazyChoices(lambda: registry_names(choices)) if isinstance(choices, str) else choices
 
 
 class LazyChoices:
@@ -217,13 +261,14 @@ def _as_argparse_type(f: ConfigField) -> Callable[[str], Any]:
 
 # ---- the parser ------------------------------------------------------------------------------
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the epilog's examples as written; appends a registry's descriptions to a field's help
-    when the help is printed (not when the parser is built)."""
+    """Keeps the epilog's examples as written; fills in what a field's help quotes of the registries,
+    and appends a registry's descriptions to the help of a field that chooses from it, when the help
+    is printed (not when the parser is built)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        registry = getattr(action, "registry_help", None)
-        return f"{text}: {registry()}" if registry is not None else text
+        text = quote_registries(action.help or "", escape_percent=True)
+        registry = getattr(action, "registry", None)
+        return f"{text}: {registry_help(registry).replace('%', '%%')}" if registry is not None else text
 
 
 def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
@@ -260,7 +305,7 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | No
                 kwargs.update(nargs="?", const=True)  # --checkpoint-blocks alone: on
         action = groups[f.section].add_argument(f.flag, **kwargs)
         if isinstance(f.meta.get("choices"), str):
-            action.registry_help = REGISTRIES[f.meta["choices"]][1]
+            action.registry = f.meta["choices"]
 
 
 def _help(f: ConfigField, default: Any, fixed: bool) -> str:

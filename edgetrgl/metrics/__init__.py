@@ -5,11 +5,14 @@
     ConsoleSink     the echoed lines, warnings and progress bars (rich)
     TensorBoard     event files in the run folder's tb/ (``--log tensorboard``; the tensorboard extra)
 
-:func:`make_logger` builds the run's writer from ``cfg.loggers``.
+The sinks ``--log`` may name are registered (:mod:`edgetrgl.metrics.sinks`: name, builder, the files
+each owns in the run folder); :func:`make_logger` builds the run's writer from ``cfg.loggers``.
 """
 
 from edgetrgl.metrics.console import ConsoleSink
 from edgetrgl.metrics.jsonl import JsonLines
-from edgetrgl.metrics.logger import MetricsWriter, Sink, check_sinks, make_logger
+from edgetrgl.metrics.logger import MetricsWriter, make_logger
+from edgetrgl.metrics.sinks import Sink, SinkKind, check_sinks, get_sink, sink_names
 
-__all__ = ["ConsoleSink", "JsonLines", "MetricsWriter", "Sink", "check_sinks", "make_logger"]
+__all__ = ["ConsoleSink", "JsonLines", "MetricsWriter", "Sink", "SinkKind", "check_sinks", "get_sink", "make_logger",
+           "sink_names"]

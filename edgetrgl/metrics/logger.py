@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 
 from edgetrgl.metrics.console import Bar, ConsoleSink
 from edgetrgl.metrics.jsonl import JsonLines
-
-
-class Sink(Protocol):
-    """Where records go: JSON lines, the console, TensorBoard."""
-
-    def write(self, record: dict[str, Any], step: int, echo: str | None = None) -> None: ...
-
-    def close(self) -> None: ...
+from edgetrgl.metrics.sinks import Sink, check_sinks, get_sink
 
 
 class MetricsWriter:
-    """One logger over sinks: append records to ``metrics.jsonl``, echo the important ones, and
-    (``tensorboard``) draw each module's numbers.
+    """One logger over sinks: append records to ``metrics.jsonl``, echo the important ones, and hand
+    each record to the other sinks the run asked for (TensorBoard, or one a user registered).
 
     Every record gets the next global step: its line number in ``metrics.jsonl`` (1, 2, ...;
     a resumed run goes on from the lines its truncated file holds).
@@ -31,29 +25,27 @@ class MetricsWriter:
     Args:
         path: the JSON-lines file (None: no file).
         console: where to print; ``quiet`` silences it.
-        tensorboard: the TensorBoard event folder (None: no TensorBoard).
+        sinks: builders of the other sinks, each called with the first record's step (above 1 on
+            a resume: a sink drops what it holds from that step on).
     """
 
     def __init__(self, path: str | Path | None, console: Console | None = None, quiet: bool = False, *,
-                 tensorboard: str | Path | None = None) -> None:
+                 sinks: Sequence[Callable[[int], Sink]] = ()) -> None:
         self.path = Path(path) if path is not None else None
         self.console = console or Console(stderr=True)
         self.quiet = quiet
         self._jsonl = JsonLines(self.path) if self.path is not None else None
         self.step = self._jsonl.records if self._jsonl is not None else 0  # the last record's step
         self._console = ConsoleSink(self.console, quiet)
-        sinks: list[Sink] = [self._console]
+        built: list[Sink] = [self._console]
         if self._jsonl is not None:
-            sinks.insert(0, self._jsonl)
-        if tensorboard is not None:
-            from edgetrgl.metrics.tensorboard import TensorBoard
-
-            try:
-                sinks.append(TensorBoard(tensorboard, first_step=self.step + 1))
-            except BaseException:
-                self.close_sinks(sinks)
-                raise
-        self.sinks = sinks
+            built.insert(0, self._jsonl)
+        try:
+            built += [build(self.step + 1) for build in sinks]
+        except BaseException:
+            self.close_sinks(built)
+            raise
+        self.sinks = built
 
     def log(self, record: dict[str, Any], echo: str | None = None) -> None:
         """Write one record to every sink (a ``time`` field is added); print ``echo`` if given."""
@@ -92,21 +84,10 @@ class MetricsWriter:
             sink.close()
 
 
-def check_sinks(loggers: list[str]) -> None:
-    """Fail now, with one line, if a sink in ``loggers`` cannot be built here.
-
-    Raises:
-        UserError: ``tensorboard`` without the tensorboard package.
-    """
-    if "tensorboard" in loggers:
-        from edgetrgl.metrics.tensorboard import summary_writer_class
-
-        summary_writer_class()
-
-
 def make_logger(cfg, run_dir: str | Path | None, console: Console | None = None, quiet: bool = False,
                 main: bool = True) -> MetricsWriter:
-    """The run's logger, as ``cfg.loggers`` asks: ``metrics.jsonl`` and ``tb/`` in ``run_dir``, the console.
+    """The run's logger, as ``cfg.loggers`` asks: ``metrics.jsonl`` in ``run_dir``, the console, and
+    the other registered sinks named there (:mod:`edgetrgl.metrics.sinks`).
 
     Args:
         cfg: the run's :class:`~edgetrgl.config.TrainConfig`.
@@ -116,10 +97,11 @@ def make_logger(cfg, run_dir: str | Path | None, console: Console | None = None,
             write nothing and print nothing).
 
     Raises:
-        UserError: a sink that cannot be built here (tensorboard not installed).
+        UserError: an unknown sink, or one that cannot be built here (tensorboard not installed).
     """
+    check_sinks(cfg.loggers)
     folder = Path(run_dir) if run_dir and main else None
     loud = main and not quiet and "console" in cfg.loggers
-    tensorboard = folder / "tb" if folder is not None and "tensorboard" in cfg.loggers else None
-    return MetricsWriter(folder / "metrics.jsonl" if folder is not None else None, console, not loud,
-                         tensorboard=tensorboard)
+    builders = [] if folder is None else [
+        functools.partial(kind.build, folder) for kind in map(get_sink, cfg.loggers) if kind.build is not None]
+    return MetricsWriter(folder / "metrics.jsonl" if folder is not None else None, console, not loud, sinks=builders)

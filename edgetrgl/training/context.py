@@ -121,6 +121,7 @@ class Regime:
     traits: RegimeTraits
     help: str
     epochs_for: Callable[[TrainConfig, int], int] | None = None  # (cfg, k) -> epochs of module k; default cfg.epochs
+    epochs_help: str = "in total"  # what --epochs counts here (its help groups the regimes by it)
 
     def module_epochs(self, cfg: TrainConfig, k: int) -> int:
         return self.epochs_for(cfg, k) if self.epochs_for is not None else cfg.epochs

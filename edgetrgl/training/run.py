@@ -26,7 +26,7 @@ from edgetrgl.data.validation import check_same_split, split_validation
 from edgetrgl.errors import UserError
 from edgetrgl.finetune import apply_finetune, plan_finetune
 from edgetrgl.heads import HeadFactory
-from edgetrgl.metrics import MetricsWriter, make_logger
+from edgetrgl.metrics import MetricsWriter, check_sinks, make_logger
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet
 from edgetrgl.network import build_network
@@ -110,6 +110,7 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
             (all before anything in ``run_dir`` is touched), or ``run_dir`` holds a run and not ``overwrite``.
     """
     console = console or Console(stderr=True)
+    check_sinks(cfg.loggers)  # an unknown or uninstalled sink: one line before minutes of planning
     if cfg.regime != AUTO:
         get_regime(cfg.regime)  # an unknown regime: say so before loading any data
     train_set, test_set, spec = data or load_data(cfg)

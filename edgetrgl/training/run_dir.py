@@ -2,7 +2,7 @@
 
     <out>/config.json     the resolved configuration (and the dataset's shape facts, the validation split)
     <out>/metrics.jsonl   one record per module and epoch
-    <out>/tb/             TensorBoard event files (with --log tensorboard)
+    <out>/tb/             TensorBoard event files (with --log tensorboard; each sink's own: edgetrgl/metrics/sinks.py)
     <out>/summary.json    config, per-module test accuracy (and validation), best module, wall time, peaks
     <out>/model.pt        the trained modules and heads
     <out>/checkpoint.pt   the last complete checkpoint (see checkpoint.py)
@@ -25,6 +25,7 @@ import torch
 
 from edgetrgl.errors import UserError
 from edgetrgl._durable import fsync_dir, make_dirs, write_atomically
+from edgetrgl.metrics.sinks import owned_paths
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "model.pt", "checkpoint.pt")
 
@@ -45,7 +46,11 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
         shutil.rmtree(path / "cache", ignore_errors=True)
-        shutil.rmtree(path / "tb", ignore_errors=True)  # TensorBoard's event files (edgetrgl/metrics/tensorboard.py)
+        for name in owned_paths():  # what every registered sink writes (TensorBoard's tb/, ...)
+            if (path / name).is_dir():
+                shutil.rmtree(path / name, ignore_errors=True)
+            else:
+                (path / name).unlink(missing_ok=True)
         fsync_dir(path)  # the old run's files stay gone after a power cut: never mixed with the new run's
     try:
         make_dirs(path)

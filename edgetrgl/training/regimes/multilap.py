@@ -11,4 +11,4 @@ def run(ctx: RegimeContext) -> None:
 
 
 REGIME = Regime("multilap", run, RegimeTraits(modular=True, needs_cache=True, plans_budget=True),
-                "--laps passes of sequential training over the modules")
+                "--laps passes of sequential training over the modules", epochs_help="per lap")

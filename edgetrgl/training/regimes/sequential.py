@@ -117,4 +117,5 @@ def _epochs(cfg, k: int) -> int:
 
 
 REGIME = Regime("sequential", run, RegimeTraits(modular=True, needs_cache=True, plans_budget=True),
-                "module k is trained fully before module k+1; finished modules are cached", epochs_for=_epochs)
+                "module k is trained fully before module k+1; finished modules are cached", epochs_for=_epochs,
+                epochs_help="per module")
