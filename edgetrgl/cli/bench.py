@@ -6,7 +6,7 @@ import argparse
 
 from edgetrgl.cli.config_flags import HelpFormatter, add_config_flags
 
-SHARED = ("model", "modules", "split", "batch_size", "device")
+SHARED = ("model", "modules", "split", "batch_size", "device", "cache_dtype")
 
 EPILOG = """examples:
   edgetrgl bench                                    # ResNet-20, 3x32x32, batch 64, K=4, on this machine
@@ -42,12 +42,11 @@ def add_parser(sub) -> None:
     a("--threads", type=int, help="torch threads in each measuring process (default: torch's choice)")
     a("--cache-samples", type=int, default=0, metavar="N", help="samples in the sequential methods' host cache, "
       "counted in RSS and in the estimate's step + cache (default 0: not counted; Fashion-MNIST: 70000)")
-    a("--cache-dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="storage dtype of that cache (default fp32)")
     a("--estimate", action="store_true", help="estimate peaks with fake tensors instead of running")
     a("--json", metavar="FILE", help="write the results as JSON")
     a("--plot", metavar="FILE.png", help="write a memory-time chart with the Pareto front (needs matplotlib: pip install edgetrgl[plot])")
     # the settings bench shares with `edgetrgl train`, from the config's fields (a smaller batch by default)
-    add_config_flags(p, only=SHARED, defaults={"batch_size": 64})
+    add_config_flags(p, only=SHARED, defaults={"batch_size": 64, "cache_dtype": "fp32"})
     p.set_defaults(handler=run)
 
 
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     setting = BenchSetting(model=args.model, image_size=args.image_size, in_channels=args.in_channels,
                            num_classes=args.num_classes, batch_size=args.batch_size, modules=args.modules,
                            split=args.split, device=device, steps=args.steps, warmup=args.warmup,
-                           cache_samples=args.cache_samples, cache_dtype=args.cache_dtype,
+                           cache_samples=args.cache_samples, cache_dtype="fp32" if args.cache_dtype == "auto" else args.cache_dtype,
                            model_options=parse_options(args.model_option))
     if args.plot:  # fail before minutes of measuring, not after
         try:
