@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import add_output_args, output_folder  # noqa: E402
 from benchmarks._crash_trace import TRACED, State, crash_states, materialise, parse_trace  # noqa: E402
 
 TINY_TOML = "model_options = { width = 2 }\ndataset_options = { image_size = 8 }\n"
@@ -299,16 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=0, help="stop trying new states after this long")
     parser.add_argument("--quick", action="store_true", help="three states known to catch bugs, for the test suite")
     parser.add_argument("--seed", type=int, default=0, help="which states are drawn")
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/crash_states.{md,json}")
+    add_output_args(parser)
     args = parser.parse_args(argv)
+    out = output_folder(args)
     report = explore(args.states, args.minutes, args.seed, args.quick)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     report["commit"] = commit
     text = table(report)
     print(text)
-    if args.record:
-        out = ROOT / "benchmarks" / "results"
+    if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "crash_states.json").write_text(json.dumps(report, indent=1) + "\n")
         command = "python benchmarks/crash_states.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # after PYTHONPATH: the same script can time another checkout
 
-from benchmarks._common import Contention, table, write_results  # noqa: E402
+from benchmarks._common import Contention, add_output_args, output_folder, table, write_results  # noqa: E402
 
 TIGHT = "20MB"  # the default config (resnet20, mnist5k, batch 128, K=4) fits only with micro-batches here
 IMAGE_SIZE = 48
@@ -91,10 +91,11 @@ def run_case(fields: dict, timeout_s: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/planning_time.{md,json}")
+    add_output_args(parser)
     parser.add_argument("--timeout", type=float, default=300.0, help="cap per case, seconds (reported as '> N s')")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    folder = output_folder(args)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
@@ -115,9 +116,8 @@ def main() -> None:
     markdown = table(["case", "seconds", "target s", "met", "outcome", "plan or message"], rows)
     markdown += (f"\nOther processes kept {busy} cores busy on average while this ran (a shared 2-core machine): "
                  "timings are wall-clock, one thread per planning process.\n")
-    print(markdown)
-    if args.record:
-        paths = write_results("planning_time", {"cases": records, "busy_cores_others": busy}, markdown)
+    paths = write_results("planning_time", {"cases": records, "busy_cores_others": busy}, markdown, folder)
+    if paths:
         print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
 
 

@@ -7,7 +7,7 @@ it was. The CLI runs in this process (``edgetrgl.cli.main.main``), so an unexpec
 fails the test with its traceback and the generated example.
 
 The examples are derandomized (the same ones on every run) and few, so the whole file takes well
-under a minute or two; ``EDGETRGL_FUZZ_EXAMPLES=500`` raises the count (benchmarks/fuzz_cli.py).
+under a minute or two; ``EDGETRGL_FUZZ_EXAMPLES=500`` raises the count for a longer campaign.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class _LiveStorageBytes(TorchDispatchMode):
 
     A lighter cousin of MemTracker for use inside training: it installs no module or gradient hooks.
     (MemTracker's hooks keep every module it has seen alive through C++ references, so measuring
-    a step of each module leaked the whole network run after run; see benchmarks/soak.py.)
+    a step of each module leaked the whole network run after run; benchmarks/results/soak.json records the long run that found it.)
     """
 
     def __init__(self) -> None:
