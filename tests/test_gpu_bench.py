@@ -79,8 +79,12 @@ def test_quick_cpu_run_writes_sane_results(tmp_path):
     budget = results["budget"]
     assert budget["status"] == "passed"
     assert budget["sequential"]["held"] and 0 < budget["sequential"]["peak_bytes"] <= budget["budget_bytes"]
-    assert budget["e2e"]["refused_in_one_line"] and budget["e2e"]["exit_code"] == 2
-    assert "budget" in budget["e2e"]["stderr_lines"][0]
+    if budget["e2e"]["exit_code"] == 0:  # fitted by micro-batches, as a user accumulating gradients would
+        assert budget["e2e"]["micro_batch"] and budget["e2e"]["held"]
+        assert 0 < budget["e2e"]["peak_bytes"] <= budget["budget_bytes"]
+    else:
+        assert budget["e2e"]["refused_in_one_line"] and budget["e2e"]["exit_code"] == 2
+        assert "budget" in budget["e2e"]["stderr_lines"][0]
     assert budget["oom"]["one_line"] and budget["oom"]["exit_code"] == 2 and not budget["oom"]["traceback"]
 
     runs = results["walltime"]["runs"]

@@ -241,8 +241,13 @@ def _budget(b: dict[str, Any] | None) -> str:
                   f"{_mib(seq.get('nvml_device_delta_peak_bytes'))} (both include the CUDA context, outside the budget)."]
     if e2e:
         said = e2e["stderr_lines"][0] if len(e2e.get("stderr_lines", [])) == 1 else f"{len(e2e.get('stderr_lines', []))} lines"
-        lines += [f"- e2e under the same budget: exit {e2e['exit_code']}, "
-                  f"{'refused in one line' if e2e.get('refused_in_one_line') else 'NOT refused in one line'}: `{said}`"]
+        if e2e.get("micro_batch"):
+            held = "held it" if e2e.get("held") else "did NOT hold it"
+            lines += [f"- e2e under the same budget: micro-batches of {e2e['micro_batch']}, peak "
+                      f"{_mib(e2e.get('peak_bytes'))}: {held}"]
+        else:
+            lines += [f"- e2e under the same budget: exit {e2e['exit_code']}, "
+                      f"{'refused in one line' if e2e.get('refused_in_one_line') else 'NOT refused in one line'}: `{said}`"]
     oom = b.get("oom")
     if oom:
         said = oom["stderr_lines"][0] if len(oom.get("stderr_lines", [])) == 1 else f"{len(oom.get('stderr_lines', []))} lines"
