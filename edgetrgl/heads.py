@@ -29,19 +29,19 @@ HeadFactory = Callable[[tuple[int, ...], int], nn.Module]
 """``factory(feature_shape, num_classes) -> head``: ``feature_shape`` leaves out the batch."""
 
 
+def one_cnn(channels: int, pool: nn.Module, cells: int, num_classes: int) -> nn.Sequential:
+    """The "1CNN" body both conv heads share: Conv3x3(C->C, no bias), ReLU, ``pool`` (to ``cells``
+    positions), BN, Flatten, Linear(C * cells)."""
+    return nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True),
+                         pool, nn.BatchNorm2d(channels), nn.Flatten(), nn.Linear(channels * cells, num_classes))
+
+
 class ConvHead(nn.Module):
     """DGL's "1CNN" auxiliary head: Conv3x3(C->C), ReLU, AdaptiveAvgPool(2x2), BN, Flatten, Linear."""
 
     def __init__(self, channels: int, num_classes: int, pool: int = 2) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(pool),
-            nn.BatchNorm2d(channels),
-            nn.Flatten(),
-            nn.Linear(channels * pool * pool, num_classes),
-        )
+        self.body = one_cnn(channels, nn.AdaptiveAvgPool2d(pool), pool * pool, num_classes)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return self.body(x_BCHW)
@@ -67,14 +67,7 @@ class TRGLConvHead(nn.Module):
         super().__init__()
         kernel = (trgl_pool_kernel(height), trgl_pool_kernel(width))
         self.pooled = (height // kernel[0], width // kernel[1])
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(kernel),
-            nn.BatchNorm2d(channels),
-            nn.Flatten(),
-            nn.Linear(channels * self.pooled[0] * self.pooled[1], num_classes),
-        )
+        self.body = one_cnn(channels, nn.AvgPool2d(kernel), self.pooled[0] * self.pooled[1], num_classes)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return self.body(x_BCHW)

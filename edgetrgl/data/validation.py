@@ -71,7 +71,8 @@ def validation_indices(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 
 
 def subset(dataset, indices: torch.Tensor):
-    """The samples ``indices`` of ``dataset``, as a dataset of the same kind (augmentation as it was)."""
+    """The samples ``indices`` of ``dataset``, as a dataset of the same kind (augmentation as it was):
+    a validation part here, a data-parallel rank's shard in ``edgetrgl.distributed.data_parallel``."""
     if isinstance(dataset, TensorImageDataset):
         return TensorImageDataset(dataset.images[indices], dataset.labels[indices], dataset.spec,
                                   augment=dataset.augment)
@@ -80,7 +81,7 @@ def subset(dataset, indices: torch.Tensor):
                                 augment=dataset.augment)
     if isinstance(dataset, TensorFeatureDataset):
         return TensorFeatureDataset(dataset.inputs[indices], dataset.labels[indices], dataset.spec)
-    raise TypeError(f"cannot split a validation part off a {type(dataset).__name__}")
+    raise TypeError(f"cannot take a subset of a {type(dataset).__name__}")
 
 
 def split_validation(train_set, val_fraction: float | str, seed: int) -> tuple[Any, Any, dict[str, Any]]:

@@ -31,22 +31,12 @@ def shard_dataset(dataset, rank: int, world_size: int):
     left out so that every rank takes the same number of steps (as ``DistributedSampler`` with
     ``drop_last``).
     """
-    from edgetrgl.data.feature_dataset import TensorFeatureDataset
-    from edgetrgl.data.file_dataset import FileImageDataset
-    from edgetrgl.data.tensor_dataset import TensorImageDataset
+    from edgetrgl.data.validation import subset
 
     usable = len(dataset) - len(dataset) % world_size
     if usable < world_size:
         raise UserError(f"the training set has {len(dataset)} sample(s): too few for {world_size} ranks")
-    idx = torch.arange(rank, usable, world_size)
-    if isinstance(dataset, TensorImageDataset):
-        return TensorImageDataset(dataset.images[idx], dataset.labels[idx], dataset.spec, augment=dataset.augment)
-    if isinstance(dataset, FileImageDataset):
-        return FileImageDataset(dataset.base, dataset.indices[idx], dataset.spec, mode=dataset.mode,
-                                augment=dataset.augment)
-    if isinstance(dataset, TensorFeatureDataset):
-        return TensorFeatureDataset(dataset.inputs[idx], dataset.labels[idx], dataset.spec)
-    raise TypeError(f"cannot shard a {type(dataset).__name__}")
+    return subset(dataset, torch.arange(rank, usable, world_size))
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
