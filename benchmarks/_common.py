@@ -124,6 +124,11 @@ def _tree_cpu() -> float:
     return total + c.children_user + c.children_system
 
 
+def commit() -> str:
+    """The checkout's short commit, ``+uncommitted`` when tracked files differ from it: what a result row came from."""
+    return _git_commit()
+
+
 def _git_commit() -> str:
     import subprocess
 

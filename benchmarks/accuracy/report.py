@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     results = output_folder(args, study.RESULTS)
     source = results or study.RESULTS
     rows, sessions = read_rows(source / "runs.jsonl"), read_rows(source / "sessions.jsonl")
+    getattr(study, "prepare", lambda rows: None)(rows)
     made = study.tables(rows, source)
     text = study.tables_md(rows, made, sessions)
     if results is None:

@@ -26,10 +26,11 @@ from _study import append_row, load, read_rows, studies, usage
 
 import torch  # noqa: E402
 
-from _common import Contention, add_output_args, command, machine, output_folder  # noqa: E402
+from _common import Contention, add_output_args, command, commit, machine, output_folder  # noqa: E402
 
 import edgetrgl  # noqa: E402
 from edgetrgl import TrainConfig  # noqa: E402
+from edgetrgl.memory import reset_peak_rss  # noqa: E402
 
 
 def cells_of(study, parts: list[str], seeds: int | None = None, epochs: int | None = None,
@@ -60,6 +61,7 @@ def run_cell(study, c: dict, data_dir: str | None, cache: dict) -> dict:
     cfg = TrainConfig(**{**c["config"], **({"data_dir": data_dir} if data_dir else {})})
     train, test, spec = study.load_data(cfg, c, data_dir, cache)
     labels = study.labels(c, cfg, spec, cache)  # before the clock: an estimate is not the run's time
+    reset_peak_rss()  # the process peak below is this run's (the harness process runs many)
     gauge, started = Contention(), time.perf_counter()
     result = edgetrgl.train(cfg, data=(train, test, spec), quiet=True)
     accuracies = [m["test_accuracy"] for m in result.modules]
@@ -71,7 +73,10 @@ def run_cell(study, c: dict, data_dir: str | None, cache: dict) -> dict:
             "val_accuracy": [m.get("val_accuracy") for m in result.modules],
             "chosen_module": result.best_module["module"], "chosen_by": result.chosen_by, "wall_time_s": round(time.perf_counter() - started, 2),
             "other_busy_cores": gauge.busy_cores(), "data_mode": result.extra.get("data_mode"),
-            "cache": result.extra.get("cache")}
+            "cache": result.extra.get("cache"), "commit": commit(),
+            # the whole process (runtime, data, cache in host memory: the same RAM on a board) and the tensors
+            "process_peak_bytes": max(m.get("peak_rss_bytes") or 0 for m in result.modules) or None,
+            "tensor_peak_bytes": max(m.get("peak_bytes") or 0 for m in result.modules) or None}
 
 
 def list_parts(study, rows: list[dict], args) -> None:
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         results = study.RESULTS if args.dry_run or args.list else Path(tempfile.mkdtemp(prefix=f"accuracy-{args.study}-"))
     log = results / "runs.jsonl"
     rows = read_rows(log)
+    getattr(study, "prepare", lambda rows: None)(rows)  # a study whose later cells depend on earlier results
     if args.list:
         list_parts(study, rows, args)
         return 0

@@ -51,7 +51,10 @@ SETTING = ("model", "fraction", "recipe")  # one chart panel: points that differ
 
 def recipe(name: str) -> dict:
     """``ours`` (TrainConfig's defaults), ``paper`` (configs/paper.toml's optimiser and init), and
-    either with ``-bn`` (``--recalibrate-bn``: BatchNorm statistics recomputed after training)."""
+    either with ``-bn`` (``--recalibrate-bn``: BatchNorm statistics recomputed after training);
+    ``fresh-lr<lr>``: ours at that lr, with no cache, so every module sees a fresh augmentation each epoch."""
+    if name.startswith("fresh-lr"):
+        return {"lr": float(name.removeprefix("fresh-lr")), "cache": "none"}
     if name.startswith("ours"):
         return {"recalibrate_bn": True} if name == "ours-bn" else {}
     values = tomllib.loads((FOLDER.parents[2] / "configs" / "paper.toml").read_text())
@@ -160,6 +163,79 @@ PARTS = {
     "families": _part(3, 1, "ResNet-56, vgg11_bn, vit_tiny: full set, sequential K=4, e2e / VanGL / TRGL", "families",
                       model=("resnet56", "vgg11_bn", "vit_tiny"), fraction=1.0, k=4, method=("e2e", "vangl", "trgl")),
 }
+
+
+# ---- baselines to a plateau: lr per method on the validation split, then epochs until they stop paying ----
+PLATEAU_METHODS = ("e2e", "vangl", "trgl")
+PLATEAU_LRS = (0.025, 0.05, 0.1)  # the grid, one seed at PLATEAU_GRID_EPOCHS; each method keeps its best
+PLATEAU_GRID_EPOCHS = 10
+PLATEAU_EPOCHS = (5, 10, 20, 40)  # per module (e2e: in total); the next one runs only while the last still paid
+PLATEAU_SEEDS = 3
+IMPROVES = 0.005  # "still improving": mean validation accuracy over the seeds up by half a point or more
+_ROWS: list[dict] = []  # this study's rows so far (prepare()): the plateau's grid depends on them
+
+
+def prepare(rows: list[dict]) -> None:
+    """Called by run.py and report.py with the rows already run, before they ask for cells."""
+    _ROWS[:] = rows
+
+
+def selection_accuracy(row: dict) -> float | None:
+    """What a plateau run is judged by: the last module's validation accuracy (the test set only reports)."""
+    val = row.get("val_accuracy") or [None]
+    return val[-1]
+
+
+def _plateau_rows(method: str, epochs: int, recipe_name: str) -> list[dict]:
+    return [r for r in _ROWS if r.get("part") in ("plateau", "plateau_lr") and r["method"] == method
+            and r["epochs"] == epochs and r["recipe"] == recipe_name]
+
+
+def chosen_lr(method: str) -> float | None:
+    """The grid's lr with the best validation accuracy for ``method`` (None until the grid has run)."""
+    scores = {}
+    for lr in PLATEAU_LRS:
+        rows = [r for r in _plateau_rows(method, PLATEAU_GRID_EPOCHS, f"fresh-lr{lr}") if r["seed"] == 0]
+        if not rows or selection_accuracy(rows[0]) is None:
+            return None
+        scores[lr] = selection_accuracy(rows[0])
+    return max(PLATEAU_LRS, key=lambda lr: (scores[lr], -abs(lr - 0.05)))
+
+
+def plateau_epochs(method: str, lr: float) -> tuple[list[int], int | None]:
+    """The epochs to run for ``method`` at ``lr``, and the converged one (None while it still improves):
+    each step of PLATEAU_EPOCHS is planned once every seed of the one before has run and had paid."""
+    name, means, planned = f"fresh-lr{lr}", [], []
+    for e in PLATEAU_EPOCHS:
+        planned.append(e)
+        vals = [selection_accuracy(r) for r in _plateau_rows(method, e, name)]
+        if len(vals) < PLATEAU_SEEDS or None in vals:
+            return planned, None
+        means.append(sum(vals) / len(vals))
+        if len(means) >= 2 and means[-1] - means[-2] < IMPROVES:
+            return planned, planned[-2]  # the longer run did not pay: the shorter one is converged
+    return planned, None
+
+
+def _plateau_cells(seed: int, quick: bool) -> list[dict]:
+    out = []
+    for method in PLATEAU_METHODS:
+        lr = chosen_lr(method)
+        if lr is None:
+            continue
+        for e in plateau_epochs(method, lr)[0]:
+            out += _grid("plateau", seed, e, fraction=0.1, k=4, method=method, recipe_name=f"fresh-lr{lr}",
+                         test_images=SMALL_TEST)
+    return out
+
+
+PARTS["plateau_lr"] = _part(1, PLATEAU_GRID_EPOCHS, "ResNet-20, 10%, sequential K=4 with no cache (fresh augmentation "
+                            "for every module), e2e / VanGL / TRGL: the lr grid, chosen per method on the validation "
+                            "split", "plateau", fraction=0.1, k=4, method=PLATEAU_METHODS,
+                            recipe_name=tuple(f"fresh-lr{lr}" for lr in PLATEAU_LRS))
+PARTS["plateau"] = (PLATEAU_SEEDS, PLATEAU_EPOCHS[0], "ResNet-20, 10%, e2e / VanGL / TRGL (sequential K=4, no cache) at "
+                    "the lr chosen on validation, epochs doubled until the validation accuracy stops improving",
+                    lambda s, e, quick: _plateau_cells(s, quick))
 
 
 @functools.cache
