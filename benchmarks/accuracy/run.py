@@ -33,6 +33,9 @@ from edgetrgl import TrainConfig  # noqa: E402
 from edgetrgl.memory import reset_peak_rss  # noqa: E402
 
 
+COMMIT = commit()  # the code this process loaded, not what the checkout holds when a run ends
+
+
 def cells_of(study, parts: list[str], seeds: int | None = None, epochs: int | None = None,
              quick: bool = False) -> list[dict]:
     """Every cell of ``parts`` in the order given, seed-major inside a part (a cut-short part covers every method)."""
@@ -73,7 +76,7 @@ def run_cell(study, c: dict, data_dir: str | None, cache: dict) -> dict:
             "val_accuracy": [m.get("val_accuracy") for m in result.modules],
             "chosen_module": result.best_module["module"], "chosen_by": result.chosen_by, "wall_time_s": round(time.perf_counter() - started, 2),
             "other_busy_cores": gauge.busy_cores(), "data_mode": result.extra.get("data_mode"),
-            "cache": result.extra.get("cache"), "commit": commit(),
+            "cache": result.extra.get("cache"), "commit": COMMIT,
             # the whole process (runtime, data, cache in host memory: the same RAM on a board) and the tensors
             "process_peak_bytes": max(m.get("peak_rss_bytes") or 0 for m in result.modules) or None,
             "tensor_peak_bytes": max(m.get("peak_bytes") or 0 for m in result.modules) or None}
