@@ -259,3 +259,47 @@ def test_fashion_mnist_test_part_is_a_seeded_random_stratified_sample(data_dir):
     firsts = torch.cat([torch.nonzero(full.labels == c).flatten()[:5] for c in range(10)])
     assert rows(parts[0].images) <= rows(full.images)
     assert rows(parts[0].images) != rows(full.images[firsts])  # not the first five of each class
+
+
+def _plateau_row(method: str, epochs: int, lr: float, seed: int, val: float, test: float = 0.8) -> dict:
+    return {"id": f"{method}|{epochs}|{lr}|{seed}", "part": "plateau", "method": method, "epochs": epochs,
+            "recipe": f"fresh-lr{lr}", "seed": seed, "val_accuracy": [0.1, val], "last": test, "wall_time_s": 1.0}
+
+
+def test_plateau_picks_the_lr_on_validation_then_doubles_epochs_until_they_stop_paying():
+    import fashionmnist_plateau as plateau
+
+    rows = [_plateau_row("vangl", 10, lr, 0, val, test=0.99 if lr == 0.1 else 0.5)  # test would pick 0.1: it must not
+            for lr, val in ((0.025, 0.80), (0.05, 0.84), (0.1, 0.82))]
+    assert plateau.chosen_lr("vangl", rows[:2]) is None  # the grid has not finished
+    assert plateau.chosen_lr("vangl", rows) == 0.05
+    assert plateau.sweep("vangl", 0.05, rows)[:2] == ([5], None)  # no seed of 5 epochs yet
+    rows += [_plateau_row("vangl", 5, 0.05, s, 0.80) for s in range(3)]
+    rows += [_plateau_row("vangl", 10, 0.05, s, 0.84) for s in (1, 2)]
+    assert plateau.sweep("vangl", 0.05, rows)[:2] == ([5, 10, 20], None)  # +4 points: 20 epochs are planned
+    rows += [_plateau_row("vangl", 20, 0.05, s, 0.842) for s in range(2)]
+    assert plateau.sweep("vangl", 0.05, rows)[:2] == ([5, 10, 20], None)  # waits for every seed
+    rows += [_plateau_row("vangl", 20, 0.05, 2, 0.842)]
+    planned, converged, means = plateau.sweep("vangl", 0.05, rows)
+    assert (planned, converged) == ([5, 10, 20], 10)  # +0.2 points did not pay: 10 is converged, 40 never runs
+    assert means[20] == pytest.approx(0.842)
+    plateau.prepare(rows)
+    try:
+        ids = [c["id"] for c in fm.PARTS["plateau"][3](0, 5, False)]
+    finally:
+        plateau.prepare([])
+    assert [i.split("|")[6:8] for i in ids if "vangl" in i] == [["fresh-lr0.05", "e=5"], ["fresh-lr0.05", "e=10"],
+                                                                ["fresh-lr0.05", "e=20"]]
+    assert not any("|e2e|" in i for i in ids)  # e2e's grid has not run: none of its sweep is planned
+    assert "| vangl − e2e | not converged yet |" in plateau.verdict_table(rows)
+
+
+def test_a_row_records_its_commit_and_the_process_and_tensor_peaks(tmp_path, data_dir, capsys):
+    results = tmp_path / "results"
+    assert run.main(["fashionmnist", "--part", "plateau_lr", "--epochs", "1", "--max-runs", "1", "--data-dir",
+                     str(data_dir), "--results", str(results), "--set", TINY, "--threads", "1"]) == 0
+    (row,) = _rows(results / "runs.jsonl")
+    assert row["commit"] == run.COMMIT and row["commit"] not in ("", "unknown")
+    assert row["process_peak_bytes"] > 50 * 2**20 and 0 < row["tensor_peak_bytes"] < row["process_peak_bytes"]
+    assert row["config"]["cache"] == "none" and row["config"]["lr"] == 0.025  # fresh augmentation, the grid's first lr
+    capsys.readouterr()

@@ -20,7 +20,8 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-from _study import fmt
+import fashionmnist_plateau as plateau
+from _study import fmt, read_rows  # noqa: F401  (read_rows: fashionmnist_plateau.py --measure)
 
 import edgetrgl
 from edgetrgl import TrainConfig
@@ -165,77 +166,30 @@ PARTS = {
 }
 
 
-# ---- baselines to a plateau: lr per method on the validation split, then epochs until they stop paying ----
-PLATEAU_METHODS = ("e2e", "vangl", "trgl")
-PLATEAU_LRS = (0.025, 0.05, 0.1)  # the grid, one seed at PLATEAU_GRID_EPOCHS; each method keeps its best
-PLATEAU_GRID_EPOCHS = 10
-PLATEAU_EPOCHS = (5, 10, 20, 40)  # per module (e2e: in total); the next one runs only while the last still paid
-PLATEAU_SEEDS = 3
-IMPROVES = 0.005  # "still improving": mean validation accuracy over the seeds up by half a point or more
-_ROWS: list[dict] = []  # this study's rows so far (prepare()): the plateau's grid depends on them
-
-
-def prepare(rows: list[dict]) -> None:
-    """Called by run.py and report.py with the rows already run, before they ask for cells."""
-    _ROWS[:] = rows
-
-
-def selection_accuracy(row: dict) -> float | None:
-    """What a plateau run is judged by: the last module's validation accuracy (the test set only reports)."""
-    val = row.get("val_accuracy") or [None]
-    return val[-1]
-
-
-def _plateau_rows(method: str, epochs: int, recipe_name: str) -> list[dict]:
-    return [r for r in _ROWS if r.get("part") in ("plateau", "plateau_lr") and r["method"] == method
-            and r["epochs"] == epochs and r["recipe"] == recipe_name]
-
-
-def chosen_lr(method: str) -> float | None:
-    """The grid's lr with the best validation accuracy for ``method`` (None until the grid has run)."""
-    scores = {}
-    for lr in PLATEAU_LRS:
-        rows = [r for r in _plateau_rows(method, PLATEAU_GRID_EPOCHS, f"fresh-lr{lr}") if r["seed"] == 0]
-        if not rows or selection_accuracy(rows[0]) is None:
-            return None
-        scores[lr] = selection_accuracy(rows[0])
-    return max(PLATEAU_LRS, key=lambda lr: (scores[lr], -abs(lr - 0.05)))
-
-
-def plateau_epochs(method: str, lr: float) -> tuple[list[int], int | None]:
-    """The epochs to run for ``method`` at ``lr``, and the converged one (None while it still improves):
-    each step of PLATEAU_EPOCHS is planned once every seed of the one before has run and had paid."""
-    name, means, planned = f"fresh-lr{lr}", [], []
-    for e in PLATEAU_EPOCHS:
-        planned.append(e)
-        vals = [selection_accuracy(r) for r in _plateau_rows(method, e, name)]
-        if len(vals) < PLATEAU_SEEDS or None in vals:
-            return planned, None
-        means.append(sum(vals) / len(vals))
-        if len(means) >= 2 and means[-1] - means[-2] < IMPROVES:
-            return planned, planned[-2]  # the longer run did not pay: the shorter one is converged
-    return planned, None
-
+# ---- baselines to a plateau (fashionmnist_plateau.py: the lr grid, the epochs, the tables and chart) ----
 
 def _plateau_cells(seed: int, quick: bool) -> list[dict]:
     out = []
-    for method in PLATEAU_METHODS:
-        lr = chosen_lr(method)
+    for method in plateau.METHODS:
+        lr = plateau.chosen_lr(method)
         if lr is None:
             continue
-        for e in plateau_epochs(method, lr)[0]:
-            out += _grid("plateau", seed, e, fraction=0.1, k=4, method=method, recipe_name=f"fresh-lr{lr}",
+        for e in plateau.sweep(method, lr)[0]:
+            out += _grid(plateau.PART, seed, e, fraction=0.1, k=4, method=method, recipe_name=plateau.recipe_of(lr),
                          test_images=SMALL_TEST)
     return out
 
 
-PARTS["plateau_lr"] = _part(1, PLATEAU_GRID_EPOCHS, "ResNet-20, 10%, sequential K=4 with no cache (fresh augmentation "
+PARTS["plateau_lr"] = _part(1, plateau.GRID_EPOCHS, "ResNet-20, 10%, sequential K=4 with no cache (fresh augmentation "
                             "for every module), e2e / VanGL / TRGL: the lr grid, chosen per method on the validation "
-                            "split", "plateau", fraction=0.1, k=4, method=PLATEAU_METHODS,
-                            recipe_name=tuple(f"fresh-lr{lr}" for lr in PLATEAU_LRS))
-PARTS["plateau"] = (PLATEAU_SEEDS, PLATEAU_EPOCHS[0], "ResNet-20, 10%, e2e / VanGL / TRGL (sequential K=4, no cache) at "
+                            "split", plateau.PART, fraction=0.1, k=4, method=plateau.METHODS,
+                            recipe_name=tuple(plateau.recipe_of(lr) for lr in plateau.LRS))
+PARTS["plateau"] = (plateau.SEEDS, plateau.EPOCHS[0], "ResNet-20, 10%, e2e / VanGL / TRGL (sequential K=4, no cache) at "
                     "the lr chosen on validation, epochs doubled until the validation accuracy stops improving",
                     lambda s, e, quick: _plateau_cells(s, quick))
+
+
+prepare = plateau.prepare  # run.py and report.py hand the rows over before asking for cells
 
 
 @functools.cache
@@ -451,7 +405,8 @@ def tables(rows: list[dict], results: Path) -> dict[str, str]:
     made = {"claim": claim_table(groups), "transport": transport_table(groups)}
     made.update({f"part:{p}": part_table(p, groups) for p in PARTS})
     made.update(other=other_table(groups), measured=measured_table(results / "measured"))
-    shown = [made["claim"], made["transport"]]
+    made["plateau"] = plateau.tables(rows)
+    shown = [made["claim"], made["transport"]] + ([made["plateau"]] if any(r.get("part") == plateau.PART for r in rows) else [])
     shown += [made[f"part:{p}"] for p in PARTS if any(key_of(c) in groups for c in planned_cells([p]))]
     made["summary"] = (f"_Written by `python benchmarks/accuracy/report.py fashionmnist --record` from {len(rows)} runs; "
                        "all tables: benchmarks/accuracy/fashionmnist/results/tables.md._\n\n") + "\n".join(
@@ -476,8 +431,11 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def figures(rows: list[dict], folder: Path) -> list[Path]:
     planned = {key_of(c) for c in planned_cells()}
-    png = chart([s for s in summary(rows) if key_of(s) in planned], folder / "accuracy_memory.png")
-    return [png] if png else []
+    # the plateau's runs have their own chart: memory there is the whole process, measured
+    png = chart([s for s in summary(rows) if key_of(s) in planned and not s["recipe"].startswith("fresh")],
+                folder / "accuracy_memory.png")
+    converged = plateau.chart(rows, plateau.read_measured(RESULTS), folder / "plateau.png")
+    return [p for p in (png, converged) if p]
 
 
 METHOD_ORDER = ("e2e", "e2e-long", "vangl", "trgl-tau1", "trgl", "infopro", "infopro-c", "dgl", "predsim")
