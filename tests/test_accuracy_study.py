@@ -303,3 +303,16 @@ def test_a_row_records_its_commit_and_the_process_and_tensor_peaks(tmp_path, dat
     assert row["process_peak_bytes"] > 50 * 2**20 and 0 < row["tensor_peak_bytes"] < row["process_peak_bytes"]
     assert row["config"]["cache"] == "none" and row["config"]["lr"] == 0.025  # fresh augmentation, the grid's first lr
     capsys.readouterr()
+
+
+def test_a_cell_claimed_by_a_live_process_is_left_to_it(tmp_path):
+    import hashlib
+    import os
+
+    claim = tmp_path / ".claims" / hashlib.sha1(b"cell").hexdigest()
+    assert not run.claimed_by_another(tmp_path, "cell") and claim.read_text() == str(os.getpid())  # ours now
+    assert not run.claimed_by_another(tmp_path, "cell")  # still ours
+    claim.write_text("1")  # pid 1 is alive: another loop is running it
+    assert run.claimed_by_another(tmp_path, "cell")
+    claim.write_text(str(2**22 + 12345))  # a process that is gone: the claim is taken over
+    assert not run.claimed_by_another(tmp_path, "cell")

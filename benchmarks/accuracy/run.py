@@ -16,12 +16,15 @@ appended at once, and a rerun skips the rows already there, so a study runs in r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from _study import append_row, load, read_rows, studies, usage
 
 import torch  # noqa: E402
@@ -82,6 +85,22 @@ def run_cell(study, c: dict, data_dir: str | None, cache: dict) -> dict:
             "tensor_peak_bytes": max(m.get("peak_bytes") or 0 for m in result.modules) or None}
 
 
+def claimed_by_another(results: Path, cell_id: str) -> bool:
+    """Claim ``cell_id`` for this process (a file naming its pid); False if it is ours now. Another live
+    process's claim is kept, so loops started side by side over a grid that grows never run a cell twice."""
+    claims = results / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    path = claims / hashlib.sha1(cell_id.encode()).hexdigest()
+    try:
+        owner = int(path.read_text() or 0)
+        if owner != os.getpid() and psutil.pid_exists(owner):
+            return True
+    except (OSError, ValueError):
+        pass
+    path.write_text(str(os.getpid()))  # no claim, or its process is gone: a race here costs one duplicate run
+    return False
+
+
 def list_parts(study, rows: list[dict], args) -> None:
     """The parts as a table: runs done of planned, how many need a method this checkout lacks, the median time."""
     done = {r["id"]: r for r in rows}
@@ -137,19 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     cells = [c for i, c in enumerate(grid) if i % shards == shard and c["id"] not in done]
     if lacking := sorted({c["config"]["method"] for c in cells if not runnable(study, c)}):
         print(f"skipping method(s) this checkout lacks: {', '.join(lacking)}", file=sys.stderr)
-    todo = [c for c in cells if runnable(study, c)][: args.max_runs]
+    todo = [c for c in cells if runnable(study, c)]
     print(f"{len(todo)} run(s) to do, {len(done)} already in {log}", file=sys.stderr)
     if args.dry_run:
         print("\n".join(c["id"] for c in todo))
         return 0
     torch.set_num_threads(args.threads)
-    append_row(results / "sessions.jsonl", {"command": command(), "machine": machine(), "runs": len(todo),
+    append_row(results / "sessions.jsonl", {"command": command(), "machine": machine(), "runs": min(len(todo), args.max_runs or len(todo)),
                                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    cache, started = {}, time.perf_counter()
-    for i, c in enumerate(todo, 1):
+    cache, started, ran = {}, time.perf_counter(), 0
+    for c in todo:
+        if args.max_runs is not None and ran >= args.max_runs:
+            break
+        if claimed_by_another(results, c["id"]):
+            continue
+        ran += 1
         row = run_cell(study, c, args.data_dir, cache)
         append_row(log, row)
-        print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {row['id']}: last {100 * row['last']:.1f}% "
+        print(f"[{ran}/{len(todo)} {time.perf_counter() - started:6.0f} s] {row['id']}: last {100 * row['last']:.1f}% "
               f"best {100 * row['best']:.1f}% (module {row['best_module']}) in {row['wall_time_s']:.0f} s",
               file=sys.stderr, flush=True)
     return 0
