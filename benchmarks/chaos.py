@@ -107,6 +107,30 @@ SHORT_AT = {"corrupt shard": lambda points: f"step:{max(points.get('step', 2) //
                                                             "pause")}}
 
 
+class Deck:
+    """The fault kinds dealt to one seed's runs: every kind once per shuffled round, so that a short campaign
+    covers each kind and a long one injects them alike. A run is dealt the first cards it can take (not every
+    regime has a disk cache to damage); what a run did not play (it finished first) goes back on top."""
+
+    def __init__(self, rng: random.Random, kinds: list[str]) -> None:
+        self.rng, self.kinds, self.cards = rng, list(dict.fromkeys(kinds)), []
+
+    def deal(self, kinds: list[str], n: int) -> list[str]:
+        hand = []
+        for _ in range(n):
+            if not any(k in kinds for k in self.cards):
+                fresh = list(self.kinds)
+                self.rng.shuffle(fresh)
+                self.cards += fresh
+            card = next(k for k in self.cards if k in kinds)
+            self.cards.remove(card)
+            hand.append(card)
+        return hand
+
+    def put_back(self, kinds: list[str]) -> None:
+        self.cards[:0] = kinds
+
+
 def train_command(scn: Scenario, toml: Path, out: Path, seed: int, restarts: int = 0) -> list[str]:
     common = ["train", "--dataset", "synthetic", "--config", str(toml), "--modules", "3", "--batch-size", "64",
               "--device", "cpu", "--quiet", "--no-augment", "--seed", str(seed), *scn.args, "--out", str(out)]
@@ -182,20 +206,26 @@ def progress(run: Path, ref: Path) -> float:
 
 
 def chaos_run(scn: Scenario, index: int, seed: int, work: Path, where: Path, disk: Path | None,
-              cgroup: MemoryCgroup | None, toml: Path, ref: dict, kinds: list[str] | None = None) -> dict:
+              cgroup: MemoryCgroup | None, toml: Path, ref: dict, kinds: list[str] | None = None,
+              deck: Deck | None = None) -> dict:
     """Train one run (in ``where``) to its end through faults; compare it with the reference. ``disk``: the
-    file system to fill (None: no disk-full faults); ``cgroup``: the memory cgroup (None: no OOM kills)."""
+    file system to fill (None: no disk-full faults); ``cgroup``: the memory cgroup (None: no OOM kills);
+    ``kinds``: the faults in order (the short mode), else 2 to 6 dealt from ``deck`` (or drawn)."""
     rng = random.Random(f"{seed}/{scn.name}/{index}")
     run_dir = where / f"{scn.name}-{index}"
     shutil.rmtree(run_dir, ignore_errors=True)
     log_dir = work / "logs" / f"seed{seed}" / f"{scn.name}-{index}"
     faults: list[Fault] = []
     launches = 0
-    planned = kinds or [rng.choice(scn.kinds) for _ in range(rng.randint(2, MAX_FAULTS_PER_RUN))]
+    usable = [k for k in scn.kinds if not (k == "disk full" and disk is None or k == "oom kill" and cgroup is None)]
+    n = rng.randint(2, MAX_FAULTS_PER_RUN)
+    planned = kinds or (deck.deal(usable, n) if deck and not scn.torchrun else [rng.choice(usable) for _ in range(n)])
     if "pause" in planned:  # its launch must finish the run: it comes last
         planned = [k for k in planned if k != "pause"] + ["pause"]
     for i, kind in enumerate(planned):
         if (run_dir / "summary.json").exists():
+            if deck is not None and not kinds:
+                deck.put_back(planned[i:])
             break
         left = 1.0 - progress(run_dir, ref["dir"])
         if kinds:  # a fixed list (the short mode): leave room for the faults still to come
@@ -208,7 +238,7 @@ def chaos_run(scn: Scenario, index: int, seed: int, work: Path, where: Path, dis
             launches += 1
         else:
             if (kind == "disk full" and disk is None) or (kind == "oom kill" and cgroup is None):
-                continue  # no disk to fill (not root) or no memory cgroup: said in the report
+                continue  # the short mode without a disk to fill (not root) or a memory cgroup: said in the report
             inj = Injector(train_command(scn, toml, run_dir, seed), run_dir, log_dir, rng, window, points,
                            disk if kind == "disk full" else None)
             at = SHORT_AT[kind](ref["points"]) if kinds and kind in SHORT_AT else None
@@ -309,14 +339,14 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
     errors: list[str] = []
     setting: dict[str, str] = {}
 
-    def run_scenario(scn: Scenario, seed: int, where: Path, disk: SmallDisk) -> None:
+    def run_scenario(scn: Scenario, seed: int, where: Path, disk: SmallDisk, deck: Deck) -> None:
         try:
-            _run_scenario(scn, seed, where, disk)
+            _run_scenario(scn, seed, where, disk, deck)
         except BaseException as exc:  # a thread's failure must reach the report
             errors.append(f"{scn.name}: {type(exc).__name__}: {exc}")
             raise
 
-    def _run_scenario(scn: Scenario, seed: int, where: Path, disk: SmallDisk) -> None:
+    def _run_scenario(scn: Scenario, seed: int, where: Path, disk: SmallDisk, deck: Deck) -> None:
         share = max(1, round(faults * scn.weight / total_weight))
         ref = reference(scn, work, toml, seed)
         ref["filesystem"] = disk.kind if disk.mounted else "the work folder's"
@@ -326,7 +356,8 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
         while fired < share:
             # no disk-full faults under torchrun: its disk is not filled
             fillable = disk.path if disk.mounted and not scn.torchrun else None
-            row = chaos_run(scn, index, seed, work, where, fillable, cgroup, toml, ref, kinds=scn.kinds if short else None)
+            row = chaos_run(scn, index, seed, work, where, fillable, cgroup, toml, ref,
+                            kinds=scn.kinds if short else None, deck=deck)
             with lock:
                 rows.append(row)
                 if rows_path is not None:
@@ -352,16 +383,19 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
             cgroup = cgroup if cgroup.available else None
         setting["filesystem"] = disks[0].kind
         for seed in seeds:
+            unusable = {k for k, off in (("disk full", not disks[0].mounted), ("oom kill", cgroup is None)) if off}
+            deck = Deck(random.Random(f"{seed}/deck"),
+                        [k for s in scenarios if not s.torchrun for k in s.kinds if k not in unusable])
             places = {s.name: (disks[-1] if s.torchrun else disks[0]) for s in scenarios}
             folder = lambda d: d.path if d.mounted else work / "runs"  # noqa: E731
             # the torchrun scenario runs beside the others (on its own disk: the others fill theirs)
-            side = [threading.Thread(target=run_scenario, args=(s, seed, folder(places[s.name]), places[s.name]))
+            side = [threading.Thread(target=run_scenario, args=(s, seed, folder(places[s.name]), places[s.name], deck))
                     for s in scenarios if s.torchrun]
             for thread in side:
                 thread.start()
             for scn in scenarios:
                 if not scn.torchrun:
-                    run_scenario(scn, seed, folder(places[scn.name]), places[scn.name])
+                    run_scenario(scn, seed, folder(places[scn.name]), places[scn.name], deck)
             for thread in side:
                 thread.join()
     finally:
