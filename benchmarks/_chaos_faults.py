@@ -16,18 +16,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
-if TYPE_CHECKING:
-    from benchmarks._chaos_system import MemoryCgroup
+from benchmarks._chaos_system import MemoryCgroup, exit_deferred
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_TIMEOUT_S = 300  # one launch of a tiny run; past this it is a hang, counted as unexpected
 PAUSE_S = (0.2, 3.0)  # how long a SIGSTOPped run stays stopped before its SIGCONT
 _live: set = set()  # the launches still running: ended when the harness is stopped
 _stopping = threading.Event()
+_live_lock = threading.Lock()
 
 
 @dataclass
@@ -58,14 +57,16 @@ class Launch:
         return id(self)
 
     def wait(self, timeout: float = LAUNCH_TIMEOUT_S) -> int | None:
+        """Its exit status; None (killed) past ``timeout``: a hang. A wait cut short (the harness is stopped)
+        leaves it among the live launches, for :func:`stop_all`."""
         try:
-            return self.proc.wait(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_group(self.proc, signal.SIGKILL)
             self.proc.wait(timeout=60)
-            return None
-        finally:
-            _live.discard(self)
+            rc = None
+        _live.discard(self)
+        return rc
 
     @property
     def stderr(self) -> str:
@@ -83,24 +84,36 @@ def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class HarnessStopping(RuntimeError):
+    """The harness is being stopped: a thread that wanted a new launch ends instead."""
+
+
 def start(command: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Launch:
-    if _stopping.is_set():
-        raise RuntimeError("the harness is stopping: no new launch")
     log_dir.mkdir(parents=True, exist_ok=True)
     err = log_dir / f"stderr-{time.monotonic_ns()}.txt"
-    with err.open("w") as fh:
+    with exit_deferred(), _live_lock, err.open("w") as fh:  # started and known, or not started
+        if _stopping.is_set():
+            raise HarnessStopping("the harness is stopping: no new launch")
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=fh, env=env_for(env), cwd=ROOT,
                                 start_new_session=True)  # its own group: a kill reaches torchrun's ranks too
-    launch = Launch(proc, err)
-    _live.add(launch)
+        launch = Launch(proc, err)
+        _live.add(launch)
     return launch
 
 
 def stop_all() -> None:
     """The harness is ending: SIGKILL every launch still running and start no more (the disk can then go)."""
-    _stopping.set()
+    with _live_lock:
+        _stopping.set()
+    procs = [p for launch in list(_live) for p in [_process(launch.proc.pid), *_children(launch.proc.pid)] if p]
     for launch in list(_live):
         kill_group(launch.proc, signal.SIGKILL)  # a SIGSTOPped one too: SIGKILL reaches a stopped process
+    for proc in procs:  # torchrun's ranks and any other child too: none may keep a file open on the disk
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
     for launch in list(_live):
         try:
             launch.proc.wait(timeout=30)
@@ -332,9 +345,14 @@ class Injector:
         return Fault("disk full", fired and (rc == 2 or bool(fell_back)), rc, launch.seconds, detail, bad)
 
     def corrupt_file(self, what: str, at: str | None = None) -> list[Fault]:
-        """What a power cut or a failing card leaves: a SIGKILL (at ``at``, else at a drawn point), then a cache
+        """What a power cut or a failing card leaves: a SIGKILL (at ``at``, else at a drawn point: for the
+        checkpoint, a checkpoint write or rename after which one is in place), then a cache
         shard or the checkpoint cut short or with one bit flipped. A bad shard is rebuilt; a bad checkpoint is
         refused with one line."""
+        if what == "checkpoint" and at is None:  # a kill at a checkpoint write or rename, once one is in place
+            point = self.rng.choice(["checkpoint_write", "checkpoint_rename"])
+            first = 1 if (self.run_dir / "checkpoint.pt").exists() else 2
+            at = f"{point}:{self.rng.randint(first, max(self.points.get(point, 1), first))}"
         kill = self.kill_at_point(at)
         if kill.unexpected or not kill.fired:
             return [kill]
@@ -440,6 +458,13 @@ def _children(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

@@ -15,11 +15,16 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 DISK_MIB = 96  # one tiny run and the filler; small enough that filling it takes no time
 
@@ -78,11 +83,21 @@ class SmallDisk:
 
     def close(self) -> None:
         if self.mounted:
-            if _sh("umount", str(self.path)).returncode:
+            gc.collect()  # a checkpoint this process read may still be mapped
+            for _ in range(40):  # a killed launch's last files close as it exits
+                if _sh("umount", str(self.path)).returncode == 0:
+                    break
+                time.sleep(0.25)
+            else:
                 _sh("umount", "-l", str(self.path))  # something still holds a file: detach it anyway
+                print(f"chaos: {self.path} was busy: unmounted lazily", file=sys.stderr)
             self.mounted = False
         if self.device:
-            _sh("losetup", "-d", self.device)  # with a lazy unmount: freed when the last user lets go
+            _sh("losetup", "-d", self.device)  # after a lazy unmount: detached when the last user lets go
+            for _ in range(40):
+                if self.image is None or str(self.image) not in _sh("losetup", "-j", str(self.image)).stdout:
+                    break
+                time.sleep(0.25)
             self.device = ""
         if self.image is not None:
             self.image.unlink(missing_ok=True)
@@ -194,13 +209,38 @@ class MemoryCgroup:
         self.path = None
 
 
+_pending: list[int] = []
+_holding = 0
+
+
 def on_exit(signums=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) -> None:
-    """End the harness on these signals through its ``finally`` blocks, with 128 + the signal's number."""
+    """End the harness on these signals through its ``finally`` blocks, with 128 + the signal's number
+    (inside :func:`exit_deferred`, once it is left)."""
     def leave(signum, frame):
+        if _holding:
+            _pending.append(signum)
+            return
         raise SystemExit(128 + signum)
 
     for signum in signums:
         signal.signal(signum, leave)
+
+
+@contextmanager
+def exit_deferred() -> Iterator[None]:
+    """A stop signal raises only once this block is left: a launch being started is then one the harness
+    knows of (and kills), never an orphan of a half-done Popen. Signal handlers run in the main thread."""
+    global _holding
+    main = threading.current_thread() is threading.main_thread()
+    _holding += main
+    try:
+        yield
+    finally:
+        _holding -= main
+        if main and not _holding and _pending:
+            signum = _pending[0]
+            _pending.clear()
+            raise SystemExit(128 + signum)
 
 
 def leftovers() -> set[str]:

@@ -56,8 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks._chaos_faults import Fault, Injector, pipeline_launch, start, stop_all  # noqa: E402
-from benchmarks._chaos_system import MemoryCgroup, SmallDisk, on_exit  # noqa: E402
+from benchmarks._chaos_faults import Fault, HarnessStopping, Injector, pipeline_launch, start, stop_all  # noqa: E402
+from benchmarks._chaos_system import MemoryCgroup, SmallDisk, exit_deferred, on_exit  # noqa: E402
 from benchmarks._common import add_output_args, commit, output_folder, write_results  # noqa: E402
 
 COMMIT = commit()  # the code this process loaded, not what the checkout holds when a row is written
@@ -342,7 +342,9 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
     def run_scenario(scn: Scenario, seed: int, where: Path, disk: SmallDisk, deck: Deck) -> None:
         try:
             _run_scenario(scn, seed, where, disk, deck)
-        except BaseException as exc:  # a thread's failure must reach the report
+        except HarnessStopping:
+            return  # the main thread is stopping the campaign
+        except Exception as exc:  # a thread's failure must reach the report (a stopped harness is no failure)
             errors.append(f"{scn.name}: {type(exc).__name__}: {exc}")
             raise
 
@@ -373,11 +375,12 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
 
     side: list[threading.Thread] = []
     try:
-        disks.append(SmallDisk(work / "disk"))
-        if any(s.torchrun for s in scenarios):
-            disks.append(SmallDisk(work / "disk-pipeline"))
-        if any("oom kill" in s.kinds for s in scenarios):
-            cgroup = MemoryCgroup(work.name)
+        with exit_deferred():  # a disk or cgroup being made is one the finally block gives back
+            disks.append(SmallDisk(work / "disk"))
+            if any(s.torchrun for s in scenarios):
+                disks.append(SmallDisk(work / "disk-pipeline"))
+            if any("oom kill" in s.kinds for s in scenarios):
+                cgroup = MemoryCgroup(work.name)
             setting["oom"] = "a memory cgroup" + (" (v2)" if cgroup.v2 else " (v1)") if cgroup.available else \
                 f"skipped ({cgroup.why})"
             cgroup = cgroup if cgroup.available else None
@@ -399,13 +402,14 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
             for thread in side:
                 thread.join()
     finally:
-        stop_all()  # no launch may hold a file on the disks being unmounted
-        for thread in side:
-            thread.join(timeout=60)
-        for disk in disks:
-            disk.close()
-        if cgroup is not None:
-            cgroup.close()
+        with exit_deferred():  # a second Ctrl-C does not cut the cleanup short
+            stop_all()  # no launch may hold a file on the disks being unmounted
+            for thread in side:
+                thread.join(timeout=60)
+            for disk in disks:
+                disk.close()
+            if cgroup is not None:
+                cgroup.close()
         if not keep and not errors and not any(r["unexpected"] or not r["identical"] for r in rows):
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -528,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     elif not args.short:
-        write_results("chaos", result, markdown(result), folder)
+        from benchmarks._common import machine
+
+        # the header's commit too is the code this process loaded (machine() reads the checkout as it is now)
+        write_results("chaos", {**result, "machine": {**machine(), "edgetrgl_commit": COMMIT}}, markdown(result), folder)
     return 0 if result["differing"] == result["lost"] == result["unexpected"] == 0 else 1
 
 
