@@ -126,7 +126,10 @@ class MemoryCgroup:
             return
         self.path = base / name
         if not self.v2:
-            self._write("memory.swappiness", "0")  # the OOM killer, not swap (there may be none anyway)
+            try:
+                self._write("memory.swappiness", "0")  # the OOM killer, not swap (there may be none anyway)
+            except OSError:
+                pass  # a kernel without the knob: the limit alone still ends in the OOM killer where there is no swap
 
     @property
     def available(self) -> bool:

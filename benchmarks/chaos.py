@@ -380,10 +380,10 @@ def campaign(scenarios: list[Scenario], faults: int, seeds: list[int], short: bo
             if any(s.torchrun for s in scenarios):
                 disks.append(SmallDisk(work / "disk-pipeline"))
             if any("oom kill" in s.kinds for s in scenarios):
-                cgroup = MemoryCgroup(work.name)
-            setting["oom"] = "a memory cgroup" + (" (v2)" if cgroup.v2 else " (v1)") if cgroup.available else \
-                f"skipped ({cgroup.why})"
-            cgroup = cgroup if cgroup.available else None
+                made = MemoryCgroup(work.name)
+                setting["oom"] = f"a memory cgroup ({'v2' if made.v2 else 'v1'})" if made.available else \
+                    f"skipped ({made.why})"
+                cgroup = made if made.available else None
         setting["filesystem"] = disks[0].kind
         for seed in seeds:
             unusable = {k for k, off in (("disk full", not disks[0].mounted), ("oom kill", cgroup is None)) if off}

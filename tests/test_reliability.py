@@ -317,6 +317,27 @@ def test_a_signal_while_torch_imports_is_honoured_too(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_the_program_keeps_its_stop_handlers_until_it_has_exited(monkeypatch, capsys):
+    """Run as the program (argv None) the CLI leaves its stop handlers in place when main returns: a Ctrl-C
+    while the interpreter shuts down (torch's exit hooks take a second or two) finds the run over and changes
+    nothing, where Python's own handler printed a KeyboardInterrupt traceback from an exit hook. In-process
+    callers (argv given) get their handlers back."""
+    from edgetrgl import stop
+    from edgetrgl.cli.main import main
+
+    before = {s: signal.getsignal(s) for s in stop.SIGNALS}
+    monkeypatch.setattr(sys, "argv", ["edgetrgl", "train", "--help"])
+    try:
+        with pytest.raises(SystemExit):
+            main()
+        assert all(signal.getsignal(s) is not before[s] for s in stop.SIGNALS)
+    finally:
+        stop.restore({s: before[s] for s in stop.SIGNALS})
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 def test_the_python_api_leaves_the_callers_signal_handlers_as_they_were(synthetic_data):
     from edgetrgl.api import train
     from tests.conftest import tiny_config
