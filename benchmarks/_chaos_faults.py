@@ -222,8 +222,8 @@ class Injector:
         fired = kill_group(launch.proc, signum)
         rc = launch.wait()
         name = signal.Signals(signum).name
-        # a stop signal before the handlers are installed (Python still importing) kills like SIGKILL
-        # would: nothing was written yet; after, 128 + its number with a checkpoint
+        # a stop signal in the instant before the CLI installs its handlers, or after Python drops them at
+        # exit, kills like SIGKILL would (nothing written yet / the run over); else 128 + its number
         allowed = (0, -signal.SIGKILL) if signum == signal.SIGKILL else (0, 128 + signum, -signum)
         bad = check_exit(rc, launch.stderr, allowed) or checkpoint_intact(self.run_dir)
         if rc == 128 + signum and "Traceback" not in launch.stderr and f"{name} received" not in launch.stderr:
