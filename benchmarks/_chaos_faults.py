@@ -12,14 +12,21 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
 
+from benchmarks._chaos_system import MemoryCgroup, exit_deferred
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_TIMEOUT_S = 300  # one launch of a tiny run; past this it is a hang, counted as unexpected
+PAUSE_S = (0.2, 3.0)  # how long a SIGSTOPped run stays stopped before its SIGCONT
+_live: set = set()  # the launches still running: ended when the harness is stopped
+_stopping = threading.Event()
+_live_lock = threading.Lock()
 
 
 @dataclass
@@ -46,13 +53,20 @@ class Launch:
     stderr_path: Path
     started: float = field(default_factory=time.perf_counter)
 
+    def __hash__(self) -> int:
+        return id(self)
+
     def wait(self, timeout: float = LAUNCH_TIMEOUT_S) -> int | None:
+        """Its exit status; None (killed) past ``timeout``: a hang. A wait cut short (the harness is stopped)
+        leaves it among the live launches, for :func:`stop_all`."""
         try:
-            return self.proc.wait(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_group(self.proc, signal.SIGKILL)
             self.proc.wait(timeout=60)
-            return None
+            rc = None
+        _live.discard(self)
+        return rc
 
     @property
     def stderr(self) -> str:
@@ -70,13 +84,42 @@ def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class HarnessStopping(RuntimeError):
+    """The harness is being stopped: a thread that wanted a new launch ends instead."""
+
+
 def start(command: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Launch:
     log_dir.mkdir(parents=True, exist_ok=True)
     err = log_dir / f"stderr-{time.monotonic_ns()}.txt"
-    with err.open("w") as fh:
+    with exit_deferred(), _live_lock, err.open("w") as fh:  # started and known, or not started
+        if _stopping.is_set():
+            raise HarnessStopping("the harness is stopping: no new launch")
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=fh, env=env_for(env), cwd=ROOT,
                                 start_new_session=True)  # its own group: a kill reaches torchrun's ranks too
-    return Launch(proc, err)
+        launch = Launch(proc, err)
+        _live.add(launch)
+    return launch
+
+
+def stop_all() -> None:
+    """The harness is ending: SIGKILL every launch still running and start no more (the disk can then go)."""
+    with _live_lock:
+        _stopping.set()
+    procs = [p for launch in list(_live) for p in [_process(launch.proc.pid), *_children(launch.proc.pid)] if p]
+    for launch in list(_live):
+        kill_group(launch.proc, signal.SIGKILL)  # a SIGSTOPped one too: SIGKILL reaches a stopped process
+    for proc in procs:  # torchrun's ranks and any other child too: none may keep a file open on the disk
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+    for launch in list(_live):
+        try:
+            launch.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        _live.discard(launch)
 
 
 def kill_group(proc: subprocess.Popen, signum: int) -> bool:
@@ -170,23 +213,67 @@ class Injector:
         bad = check_exit(rc, launch.stderr, (0, -signal.SIGKILL)) or checkpoint_intact(self.run_dir)
         return Fault(f"sigkill at {point}", fired, rc, launch.seconds, f"{point}:{nth}", bad)
 
-    def kill_timed(self, signum: int = signal.SIGKILL) -> Fault:
-        """SIGKILL (the OOM killer, a power cut) or SIGTERM (``systemctl stop``) at a random instant."""
+    def kill_timed(self, signum: int = signal.SIGKILL, at: str | None = None) -> Fault:
+        """SIGKILL (a power cut), SIGTERM (``systemctl stop``), SIGINT (Ctrl-C) or SIGHUP (a closed terminal)
+        at a random instant; ``at="handlers"``: once the CLI has installed its handlers (the short mode's
+        way to make it fire). A stop signal is graceful: checkpoint, exit 128 + its number."""
         launch = self.launch()
-        delay = self.rng.uniform(0.2, self.launch_s)  # launch_s: what is left of an uninterrupted launch
-        try:
-            rc = launch.proc.wait(timeout=delay)
-            fired = False
-        except subprocess.TimeoutExpired:
-            fired = kill_group(launch.proc, signum)
-            rc = launch.wait()
+        delay = self.wait_instant(launch, at)
+        fired = kill_group(launch.proc, signum)
+        rc = launch.wait()
         name = signal.Signals(signum).name
-        # SIGTERM before the handlers are installed kills like SIGKILL would; after, 143 with a checkpoint
+        # a stop signal in the instant before the CLI installs its handlers, or after Python drops them at
+        # exit, kills like SIGKILL would (nothing written yet / the run over); else 128 + its number
         allowed = (0, -signal.SIGKILL) if signum == signal.SIGKILL else (0, 128 + signum, -signum)
         bad = check_exit(rc, launch.stderr, allowed) or checkpoint_intact(self.run_dir)
         if rc == 128 + signum and "Traceback" not in launch.stderr and f"{name} received" not in launch.stderr:
             bad = bad or f"exit {rc} without saying {name} was received: {tail(launch.stderr)}"
         return Fault(f"{name.lower()} timed", fired and rc != 0, rc, launch.seconds, f"after {delay:.2f} s", bad)
+
+    def wait_instant(self, launch: Launch, at: str | None) -> float:
+        """Wait for the fault's instant (drawn in the window, or ``at="handlers"``); the seconds since the launch."""
+        if at == "handlers":  # the CLI's stop handlers are in place: the launch is past Python's imports
+            _wait_handlers(launch)
+            time.sleep(self.rng.uniform(0.0, 0.5))
+        else:  # an instant of the launch (from its start), whatever was waited for already
+            try:
+                launch.proc.wait(timeout=max(self.rng.uniform(0.2, self.launch_s) - launch.seconds, 0.0))
+            except subprocess.TimeoutExpired:
+                pass
+        return launch.seconds
+
+    def pause(self, at: str | None = None) -> Fault:
+        """SIGSTOP at a random instant, SIGCONT a random while later (a debugger, a suspended shell job, a VM
+        paused): the launch must go on and finish by itself, exit 0, no restart."""
+        launch = self.launch()
+        delay = self.wait_instant(launch, at)
+        fired = kill_group(launch.proc, signal.SIGSTOP)
+        stopped = self.rng.uniform(*PAUSE_S)
+        if fired:
+            time.sleep(stopped)
+            kill_group(launch.proc, signal.SIGCONT)
+        rc = launch.wait()
+        bad = check_exit(rc, launch.stderr, (0,))
+        if not bad and rc == 0 and not (self.run_dir / "summary.json").exists():
+            bad = "exit 0 after the pause, but the run did not finish"
+        return Fault("paused", fired, rc, launch.seconds, f"stopped after {delay:.2f} s for {stopped:.2f} s", bad)
+
+    def oom_kill(self, cgroup: MemoryCgroup, at: str | None = None) -> Fault:
+        """Memory pressure: the launch runs in a memory cgroup whose limit is lowered to its usage at a random
+        instant, so the kernel's OOM killer SIGKILLs it; the limit is then lifted (the next launch resumes)."""
+        launch = start(cgroup.wrap(self.command), self.log_dir)
+        _wait_handlers(launch)  # past Python's imports: the memory squeezed is the run's
+        delay = self.wait_instant(launch, at)
+        kills, hits = cgroup.oom_kills(), cgroup.failcnt()
+        cgroup.squeeze(lambda: launch.proc.poll() is None)
+        rc = launch.wait()
+        cgroup.lift()
+        kills, hits = cgroup.oom_kills() - kills, cgroup.failcnt() - hits
+        bad = check_exit(rc, launch.stderr, (0, -signal.SIGKILL)) or checkpoint_intact(self.run_dir)
+        if rc == -signal.SIGKILL and not kills:
+            bad = bad or "killed by SIGKILL, but the cgroup counts no OOM kill"
+        detail = f"limit lowered after {delay:.2f} s: oom_kill +{kills}, failcnt +{hits}"
+        return Fault("oom kill", rc == -signal.SIGKILL and kills > 0, rc, launch.seconds, detail, bad)
 
     def sigterm_in_evaluation(self, at: str | None = None) -> Fault:
         """SIGTERM while the test set is being scored: finish the step, checkpoint, exit 143; ``at``
@@ -231,18 +318,17 @@ class Injector:
         reboot = Fault("sigkill timed", rc1 == -signal.SIGKILL, rc1, first.seconds, "the first writer, after the second")
         return [Fault("second writer", refused or first_refused, rc2, second.seconds, detail, bad), reboot]
 
-    def disk_full(self) -> Fault:
-        """The disk fills up at a random instant, leaving 0 to 600 KB free; freed once the launch ends."""
+    def disk_full(self, at: str | None = None) -> Fault:
+        """The disk fills up at a random instant, leaving 0 to 600 KB free; freed once the launch ends.
+        ``at="handlers"``: once the CLI is up, leaving nothing (the launch cannot finish: the short mode)."""
         assert self.disk is not None
         launch = self.launch()
-        delay = self.rng.uniform(0.3, self.launch_s)
-        slack = self.rng.randint(0, 600_000)
+        slack = 0 if at else self.rng.randint(0, 600_000)
         filler = self.disk / "filler"
         fired = False
         try:
-            try:
-                launch.proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
+            delay = self.wait_instant(launch, at)
+            if launch.proc.poll() is None:
                 fill(filler, slack)
                 fired = launch.proc.poll() is None
             rc = launch.wait()
@@ -259,9 +345,14 @@ class Injector:
         return Fault("disk full", fired and (rc == 2 or bool(fell_back)), rc, launch.seconds, detail, bad)
 
     def corrupt_file(self, what: str, at: str | None = None) -> list[Fault]:
-        """What a power cut or a failing card leaves: a SIGKILL (at ``at``, else at a drawn point), then a cache
+        """What a power cut or a failing card leaves: a SIGKILL (at ``at``, else at a drawn point: for the
+        checkpoint, a checkpoint write or rename after which one is in place), then a cache
         shard or the checkpoint cut short or with one bit flipped. A bad shard is rebuilt; a bad checkpoint is
         refused with one line."""
+        if what == "checkpoint" and at is None:  # a kill at a checkpoint write or rename, once one is in place
+            point = self.rng.choice(["checkpoint_write", "checkpoint_rename"])
+            first = 1 if (self.run_dir / "checkpoint.pt").exists() else 2
+            at = f"{point}:{self.rng.randint(first, max(self.points.get(point, 1), first))}"
         kill = self.kill_at_point(at)
         if kill.unexpected or not kill.fired:
             return [kill]
@@ -284,6 +375,21 @@ class Injector:
         # the user's way out, which the error names: move the bad checkpoint away; the run starts again
         os.replace(target, target.with_name("checkpoint.pt.corrupt"))
         return [kill, Fault("corrupt checkpoint", True, rc, launch.seconds, f"{how}: refused, run restarted", bad)]
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether the process catches SIGTERM (its ``SigCgt`` mask): edgetrgl's CLI installs its stop handlers first."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(status.split("SigCgt:")[1].split()[0], 16)
+    return bool(mask >> (signal.SIGTERM - 1) & 1)
+
+
+def _wait_handlers(launch: Launch) -> None:
+    while launch.proc.poll() is None and not handlers_installed(launch.proc.pid):
+        time.sleep(0.02)
 
 
 def fill(filler: Path, leave: int) -> None:
@@ -352,6 +458,13 @@ def _children(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

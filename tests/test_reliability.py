@@ -296,6 +296,48 @@ def test_sighup_and_sigint_stop_with_their_own_codes(tmp_path):
         assert load_checkpoint(out)["position"]["epoch"] >= 1
 
 
+def test_a_signal_while_torch_imports_is_honoured_too(tmp_path):
+    """The CLI installs its stop handlers before torch loads (the package imports it only on first use): a
+    Ctrl-C in the seconds torch takes to import stops with one line and 130, not a KeyboardInterrupt traceback."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "edgetrgl.cli.main", "train", *tiny_args(tmp_path), "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    status = Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:  # until the SIGHUP handler (edgetrgl's) is set
+        if int(status.read_text().split("SigCgt:")[1].split()[0], 16) >> (signal.SIGHUP - 1) & 1:
+            break
+        time.sleep(0.005)
+    torch_loaded = "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=240)
+    assert not torch_loaded  # the handlers came first
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "SIGINT received while" in stderr and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_program_keeps_its_stop_handlers_until_it_has_exited(monkeypatch, capsys):
+    """Run as the program (argv None) the CLI leaves its stop handlers in place when main returns: a Ctrl-C
+    while the interpreter shuts down (torch's exit hooks take a second or two) finds the run over and changes
+    nothing, where Python's own handler printed a KeyboardInterrupt traceback from an exit hook. In-process
+    callers (argv given) get their handlers back."""
+    from edgetrgl import stop
+    from edgetrgl.cli.main import main
+
+    before = {s: signal.getsignal(s) for s in stop.SIGNALS}
+    monkeypatch.setattr(sys, "argv", ["edgetrgl", "train", "--help"])
+    try:
+        with pytest.raises(SystemExit):
+            main()
+        assert all(signal.getsignal(s) is not before[s] for s in stop.SIGNALS)
+    finally:
+        stop.restore({s: before[s] for s in stop.SIGNALS})
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 def test_the_python_api_leaves_the_callers_signal_handlers_as_they_were(synthetic_data):
     from edgetrgl.api import train
     from tests.conftest import tiny_config

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; ``argv`` None: the process's own (the console script, ``python -m``)."""
     previous = stop.install()  # first: a SIGTERM while torch imports or the run plans is honoured too
     try:
         args = build_parser().parse_args(argv)
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             previous = {}
         return _run(args)
     finally:
-        stop.restore(previous)  # in-process callers (the tests) get their handlers back
+        # in-process callers (the tests) get their handlers back; the program keeps them until it has exited:
+        # a signal while the interpreter shuts down (torch's exit hooks take a second or two) then finds the
+        # run over and changes nothing, where Python's own handler printed a KeyboardInterrupt traceback
+        if argv is not None:
+            stop.restore(previous)
         stop.reset()
 
 
