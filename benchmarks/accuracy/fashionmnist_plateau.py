@@ -224,7 +224,7 @@ def measure(results: Path, cell_configs: dict[str, dict]) -> Path:
         for method, cfg in cell_configs.items():
             run = Path(tmp) / method
             fields = {**cfg, "epochs": 1, "out": str(run)}
-            sets = [f"{k}={json.dumps(v)}" for k, v in fields.items() if v is not None and k != "out"]
+            sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fields.items() if v is not None and k != "out"]
             cmd = [sys.executable, "-m", "edgetrgl", "train", "--quiet", "--out", str(run)]
             for s in sets:
                 cmd += ["--set", s]
