@@ -17,13 +17,24 @@ from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.memory.work import Work, count_work
 from edgetrgl.modular import ModularNet
 from edgetrgl.objectives import objective_of
-from edgetrgl.step import local_step, make_sgd
+from edgetrgl.step import local_step, make_optimizer, make_sgd
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
 def _sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     return make_sgd(params, lr=0.1)
+
+
+def optimizer_of(cfg) -> OptimizerFactory:
+    """The optimizer a run's modules get (``--optimizer``, with its momentum and weight decay), for
+    the estimates: Adam keeps two state tensors per parameter, SGD with momentum one, without none."""
+    return functools.partial(_configured_optimizer, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+
+def _configured_optimizer(name: str, lr: float, momentum: float, weight_decay: float,
+                          params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    return make_optimizer(name, params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
