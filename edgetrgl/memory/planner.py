@@ -178,9 +178,9 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
     options = [(c, p) for c in ((False, True) if checkpoint_blocks == "auto" else (bool(checkpoint_blocks),))
                for p in (("fp32", "bf16") if precision == "auto" else (precision,))]
     weights = inputs = None
-    if estimator is None:  # work counted beside the peaks when step options are weighed by the time model
+    if estimator is None:  # without a budget every option fits and is priced: count its work beside its peak
         estimator = SequentialEstimator(build, batch_shape, num_classes, make_optimizer=make_optimizer,
-                                        count_work=speed is not None and len(options) > 1)
+                                        count_work=speed is not None and len(options) > 1 and budget is None)
     if split == "balanced":
         weights, inputs = block_weights(build, num_blocks, batch_shape, num_classes, transport, estimator)
 

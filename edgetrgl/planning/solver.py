@@ -86,7 +86,7 @@ def weigh(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[
     """Every candidate, fitted to ``cfg.budget`` and priced.
 
     One estimator serves every candidate: each (network split, micro-batch, checkpointing, precision)
-    is measured once, its work counted beside its peak.
+    is measured once.
 
     Args:
         build: ``(num_modules, boundaries) -> ModularNet`` (the module planner's builder).
@@ -94,7 +94,10 @@ def weigh(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[
         make_optimizer: the optimizer the run's modules get (its state counts).
     """
     budget, precision = cfg.budget, cfg.precision
-    estimator = SequentialEstimator(build, batch_shape, num_classes, make_optimizer=make_optimizer, count_work=True)
+    # without a budget every candidate fits and is priced: count its work beside its peak; under one,
+    # most estimates are probes of a search, and only the plans that fit are priced (one more pass each)
+    estimator = SequentialEstimator(build, batch_shape, num_classes, make_optimizer=make_optimizer,
+                                    count_work=budget is None)
     out: list[Candidate] = []
 
     def e2e(ckpt: bool, limit: int | None) -> Plan:  # the planner at K = 1: one module is the network
