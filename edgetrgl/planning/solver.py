@@ -190,15 +190,26 @@ def solve_for(cfg: TrainConfig, spec, model=None) -> Choice:
     """:func:`solve` for a run's configuration and data.
 
     Raises:
-        UserError: ``--data-parallel`` or ``--device-profile`` (not weighed yet), or nothing fits the budget.
+        UserError: ``--data-parallel`` or ``--device-profile`` (not weighed: see below), or nothing fits
+            the budget.
+
+    Not weighed yet, each refused in one line. ``--data-parallel``: every rank would have to take the
+    choice from rank 0 before the batch is sharded, and it must be weighed at the per-rank batch (the
+    choice is made here before torchrun's ranks exist). ``--device-profile``: its budget covers the
+    whole process, and what the process holds beside the tensors depends on the candidate (the
+    sequential regime keeps frozen weights and a host cache in RAM, e2e neither) and on the runtime's
+    footprint, measured only once planning starts; the candidates' tensor peaks alone would fit
+    budgets the process exceeds.
     """
     from edgetrgl.errors import UserError
 
-    if cfg.data_parallel:
-        raise UserError("--regime auto weighs single-process regimes: choose one with --data-parallel")
+    if cfg.data_parallel:  # the choice is not shared across ranks, nor weighed at the per-rank batch
+        raise UserError("--regime auto is not weighed with --data-parallel (the ranks would each choose, at the "
+                        "global batch): choose --regime sequential or e2e with --data-parallel")
     if cfg.device_profile:  # its budget covers the whole process, which the candidates' tensor peaks do not
-        raise UserError("--regime auto does not yet weigh a --device-profile's whole-process budget: "
-                        "choose --regime sequential or e2e with the profile")
+        raise UserError("--regime auto is not weighed with --device-profile (its budget covers the whole process: "
+                        "the runtime, and for sequential the frozen weights and host cache, beside the tensors "
+                        "weighed): choose --regime sequential or e2e with the profile")
     problem = problem_of(cfg, spec, model)
     return solve(cfg, *problem, num_train=spec.num_train)
 
