@@ -34,7 +34,8 @@ class FromScratch(SequentialEstimator):
     def modules(self, num_modules, boundaries, micro_batch=None, *, precision="fp32", checkpoint_blocks=False,
                 transport=True, budget=None, work=False):
         build = lambda: self.build(num_modules, boundaries)  # noqa: E731
-        options = dict(micro_batch=micro_batch, precision=precision, checkpoint_blocks=checkpoint_blocks)
+        options = dict(micro_batch=micro_batch, precision=precision, checkpoint_blocks=checkpoint_blocks,
+                       make_optimizer=self.make_optimizer)
         peaks = estimate_sequential(build, self.batch_shape, self.num_classes, transport, **options)
         works = sequential_work(build, self.batch_shape, self.num_classes, transport, **options)
         return [ModuleEstimate(p, w) for p, w in zip(peaks, works)]

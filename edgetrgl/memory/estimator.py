@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from edgetrgl.memory.estimate import OptimizerFactory, _needs_image, _sgd, _step_options, build_fake
+from edgetrgl.memory.estimate import OptimizerFactory, _needs_image, default_sgd, _step_options, build_fake
 from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.memory.work import Work, count_work
 from edgetrgl.modular import ModularNet
@@ -81,7 +81,7 @@ class SequentialEstimator:
     """
 
     def __init__(self, build: BuildFn, batch_shape: tuple[int, ...], num_classes: int, *,
-                 make_optimizer: OptimizerFactory = _sgd, count_work: bool = False, prefetch_depth: int = 0) -> None:
+                 make_optimizer: OptimizerFactory = default_sgd, count_work: bool = False, prefetch_depth: int = 0) -> None:
         self.build, self.batch_shape, self.num_classes = build, tuple(batch_shape), num_classes
         self.make_optimizer, self.count_work, self.prefetch_depth = make_optimizer, count_work, prefetch_depth
         self._open: dict[tuple, _FakeSplit] = {}  # a network whose later modules are not measured yet

@@ -1,7 +1,10 @@
 """The budget planner: choose module boundaries and a micro-batch so that every module fits.
 
 Everything here is estimated with fake tensors (see ``estimate.py``): no memory is allocated, so
-the plan for a network far larger than this machine's memory still takes seconds.
+the plan for a network far larger than this machine's memory still takes seconds. The estimates come
+from one :class:`~edgetrgl.memory.estimator.SequentialEstimator` per plan (or the solver's, shared by
+its candidates): each module step is measured once, and a probe of the search stops at the first
+module over the budget.
 
 Cost model for the split: each block is first estimated as a module of its own; its weight is that
 peak less its input batch (the input of a block inside a module is the previous block's activation,
@@ -19,7 +22,7 @@ import torch
 
 from edgetrgl.config import format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.memory.estimate import OptimizerFactory, _sgd
+from edgetrgl.memory.estimate import OptimizerFactory, default_sgd
 from edgetrgl.memory.estimator import BuildFn, SequentialEstimator
 from edgetrgl.memory.work import MachineSpeed
 from edgetrgl.modular import ModularNet, split_blocks
@@ -141,7 +144,7 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
                  num_modules: int | str = 4, split: str = "equal", budget: int | None = None,
                  transport: bool = True, boundaries: list[int] | None = None, precision: str = "fp32",
                  checkpoint_blocks: bool | str = False, speed: Callable[[str], MachineSpeed] | None = None,
-                 progress: Callable[[str], None] | None = None, make_optimizer: OptimizerFactory = _sgd,
+                 progress: Callable[[str], None] | None = None, make_optimizer: OptimizerFactory = default_sgd,
                  estimator: SequentialEstimator | None = None) -> Plan:
     """Choose the fastest plan whose every module fits ``budget``.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from edgetrgl.config import TrainConfig, format_bytes
-from edgetrgl.memory.estimate import OptimizerFactory, _sgd
+from edgetrgl.memory.estimate import OptimizerFactory, default_sgd
 from edgetrgl.memory.estimator import SequentialEstimator
 from edgetrgl.memory.planner import BuildFn, NoPlanFits, Plan, modelled_seconds, plan_modules
 from edgetrgl.memory.work import MachineSpeed
@@ -82,7 +82,7 @@ class Choice:
 
 def weigh(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int,
           speed: Callable[[str], MachineSpeed], transport: bool,
-          make_optimizer: OptimizerFactory = _sgd) -> list[Candidate]:
+          make_optimizer: OptimizerFactory = default_sgd) -> list[Candidate]:
     """Every candidate, fitted to ``cfg.budget`` and priced.
 
     One estimator serves every candidate: each (network split, micro-batch, checkpointing, precision)
@@ -146,7 +146,7 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
 
 
 def solve(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int,
-          speed: Callable[[str], MachineSpeed], transport: bool, make_optimizer: OptimizerFactory = _sgd, *,
+          speed: Callable[[str], MachineSpeed], transport: bool, make_optimizer: OptimizerFactory = default_sgd, *,
           num_train: int) -> Choice:
     """Weigh, choose, and return the concrete configuration that trains the choice."""
     candidates = weigh(cfg, build, num_blocks, batch_shape, num_classes, speed, transport, make_optimizer)
