@@ -117,3 +117,12 @@ def test_an_explicit_e2e_over_its_budget_accumulates_instead_of_refusing(synthet
     p = plan(tiny_config(regime="e2e", checkpoint_blocks=False, budget=budget), data=synthetic_data, quiet=True)
     assert p.regime == "e2e" and p.num_modules == 1 and p.micro_batch < 64
     assert p.estimates["estimated_peak_bytes"] <= budget
+
+
+@pytest.mark.parametrize("option, flag", [({"data_parallel": True}, "--data-parallel"),
+                                          ({"device_profile": "rpi4-2gb"}, "--device-profile")])
+def test_what_auto_does_not_weigh_is_refused_in_one_line_with_the_reason(synthetic_data, option, flag):
+    with pytest.raises(UserError) as exc:
+        plan(tiny_config(regime="auto", budget=10**9, **option), data=synthetic_data, quiet=True)
+    message = str(exc.value)
+    assert "\n" not in message and flag in message and "choose --regime sequential or e2e" in message

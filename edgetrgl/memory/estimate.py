@@ -17,17 +17,29 @@ from edgetrgl.memory.tensor import TensorPeak, track_peak
 from edgetrgl.memory.work import Work, count_work
 from edgetrgl.modular import ModularNet
 from edgetrgl.objectives import objective_of
-from edgetrgl.step import local_step, make_sgd
+from edgetrgl.step import local_step, make_optimizer, make_sgd
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-def _sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def default_sgd(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD with momentum, the paper's (and ``--optimizer``'s default): what an estimate counts unless told."""
     return make_sgd(params, lr=0.1)
 
 
+def optimizer_of(cfg) -> OptimizerFactory:
+    """The optimizer a run's modules get (``--optimizer``, with its momentum and weight decay), for
+    the estimates: Adam keeps two state tensors per parameter, SGD with momentum one, without none."""
+    return functools.partial(_configured_optimizer, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+
+def _configured_optimizer(name: str, lr: float, momentum: float, weight_decay: float,
+                          params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    return make_optimizer(name, params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
 def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
-                        transport: bool = True, make_optimizer: OptimizerFactory = _sgd,
+                        transport: bool = True, make_optimizer: OptimizerFactory = default_sgd,
                         prefetch_depth: int = 0, micro_batch: int | None = None, precision: str = "fp32",
                         checkpoint_blocks: bool = False) -> list[TensorPeak]:
     """Peak of training each module alone, as the sequential regime does.
@@ -49,6 +61,9 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
 
     Returns:
         One :class:`TensorPeak` per module.
+
+    The planner asks through :class:`~edgetrgl.memory.estimator.SequentialEstimator`, which gives
+    these figures with each step measured once.
     """
     return [track_peak(step, *resident)
             for step, resident in _fake_module_steps(build, batch_shape, num_classes, transport, make_optimizer,
@@ -57,10 +72,10 @@ def estimate_sequential(build: Callable[[], ModularNet], batch_shape: tuple[int,
 
 def sequential_work(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
                     transport: bool = True, micro_batch: int | None = None, precision: str = "fp32",
-                    checkpoint_blocks: bool = False) -> list[Work]:
+                    checkpoint_blocks: bool = False, make_optimizer: OptimizerFactory = default_sgd) -> list[Work]:
     """The work of one training step of each module (FLOPs, bytes written, ops), counted on fake
     tensors like :func:`estimate_sequential`'s peaks: what the planner's time model prices."""
-    return [count_work(step) for step, _ in _fake_module_steps(build, batch_shape, num_classes, transport, _sgd, 0,
+    return [count_work(step) for step, _ in _fake_module_steps(build, batch_shape, num_classes, transport, make_optimizer, 0,
                                                                 micro_batch, precision, checkpoint_blocks)]
 
 
@@ -88,7 +103,7 @@ def _fake_module_steps(build, batch_shape, num_classes, transport, make_optimize
 
 
 def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, ...], num_classes: int,
-                      transport: bool = True, make_optimizer: OptimizerFactory = _sgd, precision: str = "fp32",
+                      transport: bool = True, make_optimizer: OptimizerFactory = default_sgd, precision: str = "fp32",
                       checkpoint_blocks: bool = False) -> TensorPeak:
     """Peak of one parallel step: every module resident, activations of one module at a time.
 

@@ -1,7 +1,10 @@
 """The budget planner: choose module boundaries and a micro-batch so that every module fits.
 
 Everything here is estimated with fake tensors (see ``estimate.py``): no memory is allocated, so
-the plan for a network far larger than this machine's memory still takes seconds.
+the plan for a network far larger than this machine's memory still takes seconds. The estimates come
+from one :class:`~edgetrgl.memory.estimator.SequentialEstimator` per plan (or the solver's, shared by
+its candidates): each module step is measured once, and a probe of the search stops at the first
+module over the budget.
 
 Cost model for the split: each block is first estimated as a module of its own; its weight is that
 peak less its input batch (the input of a block inside a module is the previous block's activation,
@@ -19,7 +22,8 @@ import torch
 
 from edgetrgl.config import format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.memory.estimate import estimate_sequential, sequential_work
+from edgetrgl.memory.estimate import OptimizerFactory, default_sgd
+from edgetrgl.memory.estimator import BuildFn, SequentialEstimator
 from edgetrgl.memory.work import MachineSpeed
 from edgetrgl.modular import ModularNet, split_blocks
 
@@ -29,9 +33,6 @@ class NoPlanFits(UserError):
     def __init__(self, message: str, needed_bytes: int) -> None:
         super().__init__(message)
         self.needed_bytes = needed_bytes
-
-
-BuildFn = Callable[[int, list[int] | None], ModularNet]  # (num_modules, boundaries) -> network
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Plan:
     precision: str = "fp32"
     modelled_step_s: float | None = None  # the time model's seconds for one batch through every module
     candidates: list[dict] = field(default_factory=list)  # every option weighed, for the record
+    complete: bool = True  # every module estimated (False: the search stopped at the first over the budget)
 
     @property
     def peak_bytes(self) -> int:
@@ -86,9 +88,10 @@ class Plan:
 
 
 def block_weights(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int,
-                  transport: bool = True) -> tuple[list[int], list[int]]:
+                  transport: bool = True, estimator: SequentialEstimator | None = None) -> tuple[list[int], list[int]]:
     """Per-block ``(weights, input_bytes)``: each block estimated as a module of its own."""
-    peaks = estimate_sequential(lambda: build(num_blocks, None), batch_shape, num_classes, transport)
+    estimator = estimator or SequentialEstimator(build, batch_shape, num_classes)
+    peaks = [e.peak for e in estimator.modules(num_blocks, None, transport=transport)]
     inputs = [p.by_category.get("inputs", 0) for p in peaks]
     return [p.peak_bytes - i for p, i in zip(peaks, inputs)], inputs
 
@@ -141,7 +144,8 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
                  num_modules: int | str = 4, split: str = "equal", budget: int | None = None,
                  transport: bool = True, boundaries: list[int] | None = None, precision: str = "fp32",
                  checkpoint_blocks: bool | str = False, speed: Callable[[str], MachineSpeed] | None = None,
-                 progress: Callable[[str], None] | None = None) -> Plan:
+                 progress: Callable[[str], None] | None = None, make_optimizer: OptimizerFactory = default_sgd,
+                 estimator: SequentialEstimator | None = None) -> Plan:
     """Choose the fastest plan whose every module fits ``budget``.
 
     For each step option left to the planner (``checkpoint_blocks="auto"``: with and without
@@ -165,6 +169,9 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         checkpoint_blocks: True, False, or ``"auto"``.
         speed: precision -> the device's rates for the time model (needed when options are weighed).
         progress: called with one line per step of the search (None: silent).
+        make_optimizer: the optimizer each module gets (``--optimizer``: its state counts).
+        estimator: the estimates to share with other plans of the same network and batch (the
+            solver's; each step measured once); None: this plan's own (``make_optimizer``'s).
 
     Raises:
         NoPlanFits: nothing fits; the message names the smallest budget that would.
@@ -174,8 +181,11 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
     options = [(c, p) for c in ((False, True) if checkpoint_blocks == "auto" else (bool(checkpoint_blocks),))
                for p in (("fp32", "bf16") if precision == "auto" else (precision,))]
     weights = inputs = None
+    if estimator is None:  # without a budget every option fits and is priced: count its work beside its peak
+        estimator = SequentialEstimator(build, batch_shape, num_classes, make_optimizer=make_optimizer,
+                                        count_work=speed is not None and len(options) > 1 and budget is None)
     if split == "balanced":
-        weights, inputs = block_weights(build, num_blocks, batch_shape, num_classes, transport)
+        weights, inputs = block_weights(build, num_blocks, batch_shape, num_classes, transport, estimator)
 
     def bounds_for(k: int) -> list[int]:
         if boundaries is not None:
@@ -192,12 +202,11 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         say(f"planning: step option {prec}" + (", checkpointing inside modules" if ckpt else "")
             + f" ({options.index((ckpt, prec)) + 1} of {len(options)})")
         plain = [p for p in fitting if p.precision == prec and not p.checkpoint_blocks]
-        if ckpt and plain and num_modules != "auto" and not _allows_larger_micro(plain[0], build, batch_shape,
-                                                                               num_classes, transport, budget, say):
+        if ckpt and plain and num_modules != "auto" and not _allows_larger_micro(plain[0], estimator, transport,
+                                                                               budget, say):
             continue  # recomputing only pays for a larger micro-batch than the plain step's: none fits
         try:
-            fitting.append(_fit(build, num_blocks, batch_shape, num_classes, num_modules, budget, transport, bounds_for,
-                                ckpt, prec, say))
+            fitting.append(_fit(estimator, num_blocks, num_modules, budget, transport, bounds_for, ckpt, prec, say))
         except NoPlanFits as exc:
             failures.append(exc)
     if not fitting:
@@ -206,11 +215,21 @@ def plan_modules(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], 
         return fitting[0]
     if len(fitting) > 1:
         say(f"planning: pricing {len(fitting)} plans that fit with the time model")
-    return _fastest(fitting, build, batch_shape, num_classes, transport, speed, len(options))
+    return _fastest(fitting, estimator, transport, speed, len(options))
 
 
-def _allows_larger_micro(plain: Plan, build: BuildFn, batch_shape: tuple[int, ...], num_classes: int,
-                         transport: bool, budget: int | None, say: Callable[[str], None]) -> bool:
+def modelled_seconds(plan: Plan, estimator: SequentialEstimator, transport: bool,
+                     speed: Callable[[str], MachineSpeed]) -> float:
+    """The time model's seconds for one batch of ``plan`` (every module once), from the work the
+    estimator counted beside the peaks (or counts now)."""
+    micro = plan.micro_batch if plan.micro_batch < plan.batch_size else None
+    estimates = estimator.modules(len(plan.boundaries) + 1, plan.boundaries, micro, precision=plan.precision,
+                                  checkpoint_blocks=plan.checkpoint_blocks, transport=transport, work=True)
+    return sum(speed(plan.precision).seconds(e.work) for e in estimates)
+
+
+def _allows_larger_micro(plain: Plan, estimator: SequentialEstimator, transport: bool, budget: int | None,
+                         say: Callable[[str], None]) -> bool:
     """Could checkpointing inside modules fit a larger micro-batch than ``plain`` (the same split and
     precision without it)? One estimate, at the next larger candidate: otherwise checkpointing would
     only add the recompute's time, and the time model would rank it behind ``plain``."""
@@ -221,10 +240,9 @@ def _allows_larger_micro(plain: Plan, build: BuildFn, batch_shape: tuple[int, ..
     bounds = plain.boundaries
     say(f"planning:   {len(bounds) + 1} module(s), " + (f"micro-batches of {micro}" if micro < plain.batch_size
                                                          else f"batch {micro}") + ", checkpointing inside modules")
-    peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
-                                micro_batch=micro if micro < plain.batch_size else None, precision=plain.precision,
-                                checkpoint_blocks=True)
-    return max(p.peak_bytes for p in peaks) <= budget
+    estimates = estimator.modules(len(bounds) + 1, bounds, micro, precision=plain.precision, checkpoint_blocks=True,
+                                  transport=transport, budget=budget)
+    return max(e.peak.peak_bytes for e in estimates) <= budget
 
 
 def _plain(plan: Plan, precision: str) -> bool:
@@ -234,20 +252,22 @@ def _plain(plan: Plan, precision: str) -> bool:
 INEXACT_MARGIN = 0.9  # an inexact plan wins only if modelled at most 0.9x the fastest exact one
 
 
-def _fit(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int, num_modules: int | str,
-         budget: int | None, transport: bool, bounds_for: Callable[[int], list[int]], checkpoint_blocks: bool,
-         precision: str, say: Callable[[str], None] = lambda line: None) -> Plan:
+def _fit(estimator: SequentialEstimator, num_blocks: int, num_modules: int | str, budget: int | None, transport: bool,
+         bounds_for: Callable[[int], list[int]], checkpoint_blocks: bool, precision: str,
+         say: Callable[[str], None] = lambda line: None) -> Plan:
     """The split and micro-batch that fit, for one choice of step options."""
-    batch = batch_shape[0]
+    batch = estimator.batch_shape[0]
 
-    def estimate(bounds: list[int], micro: int) -> Plan:
+    def estimate(bounds: list[int], micro: int, whole: bool = False) -> Plan:
+        """The plan at ``micro``; unless ``whole``, its modules only up to the first over the budget."""
         say(f"planning:   {len(bounds) + 1} module(s), " + (f"micro-batches of {micro}" if micro < batch else f"batch {batch}"))
-        peaks = estimate_sequential(lambda: build(len(bounds) + 1, bounds), batch_shape, num_classes, transport,
-                                    micro_batch=micro if micro < batch else None, precision=precision,
-                                    checkpoint_blocks=checkpoint_blocks)
+        estimates = estimator.modules(len(bounds) + 1, bounds, micro, precision=precision,
+                                      checkpoint_blocks=checkpoint_blocks, transport=transport,
+                                      budget=None if whole else budget)
         ranges = list(zip([0] + bounds, bounds + [num_blocks]))
-        mods = [ModulePlan(k + 1, r, p.peak_bytes) for k, (r, p) in enumerate(zip(ranges, peaks))]
-        return Plan(bounds, mods, batch, micro, budget, checkpoint_blocks=checkpoint_blocks, precision=precision)
+        mods = [ModulePlan(k + 1, r, e.peak.peak_bytes) for k, (r, e) in enumerate(zip(ranges, estimates))]
+        return Plan(bounds, mods, batch, micro, budget, checkpoint_blocks=checkpoint_blocks, precision=precision,
+                    complete=len(mods) == len(bounds) + 1)
 
     if num_modules == "auto":
         found = _fewest_modules(estimate, bounds_for, num_blocks, batch, budget)
@@ -260,7 +280,7 @@ def _fit(build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_clas
     return _fit_micro_batch(estimate, plan, batch, budget)
 
 
-def _fastest(plans: list[Plan], build: BuildFn, batch_shape: tuple[int, ...], num_classes: int, transport: bool,
+def _fastest(plans: list[Plan], estimator: SequentialEstimator, transport: bool,
              speed: Callable[[str], MachineSpeed] | None, weighed: int) -> Plan:
     """Price every fitting plan with the time model; keep the fastest (exact ones preferred within
     the margin) and say why."""
@@ -273,11 +293,7 @@ def _fastest(plans: list[Plan], build: BuildFn, batch_shape: tuple[int, ...], nu
     if speed is None:
         raise ValueError("weighing step options needs the device's speed (edgetrgl.planning.speed.machine_speed)")
     for plan in plans:
-        micro = plan.micro_batch if plan.micro_batch < plan.batch_size else None
-        work = sequential_work(lambda: build(len(plan.boundaries) + 1, plan.boundaries), batch_shape, num_classes,
-                               transport, micro_batch=micro, precision=plan.precision,
-                               checkpoint_blocks=plan.checkpoint_blocks)
-        plan.modelled_step_s = sum(speed(plan.precision).seconds(w) for w in work)
+        plan.modelled_step_s = modelled_seconds(plan, estimator, transport, speed)
     exact = [p for p in plans if p.exact]
     best = min(plans, key=lambda p: p.modelled_step_s)
     if exact:
@@ -323,7 +339,7 @@ def micro_batch_candidates(batch: int) -> list[int]:
     return sizes
 
 
-def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, batch: int, budget: int) -> Plan:
+def _fit_micro_batch(estimate: Callable[..., Plan], plan: Plan, batch: int, budget: int) -> Plan:
     """The largest micro-batch (of :func:`micro_batch_candidates`) whose split fits, or name the
     smallest budget that would.
 
@@ -375,6 +391,8 @@ def _fit_micro_batch(estimate: Callable[[list[int], int], Plan], plan: Plan, bat
                 failing = mid
     if fitting is None:
         smallest = known[sizes[-1]] if sizes else plan
+        if not smallest.complete:  # the search stopped at the first module over the budget: the largest may follow
+            smallest = estimate(plan.boundaries, smallest.micro_batch, whole=True)
         raise NoPlanFits(f"no plan fits the budget of {format_bytes(budget)} ({budget / 1e9:.3g} GB): even with "
                          f"micro-batches of 1 a module needs {format_bytes(smallest.peak_bytes)}; the smallest budget "
                          f"that would fit this split is {format_bytes(smallest.peak_bytes)} "

@@ -17,14 +17,14 @@ import torch
 
 from edgetrgl.config import TrainConfig, format_bytes
 from edgetrgl.errors import UserError
-from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential
+from edgetrgl.memory.estimate import estimate_parallel, estimate_sequential, optimizer_of
 from edgetrgl.memory.planner import NoPlanFits, Plan, plan_modules
 from edgetrgl.models import BlockNet
 from edgetrgl.modular import ModularNet, split_blocks
 from edgetrgl.network import build_blocknet, build_network, input_shape
 from edgetrgl.objectives import uses_transport
 from edgetrgl.planning.budget import Budget
-from edgetrgl.planning.bound import lower_bound
+from edgetrgl.planning.bound import lower_bound, state_copies
 from edgetrgl.planning.layout import rank_layout
 from edgetrgl.precision import autocast_for
 from edgetrgl.cache.placement import CachePlan, output_elements, plan_cache
@@ -104,7 +104,8 @@ class RunPlan:
 
 def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Path | None = None, *,
               machine: MachineFacts, traits: RegimeTraits, world_size: int = 1,
-              process: ProcessFacts | None = None, progress: Progress | None = None) -> tuple[RunPlan, ModularNet]:
+              process: ProcessFacts | None = None, progress: Progress | None = None,
+              solved: Plan | None = None) -> tuple[RunPlan, ModularNet]:
     """Plan the run and build its network (weights seeded by ``cfg.seed``).
 
     A function of its arguments: it measures nothing, makes no folder and imports no training code.
@@ -124,6 +125,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
         process: with ``--device-profile``, what :func:`edgetrgl.devices.process.prepare_process` resolved
             and :func:`~edgetrgl.devices.process.measure_footprint` measured.
         progress: called with one line per planning step (None: silent).
+        solved: the module plan ``--regime auto``'s solver chose for ``cfg`` (its resolved
+            configuration): taken as it is, not planned again.
 
     Returns:
         ``(plan, net)``.
@@ -152,7 +155,8 @@ def make_plan(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pa
         say(f"planning: {cfg.regime} {model.name if model is not None else cfg.model} under "
             f"{format_bytes(cfg.budget)} for tensors: estimating modules on fake tensors")
     try:
-        modules = _plan_modules(cfg, traits, spec, model, notes, device, machine, say)
+        modules = (_solved_modules(solved, cfg, traits, notes) if solved is not None
+                   else _plan_modules(cfg, traits, spec, model, notes, device, machine, say))
     except NoPlanFits as exc:
         if process is None:
             raise
@@ -251,7 +255,8 @@ def refuse_below_lower_bound(cfg: TrainConfig, spec, model: BlockNet | None, tra
     if bounds is None and isinstance(k, int) and cfg.split == "equal":  # the split the planner will check
         bounds = [s for s, _ in split_blocks(len(blocknet.blocks), k)][1:]
     bound = lower_bound(blocknet, input_shape(spec), cfg.micro_batch or cfg.batch_size, boundaries=bounds,
-                        whole_network=whole, half_precision=cfg.precision != "fp32")
+                        whole_network=whole, half_precision=cfg.precision != "fp32",
+                        copies=state_copies(cfg.optimizer, cfg.momentum))
     if bound.bytes <= cfg.budget:
         return
     need = fixed + bound.bytes
@@ -373,6 +378,18 @@ class _Modules:
     precision: str
 
 
+def _solved_modules(solved: Plan, cfg: TrainConfig, traits: RegimeTraits, notes: list[str]) -> _Modules:
+    """The solver's plan for its resolved ``cfg``: its estimates were made at the full batch, with
+    the micro-batch the step will use."""
+    micro = solved.micro_batch if solved.micro_batch < solved.batch_size else None
+    notes.extend(solved.notes)
+    if not traits.modular:
+        return _Modules(1, None, micro, {"estimated_peak_bytes": solved.peak_bytes, "modules": None},
+                        solved.checkpoint_blocks, solved.precision)
+    return _Modules(len(solved.modules), solved.boundaries or None, micro, solved.to_dict(), solved.checkpoint_blocks,
+                    solved.precision)
+
+
 def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet | None, notes: list[str],
                   device: torch.device, machine: MachineFacts, say: Progress) -> _Modules:
     """K, boundaries, micro-batch, the step's options (checkpointing inside modules, precision) and
@@ -396,6 +413,7 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
         return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
     batch_shape = (cfg.micro_batch or cfg.batch_size, *input_shape(spec))
     transport = plan_transport(cfg, traits)
+    optimizer = optimizer_of(cfg)
 
     def build(num: int, b: list[int] | None) -> ModularNet:
         return build_network(cfg.network, spec, build_blocknet(cfg.network, spec, model), num_modules=num, boundaries=b,
@@ -406,14 +424,15 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
         step_options = dict(precision=plain_precision, checkpoint_blocks=plain_ckpt)
         if traits.modular and cfg.split == "balanced" and bounds is None:  # balanced, not shrunk to a budget
             bounds = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=k, split="balanced",
-                                  transport=transport, **step_options).boundaries or None
+                                  transport=transport, make_optimizer=optimizer, **step_options).boundaries or None
         if traits.multi_process:  # the modules are spread over the ranks: each rank is checked (_rank_layout)
             return _Modules(k, bounds, cfg.micro_batch, None, plain_ckpt, plain_precision)
         peak = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport,
-                                 **step_options).peak_bytes
+                                 make_optimizer=optimizer, **step_options).peak_bytes
         if cfg.budget is not None and peak > cfg.budget and ckpt == "auto":
             with_ckpt = estimate_parallel(lambda: build(k, bounds), batch_shape, spec.num_classes, transport,
-                                          precision=plain_precision, checkpoint_blocks=True).peak_bytes
+                                          make_optimizer=optimizer, precision=plain_precision,
+                                          checkpoint_blocks=True).peak_bytes
             if with_ckpt <= cfg.budget:
                 notes.append(f"checkpointing inside modules: one step needs {format_bytes(with_ckpt)} with it, "
                              f"{format_bytes(peak)} without")
@@ -424,7 +443,7 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
             try:
                 fitted = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=1,
                                       budget=cfg.budget, transport=transport, precision=plain_precision,
-                                      checkpoint_blocks=ckpt,
+                                      checkpoint_blocks=ckpt, make_optimizer=optimizer,
                                       speed=lambda precision: machine_speed(device, precision,
                                                                             gpu_name=machine.device_name,
                                                                             native_bf16=machine.cpu_native_bf16),
@@ -442,7 +461,7 @@ def _plan_modules(cfg: TrainConfig, traits: RegimeTraits, spec, model: BlockNet 
                         plain_precision)
     plan: Plan = plan_modules(build, num_blocks, batch_shape, spec.num_classes, num_modules=cfg.modules,
                               split=cfg.split, budget=cfg.budget, transport=transport, boundaries=cfg.boundaries,
-                              precision=cfg.precision, checkpoint_blocks=ckpt,
+                              precision=cfg.precision, checkpoint_blocks=ckpt, make_optimizer=optimizer,
                               speed=lambda precision: machine_speed(device, precision, gpu_name=machine.device_name,
                                                                     native_bf16=machine.cpu_native_bf16),
                               progress=say)
@@ -474,7 +493,7 @@ def _rank_layout(cfg: TrainConfig, spec, model: BlockNet | None, modules: _Modul
 
         batch_shape = (modules.micro_batch or cfg.batch_size, *input_shape(spec))
         peaks = [p.peak_bytes for p in estimate_sequential(build, batch_shape, spec.num_classes, plan_transport(cfg, traits),
-                                                           precision=modules.precision,
+                                                           make_optimizer=optimizer_of(cfg), precision=modules.precision,
                                                            checkpoint_blocks=modules.checkpoint_blocks)]
     ranks = rank_layout(num_modules, world_size, peaks if cfg.pipeline_split == "memory" else None)
     if peaks is None:

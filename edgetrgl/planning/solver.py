@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from edgetrgl.config import TrainConfig, format_bytes
-from edgetrgl.memory.estimate import sequential_work
-from edgetrgl.memory.planner import BuildFn, NoPlanFits, Plan, plan_modules
+from edgetrgl.memory.estimate import OptimizerFactory, default_sgd
+from edgetrgl.memory.estimator import SequentialEstimator
+from edgetrgl.memory.planner import BuildFn, NoPlanFits, Plan, modelled_seconds, plan_modules
 from edgetrgl.memory.work import MachineSpeed
 
 TIME_FACTOR = 2.0  # an e2e candidate is kept while modelled at most 2x the fastest candidate that fits
@@ -80,36 +81,45 @@ class Choice:
 
 
 def weigh(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int,
-          speed: Callable[[str], MachineSpeed], transport: bool) -> list[Candidate]:
+          speed: Callable[[str], MachineSpeed], transport: bool,
+          make_optimizer: OptimizerFactory = default_sgd) -> list[Candidate]:
     """Every candidate, fitted to ``cfg.budget`` and priced.
+
+    One estimator serves every candidate: each (network split, micro-batch, checkpointing, precision)
+    is measured once.
 
     Args:
         build: ``(num_modules, boundaries) -> ModularNet`` (the module planner's builder).
         transport: whether the module-wise candidate carries the transport term (e2e never does).
+        make_optimizer: the optimizer the run's modules get (its state counts).
     """
     budget, precision = cfg.budget, cfg.precision
+    # without a budget every candidate fits and is priced: count its work beside its peak; under one,
+    # most estimates are probes of a search, and only the plans that fit are priced (one more pass each)
+    estimator = SequentialEstimator(build, batch_shape, num_classes, make_optimizer=make_optimizer,
+                                    count_work=budget is None)
     out: list[Candidate] = []
 
     def e2e(ckpt: bool, limit: int | None) -> Plan:  # the planner at K = 1: one module is the network
         return plan_modules(build, num_blocks, batch_shape, num_classes, num_modules=1, budget=limit,
-                            transport=False, precision=precision, checkpoint_blocks=ckpt, speed=speed)
+                            transport=False, precision=precision, checkpoint_blocks=ckpt, speed=speed,
+                            estimator=estimator)
 
     for ckpt in ((False, True) if cfg.checkpoint_blocks == "auto" else (bool(cfg.checkpoint_blocks),)):
-        full = _priced("e2e", lambda: e2e(ckpt, None), build, batch_shape, num_classes, speed, transport=False)
+        full = _priced("e2e", lambda: e2e(ckpt, None), estimator, speed, transport=False)
         full.fits = budget is None or full.peak_bytes <= budget
         out.append(full)
         if full.fits and not ckpt:
             break  # e2e fits at full batch: checkpointing would only add time
         if not full.fits:  # the largest micro-batch that fits, gradients accumulated to the batch
-            out.append(_priced("e2e", lambda: e2e(ckpt, budget), build, batch_shape, num_classes, speed,
-                               transport=False))
+            out.append(_priced("e2e", lambda: e2e(ckpt, budget), estimator, speed, transport=False))
     modules = 4 if cfg.modules == "auto" and budget is None else cfg.modules
     out.append(_priced(MODULE_WISE, lambda: plan_modules(build, num_blocks, batch_shape, num_classes,
                                                          num_modules=modules, split=cfg.split, budget=budget,
                                                          transport=transport, boundaries=cfg.boundaries,
                                                          precision=precision, checkpoint_blocks=cfg.checkpoint_blocks,
-                                                         speed=speed),
-                       build, batch_shape, num_classes, speed, transport=transport))
+                                                         speed=speed, estimator=estimator),
+                       estimator, speed, transport=transport))
     return out
 
 
@@ -136,9 +146,10 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
 
 
 def solve(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[int, ...], num_classes: int,
-          speed: Callable[[str], MachineSpeed], transport: bool, *, num_train: int) -> Choice:
+          speed: Callable[[str], MachineSpeed], transport: bool, make_optimizer: OptimizerFactory = default_sgd, *,
+          num_train: int) -> Choice:
     """Weigh, choose, and return the concrete configuration that trains the choice."""
-    candidates = weigh(cfg, build, num_blocks, batch_shape, num_classes, speed, transport)
+    candidates = weigh(cfg, build, num_blocks, batch_shape, num_classes, speed, transport, make_optimizer)
     chosen, why = choose(candidates)
     resolved = cfg.replace(regime=chosen.regime,
                            micro_batch=chosen.micro_batch if chosen.micro_batch < batch_shape[0] else None,
@@ -149,7 +160,7 @@ def solve(cfg: TrainConfig, build: BuildFn, num_blocks: int, batch_shape: tuple[
     return Choice(chosen, resolved, candidates, why, steps)
 
 
-def _priced(regime: str, fit: Callable[[], Plan], build: BuildFn, batch_shape: tuple[int, ...], num_classes: int,
+def _priced(regime: str, fit: Callable[[], Plan], estimator: SequentialEstimator,
             speed: Callable[[str], MachineSpeed], transport: bool) -> Candidate:
     """A candidate from the planner's fitted plan, its time priced by the time model; one that does
     not fit keeps the smallest peak the planner found for it."""
@@ -159,11 +170,7 @@ def _priced(regime: str, fit: Callable[[], Plan], build: BuildFn, batch_shape: t
         return Candidate(regime, 1 if regime == "e2e" else 0, 1, False, "fp32", exc.needed_bytes, None, False,
                          _rank(regime, False, True))
     if plan.modelled_step_s is None:
-        micro = plan.micro_batch if plan.micro_batch < plan.batch_size else None
-        work = sequential_work(lambda: build(len(plan.boundaries) + 1, plan.boundaries), batch_shape, num_classes,
-                               transport, micro_batch=micro, precision=plan.precision,
-                               checkpoint_blocks=plan.checkpoint_blocks)
-        plan.modelled_step_s = sum(speed(plan.precision).seconds(w) for w in work)
+        plan.modelled_step_s = modelled_seconds(plan, estimator, transport, speed)
     micro = plan.micro_batch < plan.batch_size
     return Candidate(regime, len(plan.modules), plan.micro_batch, plan.checkpoint_blocks, plan.precision,
                      plan.peak_bytes, plan.modelled_step_s, True, _rank(regime, plan.checkpoint_blocks, micro), plan)
@@ -183,22 +190,34 @@ def solve_for(cfg: TrainConfig, spec, model=None) -> Choice:
     """:func:`solve` for a run's configuration and data.
 
     Raises:
-        UserError: ``--data-parallel`` or ``--device-profile`` (not weighed yet), or nothing fits the budget.
+        UserError: ``--data-parallel`` or ``--device-profile`` (not weighed: see below), or nothing fits
+            the budget.
+
+    Not weighed yet, each refused in one line. ``--data-parallel``: every rank would have to take the
+    choice from rank 0 before the batch is sharded, and it must be weighed at the per-rank batch (the
+    choice is made here before torchrun's ranks exist). ``--device-profile``: its budget covers the
+    whole process, and what the process holds beside the tensors depends on the candidate (the
+    sequential regime keeps frozen weights and a host cache in RAM, e2e neither) and on the runtime's
+    footprint, measured only once planning starts; the candidates' tensor peaks alone would fit
+    budgets the process exceeds.
     """
     from edgetrgl.errors import UserError
 
-    if cfg.data_parallel:
-        raise UserError("--regime auto weighs single-process regimes: choose one with --data-parallel")
+    if cfg.data_parallel:  # the choice is not shared across ranks, nor weighed at the per-rank batch
+        raise UserError("--regime auto is not weighed with --data-parallel (the ranks would each choose, at the "
+                        "global batch): choose --regime sequential or e2e with --data-parallel")
     if cfg.device_profile:  # its budget covers the whole process, which the candidates' tensor peaks do not
-        raise UserError("--regime auto does not yet weigh a --device-profile's whole-process budget: "
-                        "choose --regime sequential or e2e with the profile")
+        raise UserError("--regime auto is not weighed with --device-profile (its budget covers the whole process: "
+                        "the runtime, and for sequential the frozen weights and host cache, beside the tensors "
+                        "weighed): choose --regime sequential or e2e with the profile")
     problem = problem_of(cfg, spec, model)
     return solve(cfg, *problem, num_train=spec.num_train)
 
 
 def problem_of(cfg: TrainConfig, spec, model=None) -> tuple:
-    """``(build, num_blocks, batch_shape, num_classes, speed, transport)``: what :func:`weigh` and
-    :func:`solve` take, for a run's configuration and data."""
+    """``(build, num_blocks, batch_shape, num_classes, speed, transport, make_optimizer)``: what
+    :func:`weigh` and :func:`solve` take, for a run's configuration and data."""
+    from edgetrgl.memory.estimate import optimizer_of
     from edgetrgl.network import build_blocknet, build_network, input_shape
     from edgetrgl.objectives import uses_transport
     from edgetrgl.planning.device import resolve_device
@@ -213,4 +232,4 @@ def problem_of(cfg: TrainConfig, spec, model=None) -> tuple:
     num_blocks = len(build_blocknet(cfg.network, spec, model).blocks)
     batch_shape = (cfg.batch_size, *input_shape(spec))
     return (build, num_blocks, batch_shape, spec.num_classes, lambda p: machine_speed(device, p),
-            uses_transport(cfg.method, cfg.transport))
+            uses_transport(cfg.method, cfg.transport), optimizer_of(cfg))

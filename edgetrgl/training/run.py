@@ -45,6 +45,7 @@ from edgetrgl.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from edgetrgl.devices.process import ProcessFacts
+    from edgetrgl.memory.planner import Plan
 
 
 class Ranks:
@@ -128,7 +129,8 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
         crash_point("plan")  # the tests send a SIGTERM here: the stop is honoured once the plan is made
         say = None if quiet or not ranks.is_main else (lambda line: console.print(line, style="dim", highlight=False))
         plan, net = ranks.plan(lambda: plan_run(run_cfg, plan_spec, model, run_dir, world_size=ranks.world_size,
-                                                process=process, progress=say))
+                                                process=process, progress=say,
+                                                solved=choice.chosen.plan if choice else None))
         if choice is not None:
             plan.solver = choice.to_dict()
             plan.notes.insert(0, f"--regime auto: {choice.chosen.describe()}: {choice.why}")
@@ -222,7 +224,7 @@ def _validation_split(cfg: TrainConfig, train_set, state: dict | None, run_dir: 
 
 def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Path | None = None, *,
              world_size: int = 1, process: ProcessFacts | None = None,
-             progress: Callable[[str], None] | None = None) -> tuple[RunPlan, ModularNet]:
+             progress: Callable[[str], None] | None = None, solved: Plan | None = None) -> tuple[RunPlan, ModularNet]:
     """:func:`~edgetrgl.planning.run_plan.make_plan` for ``cfg``'s regime, on the rank that plans:
     the regime's traits looked up, the machine measured once, under a whole-process budget this
     process's footprint measured (after the planner's first estimate, which stays in the process),
@@ -232,6 +234,7 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pat
         process: what :func:`~edgetrgl.devices.process.prepare_process` resolved on this rank
             (prepared here when None and ``cfg.device_profile`` asks for it).
         progress: called with one line per planning step (None: silent).
+        solved: ``--regime auto``'s chosen module plan for ``cfg`` (not planned again).
     """
     from edgetrgl.devices.machine import measure_machine  # lazy: `import edgetrgl` stays light
 
@@ -248,7 +251,7 @@ def plan_run(cfg: TrainConfig, spec, model: BlockNet | None = None, run_dir: Pat
                 progress("planning: measuring the runtime's footprint after one small estimate")
         process = measure_footprint(process, warm=lambda: warm_planner(cfg, spec, model, traits=traits))
     plan, net = make_plan(cfg, spec, model, run_dir, machine=machine, traits=traits, world_size=world_size,
-                          process=process, progress=progress)
+                          process=process, progress=progress, solved=solved)
     if plan.cache.scratch and plan.cache.folder is None:  # the plan makes no folder: a run without one gets it here
         plan = dataclasses.replace(plan, cache=dataclasses.replace(
             plan.cache, folder=tempfile.mkdtemp(prefix="edgetrgl-cache-")))
@@ -266,7 +269,7 @@ def dry_run(cfg: TrainConfig, *, data: tuple | None = None, model: BlockNet | No
     choice = solve_for(cfg, spec, model) if cfg.regime == AUTO else None
     planned = choice.config if choice else cfg
     say = None if quiet else (lambda line: console.print(line, style="dim", highlight=False))
-    plan, _ = plan_run(planned, spec, model, None, progress=say)
+    plan, _ = plan_run(planned, spec, model, None, progress=say, solved=choice.chosen.plan if choice else None)
     if plan.cache.scratch and plan.cache.folder:
         shutil.rmtree(plan.cache.folder, ignore_errors=True)
     if choice is not None:
