@@ -101,12 +101,12 @@ def markdown(r: dict) -> str:
              "Written by `benchmarks/aarch64/powercut/run.sh --record` (`compare.py`). "
              f"{r['machine']}; {r['qemu']}; data disk {r['data_disk']}.",
              f"Guest: `{r['guest_kernel']}`; {r['guest_python']}; {r['guest_torch']}.", "",
-             "| boot | ended | host s | guest s to `import torch` done | guest s training | train exit |",
-             "|---|---|---|---|---|---|"]
+             "| boot | ended | host s | guest s at job start | guest s at `train` start | guest s in `train` | train exit |",
+             "|---|---|---|---|---|---|---|"]
     for name, b in boots.items():
         u = b["guest_uptime_s"]
         training = round(u["trained"] - u["train"], 1) if "trained" in u and "train" in u else "-"
-        lines.append(f"| {name} | {b['outcome']} | {b['host_wall_s']} | {u.get('imported', '-')} | {training} | {b['train_rc'] or '-'} |")
+        lines.append(f"| {name} | {b['outcome']} | {b['host_wall_s']} | {u.get('boot', '-')} | {u.get('train', '-')} | {training} | {b['train_rc'] or '-'} |")
     cut = boots["cut"]
     lines += ["", f"- fault points counted by the uninterrupted run: `{json.dumps(r['fault_counts_full_run'])}`",
               f"- the cut: `EDGETRGL_STALL_AT={r['cut_at']}` (the middle checkpoint write: half the file written, "

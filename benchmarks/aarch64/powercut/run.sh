@@ -93,6 +93,7 @@ fi
 SRC=$CACHE/src
 rm -rf "$SRC" && mkdir -p "$SRC"
 (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$SRC"
+"$PY" -m compileall -q "$SRC/edgetrgl" > /dev/null   # the guest's Python 3.11 reads these (cp -a keeps mtimes)
 BOOT_PID=
 trap '[[ -n $BOOT_PID ]] && kill -TERM "$BOOT_PID" 2>/dev/null; wait' EXIT   # boot.py stops its QEMU
 
@@ -101,7 +102,7 @@ boot() {
     local name=$1 phase=$2 data=$3; shift 3
     local dir=$CACHE/boots/$name
     rm -rf "$dir" && mkdir -p "$dir/share/out"
-    cp -r "$SRC" "$dir/share/src"
+    cp -a "$SRC" "$dir/share/src"
     printf 'PHASE=%s\nTHREADS=%s\nSTALL_AT=%s\nsource /mnt/host/src/benchmarks/aarch64/powercut/job.sh\n' \
         "$phase" "$THREADS" "${STALL_AT:-}" > "$dir/share/job.sh"
     qemu-img create -q -f qcow2 -b "$ROOT_IMG" -F raw "$dir/root.qcow2"
