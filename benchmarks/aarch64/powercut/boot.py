@@ -8,7 +8,9 @@ qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 4 -m 2048 under TCG. The data d
 the guest had not flushed lives only in the guest's memory. With ``--cut-when``, the host polls
 ``--watch`` (a file the guest writes on the 9p share, which has no cache either) every 50 ms and,
 once REGEX appears, sends QEMU SIGKILL: a power cut, the guest's page cache and its disk queue are
-lost. The record (JSON) says how the boot ended (``powered_off``, ``cut``, ``timed_out``,
+lost; with ``--cut-delay S`` it waits S seconds first (the guest's kernel meanwhile writes back
+what it holds: ext4 commits its journal every 5 s, dirty data older than 30 s is written). The
+record (JSON) says how the boot ended (``powered_off``, ``cut``, ``timed_out``,
 ``qemu_failed``), the matching line, the host seconds to it and from it to QEMU's death.
 """
 
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(name, required=True)
     p.add_argument("--cut-when", help="regex: cut the power once a line of --watch matches it")
     p.add_argument("--watch", help="the file on the share to watch for --cut-when")
+    p.add_argument("--cut-delay", type=float, default=0.0,
+                   help="host seconds between the match and the cut (0: at once)")
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args(argv)
     if bool(args.cut_when) != bool(args.watch):
@@ -78,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = "timed_out"
                 break
             if pattern is not None:
-                line = matching_line(args.watch, pattern)
-                if line is not None:
-                    seen_s = time.monotonic() - start
+                if seen_s is None:
+                    line = matching_line(args.watch, pattern)
+                    seen_s = None if line is None else time.monotonic() - start
+                if seen_s is not None and time.monotonic() - start - seen_s >= args.cut_delay:
                     proc.kill()  # SIGKILL to QEMU itself (nice exec()s it): the power cut
                     proc.wait()
                     cut_s = time.monotonic() - start
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = "powered_off" if proc.returncode == 0 and done else "qemu_failed"
     record = {"outcome": outcome, "qemu_rc": proc.returncode, "wall_s": round(time.monotonic() - start, 2),
               "cut_line": line, "seen_at_s": None if seen_s is None else round(seen_s, 3),
-              "seen_to_dead_s": None if cut_s is None else round(cut_s - seen_s, 3),
+              "cut_delay_s": args.cut_delay, "seen_to_dead_s": None if cut_s is None else round(cut_s - seen_s, 3),
               "qemu_output": (proc.stdout.read().decode(errors="replace") if proc.stdout else "")[-2000:],
               "argv": argv_q}
     with open(args.record, "w") as f:

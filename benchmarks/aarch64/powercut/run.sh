@@ -8,10 +8,10 @@
 #   benchmarks/aarch64/powercut/run.sh [--record]
 # Three boots, each running the same `edgetrgl train ... --auto-resume` (job.sh):
 #   full    the uninterrupted run on its own data disk; it counts its fault points (EDGETRGL_FAULT_COUNTS)
-#   cut     a fresh data disk; the process is held in the middle of checkpoint write N (the middle one
-#           of those the full run counted: half the file written, nothing fsync'd), the guest says
-#           so on the 9p share and the host SIGKILLs QEMU at once
-#   resume  the cut's data disk: what the cut left, then the run resumed to its end
+#   cut-Ds     a fresh data disk; the process is held in the middle of checkpoint write N (the middle
+#              one of those the full run counted: half the file written, nothing fsync'd), the guest
+#              says so on the 9p share and the host SIGKILLs QEMU D seconds later (CUT_DELAYS)
+#   resume-Ds  the cut's data disk: what the cut left, then the run resumed to its end
 # compare.py then loads both model.pt files on the host and compares them tensor by tensor.
 # Without --record the results go to $CACHE/results; with it, to RESULTS.md and results.json here.
 # Cached outside git in $CACHE (root file system, wheels, images): delete a piece to rebuild it.
@@ -23,6 +23,9 @@ CACHE=${CACHE:-/var/cache/edgetrgl-powercut}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 TORCH=${TORCH:-2.9.1} VISION=${VISION:-0.24.1}   # 2.9.1: no ARMv8.1 atomics, runs on the A72 model
 THREADS=${THREADS:-1}
+# host seconds from the guest's "stalled" line to the cut: 0, at once (the torn file still in the
+# guest's page cache); 45, after ext4's journal commit (5 s) and the writeback of dirty data (30 s)
+CUT_DELAYS=${CUT_DELAYS:-0 45}
 PY=${PY:-python3}            # the host's Python 3.11 (it byte-compiles the guest's packages)
 TORCH_PY=${TORCH_PY:-python3}   # a host Python with torch, for compare.py
 NICE=(nice -n 15)
@@ -120,8 +123,10 @@ new_data "$CACHE/disks/data-full.img"
 boot full full "$CACHE/disks/data-full.img"
 N=$("$PY" -c 'import json,sys; print((json.load(open(sys.argv[1]))["checkpoint_write"] + 1) // 2)' \
     "$CACHE/boots/full/share/out/faults.json") || die "the full run recorded no fault counts"
-new_data "$CACHE/disks/data-cut.img"
-STALL_AT=checkpoint_write:$N boot cut cut "$CACHE/disks/data-cut.img" \
-    --cut-when "stalled at checkpoint_write:$N" --watch "$CACHE/boots/cut/share/out/train.log"
-boot resume resume "$CACHE/disks/data-cut.img"
-PYTHONPATH=$REPO "$TORCH_PY" "$HERE/compare.py" "$CACHE/boots" --results "$RESULTS" --qemu "$(qemu-system-aarch64 --version | head -1)"
+for delay in $CUT_DELAYS; do   # each cut on a fresh disk, then resumed from it
+    new_data "$CACHE/disks/data-cut.img"
+    STALL_AT=checkpoint_write:$N boot "cut-${delay}s" cut "$CACHE/disks/data-cut.img" --cut-delay "$delay" \
+        --cut-when "stalled at checkpoint_write:$N" --watch "$CACHE/boots/cut-${delay}s/share/out/train.log"
+    boot "resume-${delay}s" resume "$CACHE/disks/data-cut.img"
+done
+PYTHONPATH=$REPO "$TORCH_PY" "$HERE/compare.py" "$CACHE/boots" --cut-delays $CUT_DELAYS --results "$RESULTS" --qemu "$(qemu-system-aarch64 --version | head -1)"
