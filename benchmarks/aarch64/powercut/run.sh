@@ -23,9 +23,10 @@ CACHE=${CACHE:-/var/cache/edgetrgl-powercut}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 TORCH=${TORCH:-2.9.1} VISION=${VISION:-0.24.1}   # 2.9.1: no ARMv8.1 atomics, runs on the A72 model
 THREADS=${THREADS:-1}
-# host seconds from the guest's "stalled" line to the cut: 0, at once (the torn file still in the
-# guest's page cache); 45, after ext4's journal commit (5 s) and the writeback of dirty data (30 s)
-CUT_DELAYS=${CUT_DELAYS:-0 45}
+# host seconds from the guest's "stalled" line to the cut, one cut-Ds/resume-Ds pair each: 0, at once
+# (the torn file still in the guest's page cache; recorded); CUT_DELAYS="0 45" adds a cut after
+# ext4's journal commit (5 s) and the writeback of dirty data (30 s) (not yet run to its end)
+CUT_DELAYS=${CUT_DELAYS:-0}
 PY=${PY:-python3}            # the host's Python 3.11 (it byte-compiles the guest's packages)
 TORCH_PY=${TORCH_PY:-python3}   # a host Python with torch, for compare.py
 NICE=(nice -n 15)
