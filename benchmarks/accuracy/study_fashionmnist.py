@@ -369,7 +369,8 @@ def transport_table(groups: dict[tuple, list[dict]]) -> str:
 def measured_table(folder: Path) -> str:
     """The planner's estimate beside a measured step (``measure_memory.sh`` writes ``folder/<model>_k<K>.json``
     and ``.estimate.json``); empty when nothing was measured."""
-    benches = sorted(p for p in folder.glob("*.json") if not p.name.endswith(".estimate.json")) if folder.is_dir() else []
+    benches = sorted(p for p in folder.glob("*.json") if not p.name.endswith(".estimate.json")
+                     and p.name != plateau.MEASURED) if folder.is_dir() else []
     if not benches:
         return ""
     lines = ["### Estimate against measurement (one training step, batch 128, 1x28x28)\n",
