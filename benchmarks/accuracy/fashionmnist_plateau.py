@@ -168,7 +168,9 @@ def chart(rows: list[dict], measured: dict, path: Path) -> Path | None:
             continue
         planned, converged, _ = sweep(m, lr, rows)
         points = [(e, rows_of(m, e, lr, rows)) for e in planned]
-        series[m] = (lr, converged, [(e, mean_ci95([100 * r["last"] for r in rs])) for e, rs in points if rs])
+        drawn = [(e, mean_ci95([100 * r["last"] for r in rs])) for e, rs in points if rs]
+        if drawn:
+            series[m] = (lr, converged, drawn)
     if not series:
         return None
     fig = new_figure(figsize=(7.5, 5.0), dpi=100)
