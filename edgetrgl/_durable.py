@@ -2,7 +2,7 @@
 
 After SIGKILL the kernel still holds every accepted write; after a power cut only what an fsync
 flushed is there, and a file's name is a separate entry in its folder: a rename or a new file or
-folder is durable only once that folder is fsync'd too. ``benchmarks/crash_states.py`` builds the
+folder is durable only once that folder is fsync'd too. The crash-state explorer (docs/reliability.md) built the
 states a crash may leave and checks a resume from each.
 
     write_atomically(path, data)      temporary file, fsync, rename over path, fsync of the folder

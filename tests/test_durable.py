@@ -1,5 +1,5 @@
 """Durable writes: every rename and new folder is followed by an fsync of its folder, and a failed
-write leaves the old file. (What a power cut does to a whole run: tests/test_crash_states.py.)"""
+write leaves the old file. (What a power cut does to a whole run: docs/reliability.md, crash states.)"""
 
 from __future__ import annotations
 
