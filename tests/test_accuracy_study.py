@@ -22,7 +22,6 @@ sys.path.insert(0, str(HARNESS))
 import report  # noqa: E402
 import run  # noqa: E402
 import study_fashionmnist as fm  # noqa: E402
-import study_mnist5k as m5k  # noqa: E402
 
 TINY = '{"model_options": {"width": 4}}'
 
@@ -63,21 +62,22 @@ def test_runner_appends_one_row_per_run_and_skips_what_it_has(tmp_path, data_dir
     assert len(_rows(results / "sessions.jsonl")) == 3  # the dry run starts nothing
 
 
-def test_mnist5k_quick_runs_into_a_temporary_folder_never_the_recorded_one(tmp_path, monkeypatch, capsys):
+def test_quick_runs_into_a_temporary_folder_never_the_recorded_one(tmp_path, data_dir, monkeypatch, capsys):
     recorded = tmp_path / "recorded"
-    monkeypatch.setattr(m5k, "RESULTS", recorded)
+    monkeypatch.setattr(fm, "RESULTS", recorded)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    assert run.main(["mnist5k", "--quick", "--part", "tau_default", "--threads", "1"]) == 0
+    assert run.main(["fashionmnist", "--quick", "--part", "small2_ours", "--data-dir", str(data_dir), "--max-runs", "1",
+                     "--threads", "1"]) == 0
     assert not recorded.exists()
-    written = [p for p in tmp_path.glob("accuracy-mnist5k-*/runs.jsonl")]
+    written = [p for p in tmp_path.glob("accuracy-fashionmnist-*/runs.jsonl")]
     assert len(written) == 1
     (row,) = _rows(written[0])
-    assert row["id"].startswith("tau_default|sequential|trgl|f=1.0|seed=0") and len(row["test_accuracy"]) == 4
-    assert row["config"]["model_options"] == {"width": 4} and row["train_size"] == 4000
+    assert row["id"].startswith("small2|resnet20|f=0.02|sequential|K=block|trgl|ours|e=1|seed=0")
+    assert row["config"]["model_options"] == {"width": 4}
 
 
 def test_unknown_study_or_part_is_one_line_and_exit_2(tmp_path, capsys):
-    for argv in (["cifar"], ["mnist5k", "--part", "nope", "--results", str(tmp_path)]):
+    for argv in (["cifar"], ["fashionmnist", "--part", "nope", "--results", str(tmp_path)]):
         with pytest.raises(SystemExit) as stop:
             run.main(argv)
         assert stop.value.code == 2
@@ -137,22 +137,9 @@ def test_a_readme_block_naming_no_table_is_an_error_not_silence(tmp_path, capsys
     readme = tmp_path / "README.md"
     readme.write_text("<!-- generated:nope -->\n<!-- /generated:nope -->\n")
     with pytest.raises(SystemExit) as stop:
-        report.main(["mnist5k", "--results", str(tmp_path), "--readme", str(readme)])
+        report.main(["fashionmnist", "--results", str(tmp_path), "--readme", str(readme)])
     assert stop.value.code == 2 and "no table named 'nope'" in capsys.readouterr().err
     assert readme.read_text() == "<!-- generated:nope -->\n<!-- /generated:nope -->\n"  # left as it was
-
-
-def test_mnist5k_tables_pair_by_seed_and_count_the_seeds():
-    def row(seed, regime, method, last):
-        c = m5k.cell("core", seed, 0.01, regime, method)
-        return {**c, "train_size": 40, "test_accuracy": [last], "last": last, "best": last + 0.01, "wall_time_s": 1.0,
-                "other_busy_cores": 0.5}
-    rows = [row(s, "sequential", "vangl", v) for s, v in enumerate((0.60, 0.64, 0.62))]
-    rows += [row(s, "sequential", "trgl", v) for s, v in enumerate((0.66, 0.68, 0.70))]
-    made = m5k.tables(rows, Path("unused"))
-    assert "| 40 (1%) | 64 | 62.0 ± 5.0 (3) | 68.0 ± 5.0 (3) | — | 63.0 ± 5.0 (3) | 69.0 ± 5.0 (3) | 6.0 ± 5.0 (3) | — |" \
-        in made["core"]
-    assert "| core | 6 | 0.1 | 0.50 |" in made["wall_time"]
 
 
 def test_paper_scale_keeps_to_its_budget(tmp_path, data_dir):

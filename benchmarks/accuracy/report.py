@@ -7,7 +7,6 @@ recorded rows and rewrites ``results/tables.md``, ``results/summary.json``, its 
 ``--readme`` file) with table NAME; ``--results DIR`` reads and writes DIR (the README only with
 ``--readme``); with neither it prints the tables.
 
-    python benchmarks/accuracy/report.py mnist5k --record
     python benchmarks/accuracy/report.py fashionmnist --record --readme README.md
     python benchmarks/accuracy/report.py fashionmnist --results benchmarks/accuracy/fashionmnist/results/paper_scale
 """

@@ -6,8 +6,8 @@ appended at once, and a rerun skips the rows already there, so a study runs in r
 (``--part``, ``--shard``, ``--max-runs``). Rows go to the study's recorded ``runs.jsonl`` only with
 ``--record`` (``--results DIR``: elsewhere; neither: a fresh temporary folder).
 
-    python benchmarks/accuracy/run.py mnist5k --quick                 # a tiny version, about a minute
-    python benchmarks/accuracy/run.py mnist5k --record --part tau     # one part; finished cells are skipped
+    python benchmarks/accuracy/run.py fashionmnist --quick --part small2   # a tiny version, about a minute
+    python benchmarks/accuracy/run.py fashionmnist --record --part small2  # one part; finished cells are skipped
     python benchmarks/accuracy/run.py fashionmnist --list             # parts: runs done / planned
     for i in 0 1; do nice -n 15 python benchmarks/accuracy/run.py fashionmnist --record --shard $i/2 & done
     python benchmarks/accuracy/report.py fashionmnist --record        # tables, figures, the README's tables
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(parser)
     args = parser.parse_args(argv)
     study = load(args.study)
-    if args.quick:  # the study's tiny flavour (mnist5k builds its own; a study may name TrainConfig fields)
+    if args.quick:  # the study's tiny flavour (a study may name TrainConfig fields)
         args.set, args.epochs = {**getattr(study, "QUICK_SET", {}), **args.set}, args.epochs or 1
     parts = args.part or list(study.PARTS)
     if unknown := [p for p in parts if p not in study.PARTS]:
