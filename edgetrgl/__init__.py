@@ -39,11 +39,7 @@ if TYPE_CHECKING:
     from edgetrgl.models import BlockNet, create_model, list_models
     from edgetrgl.modular import ModularNet, build_modular, split_blocks
 
-__all__ = [
-    "BlockNet", "ModularNet", "ResidualBlock", "RunResult", "TrainConfig", "UserError",
-    "build_modular", "build_network", "create_model", "evaluate", "export_run", "format_bytes", "list_datasets",
-    "list_models", "load_dataset", "load_run", "make_loader", "parse_size", "predict", "resume", "split_blocks", "train",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

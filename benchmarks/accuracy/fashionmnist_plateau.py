@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _study import fmt
+from _study import fmt, read_rows
 
 METHODS = ("e2e", "vangl", "trgl")
 LRS = (0.025, 0.05, 0.1)  # the grid, one seed at GRID_EPOCHS; each method keeps its best
@@ -89,7 +89,7 @@ def sweep(method: str, lr: float, rows: list[dict] | None = None) -> tuple[list[
 
 # ---- the report ----
 
-def _mean(rows: list[dict], field: str) -> list[float]:
+def _values(rows: list[dict], field: str) -> list[float]:
     return [r[field] for r in rows]
 
 
@@ -118,10 +118,10 @@ def sweep_table(rows: list[dict]) -> str:
             if not done:
                 lines.append(f"| {m} | {lr} | {e} | 0/{SEEDS} | not run yet | | | |")
                 continue
-            wall = statistics.median(_mean(done, "wall_time_s"))
+            wall = statistics.median(_values(done, "wall_time_s"))
             mark = "converged" if e == converged else ""
             lines.append(f"| {m} | {lr} | {e} | {len(done)}/{SEEDS} | {fmt([selection_accuracy(r) for r in done])} | "
-                         f"{fmt(_mean(done, 'last'))} | {wall:.0f} | {mark} |")
+                         f"{fmt(_values(done, 'last'))} | {wall:.0f} | {mark} |")
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +254,7 @@ def main() -> int:
     if sys.argv[1:] != ["--measure"]:
         print(__doc__.strip().splitlines()[0] + "\nusage: fashionmnist_plateau.py --measure", file=sys.stderr)
         return 2
-    study.prepare(study.read_rows(study.RESULTS / "runs.jsonl"))
+    study.prepare(read_rows(study.RESULTS / "runs.jsonl"))
     configs = {}
     for m in METHODS:
         c = study.cell(PART, 0, fraction=0.1, k=4, method=m, recipe_name=recipe_of(chosen_lr(m) or 0.05), epochs=1,

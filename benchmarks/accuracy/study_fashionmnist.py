@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import fashionmnist_plateau as plateau
-from _study import fmt, read_rows  # noqa: F401  (read_rows: fashionmnist_plateau.py --measure)
+from _study import fmt
 
 import edgetrgl
 from edgetrgl import TrainConfig
