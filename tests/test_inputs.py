@@ -52,3 +52,43 @@ def test_the_plan_hands_the_cache_its_ram_limit_on_shared_memory(synthetic_data)
     assert plan.memory_kind == "shared" and plan.cache.ram_limit == plan.budget - module_peak
     separate, _ = plan_run(tiny_config(epochs=1), synthetic_data[2])
     assert separate.cache.ram_limit is None
+
+
+class _Widths(nn.Module):
+    """A frozen module that records how many samples each call gets."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv, self.calls = nn.Conv2d(channels, 4, 3, padding=1), []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return torch.relu(self.conv(x))
+
+
+@pytest.mark.parametrize("mode", ["host", "none"])
+def test_frozen_modules_run_a_micro_batch_at_a_time(synthetic_data, mode):
+    """With micro-batches, filling a cache or recomputing the prefix never runs a frozen module on
+    more samples than a training step holds, and module 2 gets the same inputs as at full batch."""
+    train_set, test_set, _ = synthetic_data
+    torch.manual_seed(0)
+    channels = train_set[0][0].shape[0]
+    stage = _Widths(channels).eval()
+    stages = nn.ModuleList([stage, nn.Identity()])
+
+    def module_2_inputs(micro_batch):
+        plan = CachePlan(requested=mode, mode=mode, dtype="fp32", views=1, folder=None, scratch=False, keep=False,
+                         bytes_needed=0, reason="test")
+        inputs = ModuleInputs(stages, train_set, test_set, plan, batch_size=64, seed=0, augment=False,
+                              device=torch.device("cpu"), micro_batch=micro_batch)
+        stage.calls.clear()
+        inputs.module_done(0)
+        batches = [x for x, _ in inputs.train_batches(1, epoch=0)] + [x for x, _ in inputs.eval_batches(1)]
+        inputs.close()
+        return torch.cat(batches), list(stage.calls)
+
+    whole, whole_calls = module_2_inputs(None)
+    chunked, chunked_calls = module_2_inputs(8)
+    assert max(whole_calls) == 64 and max(chunked_calls) == 8
+    assert sum(chunked_calls) == sum(whole_calls)
+    assert torch.allclose(whole, chunked, rtol=1e-5, atol=1e-6)

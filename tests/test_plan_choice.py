@@ -36,6 +36,31 @@ def test_work_counts_flops_bytes_and_ops():
     assert speed.seconds(work) == pytest.approx(work.flops / 1e9 + work.bytes_written / 1e9 + 2e-6)
 
 
+def test_fake_tensors_count_the_ops_real_tensors_dispatch():
+    """The time model's rates are fitted on real steps' counts and priced on fake ones: the two must
+    agree (FakeTensorMode's metadata queries, ``prim.device``, are no kernels and were once counted,
+    over twice the real ops, which made small micro-batches look slow)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from edgetrgl.step import local_step
+
+    def one_step():
+        torch.manual_seed(0)
+        net = _build((8, 3, 16, 16))(1, None)
+        stage, head = net.stages[0], net.heads[0]
+        x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+        optimizer = torch.optim.SGD(list(stage.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9)
+        step = lambda: local_step(stage, head, optimizer, x, y, (1.0, 0.5), 0.0, 4)  # noqa: E731
+        step()  # momentum exists
+        return count_work(step)
+
+    real = one_step()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = one_step()
+    assert fake.flops == real.flops and fake.bytes_written == real.bytes_written
+    assert abs(fake.ops - real.ops) <= 0.02 * real.ops
+
+
 def test_checkpointing_is_chosen_when_only_it_fits():
     """Batch 1 cannot be micro-batched: between the two peaks only checkpointing inside modules fits."""
     plain, checkpointed = _peaks(batch_shape=(1, 3, 128, 128))

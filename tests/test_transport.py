@@ -81,7 +81,8 @@ def test_gradients_equal_the_plain_step(name, options):
     for k, x in enumerate(xs):
         reference = _step(net, k, x, y, transport_impl="autograd")
         assert float(reference[2].transport) > 0 or name == "vgg11_bn"  # vgg's first module changes shape in every block
-        exact = name != "vit_tiny" or options["transport_impl"] == "autograd"
+        # a Linear or BatchNorm tail rebuilds r in closed form (transport.py): fp32 accuracy, not bit for bit
+        exact = name == "vgg11_bn" or options["transport_impl"] == "autograd"
         _assert_same_step(reference, _step(net, k, x, y, **options), exact)
 
 
@@ -92,7 +93,7 @@ def test_gradients_equal_with_micro_batches(name):
     for k, x in enumerate(xs):
         reference = _step(net, k, x, y, transport_impl="autograd", micro_batch=3)
         fused = _step(net, k, x, y, transport_impl="fused", micro_batch=3, checkpoint_blocks=True)
-        _assert_same_step(reference, fused, exact=name != "vit_tiny")
+        _assert_same_step(reference, fused, exact=name == "vgg11_bn")
 
 
 def test_vangl_is_unchanged_by_the_options():
@@ -251,3 +252,29 @@ def test_a_bf16_checkpointed_run_trains(synthetic_data, monkeypatch):
     steps = 2 * 512 // 64  # epochs * batches, for each of the 3 modules
     assert len(seen) >= 3 * steps and set(seen) == {(True, torch.bfloat16)}
     assert result.last_module["test_accuracy"] > 0.4  # fp32 reaches 0.63 here; chance is 0.1
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("shape", [(6, 4, 5, 5), (6, 4, 7), (6, 4)])
+def test_a_batchnorm_tail_moves_its_statistics_once_and_adds_the_transport_gradient(momentum, shape):
+    """The BatchNorm closed form: the same output and running statistics as the module (a cumulative
+    average too), and the gradient of ``loss + w * mean(r ** 2)``."""
+    from edgetrgl.transport import inject_transport, residue_tail
+
+    torch.manual_seed(0)
+    bn = (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(shape[1], momentum=momentum)
+    nn.init.normal_(bn.weight), nn.init.normal_(bn.bias)
+    h, g = torch.randn(shape), torch.randn(shape)
+    plain_bn = copy.deepcopy(bn)
+    for _ in range(2):  # twice: the cumulative average divides by the count
+        h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
+        r = plain_bn(h1)
+        ((r * g).sum() + W * r.pow(2).mean()).backward()
+        with inject_transport(W) as injection:
+            fused = residue_tail(bn, h2)
+        assert len(injection.tapped) == 1 and torch.equal(fused, r.detach())
+        (fused * g).sum().backward()
+        for a, b in [(h1.grad, h2.grad), (plain_bn.weight.grad, bn.weight.grad), (plain_bn.bias.grad, bn.bias.grad)]:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(plain_bn.buffers(), bn.buffers()):
+            assert torch.equal(a, b)

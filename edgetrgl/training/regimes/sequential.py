@@ -26,7 +26,8 @@ def train_laps(ctx: RegimeContext, laps: int) -> None:
     offloader = Offloader(net, ctx.device, mode=plan.offload, folder=plan.cache.folder or ctx.run_dir)
     inputs = ModuleInputs(net.stages, ctx.train_set, ctx.test_set, plan.cache, batch_size=cfg.batch_size,
                           seed=cfg.seed, augment=cfg.augment, device=ctx.device, warn=ctx.warn,
-                          on_recompute=offloader.keep_on_device, val_set=ctx.val_set)
+                          on_recompute=offloader.keep_on_device, val_set=ctx.val_set,
+                          micro_batch=plan.micro_batch)
     ctx.offloader = offloader
     ctx.data_mode = inputs.description
     objective = objective_of(net.heads[0])
