@@ -107,3 +107,49 @@ def test_keep_cache_leaves_the_disk_cache_with_its_manifest(tmp_path):
     train(cfg, out=None, quiet=True)
     manifests = sorted(p.parent.name for p in (tmp_path / "cache").rglob("manifest.json"))
     assert manifests == ["lap1-module1-test", "lap1-module1-train", "lap1-module2-test", "lap1-module2-train"]
+
+
+def test_a_disk_filling_up_mid_shard_raises_enospc_and_nothing_is_sealed(tmp_path, monkeypatch):
+    """The shards are written with pwrite: a short write, then ENOSPC, surfaces as the OSError the
+    sequential regime falls back on (never a SIGBUS in a memory map), and no manifest vouches for it."""
+    import errno
+    import os
+
+    from edgetrgl.cache.activation_cache import MANIFEST, CacheCorrupt
+
+    real_pwrite, calls = os.pwrite, []
+
+    def filling_up(fd, data, offset):
+        calls.append(len(data))
+        if len(calls) == 2:
+            return real_pwrite(fd, data[: len(data) // 2], offset)  # half of it fits
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", filling_up)
+    cache = ActivationCache(8, backend="disk", root=tmp_path / "c", shard_size=8)
+    cache.append(0, torch.randn(4, 3), torch.arange(4))
+    with pytest.raises(OSError) as raised:
+        cache.append(0, torch.randn(4, 3), torch.arange(4))
+    assert raised.value.errno == errno.ENOSPC and calls == [48, 48, 24]
+    cache.finish()  # incomplete: not sealed
+    assert not (tmp_path / "c" / MANIFEST).exists()
+    cache.close(keep=True)
+    with pytest.raises(CacheCorrupt):
+        ActivationCache.open(tmp_path / "c")
+
+
+def test_a_cache_sealed_in_the_old_format_is_rebuilt_not_trusted(tmp_path):
+    import json
+
+    from edgetrgl.cache.activation_cache import MANIFEST, CacheCorrupt
+
+    cache = ActivationCache(4, backend="disk", root=tmp_path / "c", shard_size=4)
+    cache.append(0, torch.randn(4, 3), torch.arange(4))
+    cache.finish()
+    assert ActivationCache.open(tmp_path / "c").complete
+    manifest = json.loads((tmp_path / "c" / MANIFEST).read_text())
+    (tmp_path / "c" / MANIFEST).write_text(json.dumps({**manifest, "format": "edgetrgl-cache/1"}))
+    with pytest.raises(CacheCorrupt, match="format"):
+        ActivationCache.open(tmp_path / "c")

@@ -2,30 +2,34 @@
 
 The next module trains from these instead of recomputing the frozen prefix for every batch.
 Layout: ``num_views`` views (augmented copies) of ``num_samples`` samples, split into shards of
-``shard_size`` samples. On disk each shard is a raw file, preallocated (so a full disk fails at
-once with ENOSPC instead of crashing later on a page fault) and memory-mapped with
-``torch.from_file``, so reading a batch touches only the rows it needs. A finished disk cache gets
-a ``manifest.json`` (shapes, dtype, counts, a checksum per shard): :meth:`ActivationCache.open`
-trusts a cache only if every shard matches it.
+``shard_size`` samples. On disk each shard is a raw file, written in order with ``pwrite`` (a full
+disk raises ENOSPC at the write, where the caller falls back) while its CRC-32 is computed in the
+same pass, and memory-mapped with ``torch.from_file`` once complete, so reading a batch touches only
+the rows it needs. (The checksum used to be a blake2b of every shard read back after writing: CRC-32
+in the write pass costs about a fifth of that here, and corruption, not an adversary, is what it
+guards against.) A finished disk cache gets a ``manifest.json`` (shapes, dtype, counts, a checksum
+per shard): :meth:`ActivationCache.open` trusts a cache only if every shard matches it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import math
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from edgetrgl._durable import fsync_dir, fsync_file, make_dirs, write_atomically
+from edgetrgl._durable import fsync_dir, make_dirs, write_atomically
 from edgetrgl._faults import crash_point
 
 STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MANIFEST = "manifest.json"
+FORMAT = "edgetrgl-cache/2"  # /1 checksummed with blake2b after writing; its caches are rebuilt, not reused
 
 
 class CacheCorrupt(Exception):
@@ -61,7 +65,8 @@ class ActivationCache:
         self.tag = dict(tag or {})
         self.feature_shape: tuple[int, ...] | None = None
         self.labels = torch.empty(num_samples, dtype=torch.int64)
-        self._shards: list[list[torch.Tensor]] = [[] for _ in range(num_views)]  # [view][shard]
+        self._shards: list[list[torch.Tensor | None]] = [[] for _ in range(num_views)]  # [view][shard]; disk: mapped once written
+        self._writers: dict[tuple[int, int], _ShardWriter] = {}  # disk: (view, shard) -> its open file, while written
         self._filled = [0] * num_views
         if backend == "disk":
             make_dirs(self.root)
@@ -83,12 +88,18 @@ class ActivationCache:
         start, count = self._filled[view], features.shape[0]
         if start + count > self.num_samples:
             raise ValueError(f"view {view} overflows: {start + count} > {self.num_samples} samples")
-        rows = features.detach().to("cpu", self.storage_dtype)
+        rows = features.detach().to("cpu", self.storage_dtype).contiguous()
         done = 0
         while done < count:
             shard, offset = divmod(start + done, self.shard_size)
             take = min(count - done, self.shard_size - offset)
-            self._shards[view][shard][offset:offset + take] = rows[done:done + take]
+            if self.backend == "disk":
+                writer = self._writers[(view, shard)]
+                writer.write(rows[done:done + take], offset)
+                if offset + take == self._shard_rows(shard):  # complete: readable through a map from now on
+                    self._shards[view][shard] = self._map(view, shard)
+            else:
+                self._shards[view][shard][offset:offset + take] = rows[done:done + take]
             done += take
         if view == 0:
             self.labels[start:start + count] = labels.cpu()
@@ -98,21 +109,22 @@ class ActivationCache:
     def finish(self) -> None:
         """Seal a disk cache: flush its shards, then write its manifest (with a checksum per shard) atomically.
 
-        The shards are written through memory maps: fsync'd before the manifest that vouches for them,
-        so a power cut never leaves a manifest over shards that did not reach the disk.
+        Each shard is fsync'd before the manifest that vouches for it, so a power cut never leaves a
+        manifest over shards that did not reach the disk.
         """
         if self.backend != "disk" or not self.complete:
             return
+        shards = []
         for v in range(self.num_views):
             for s in range(self.num_shards):
-                fsync_file(self._shard_path(v, s))
-        shards = [{"file": self._shard_path(v, s).name, "view": v, "rows": self._shard_rows(s),
-                   "bytes": self._shard_path(v, s).stat().st_size, "blake2b": _digest(self._shard_path(v, s))}
-                  for v in range(self.num_views) for s in range(self.num_shards)]
+                writer = self._writers.pop((v, s))
+                writer.seal()
+                shards.append({"file": self._shard_path(v, s).name, "view": v, "rows": self._shard_rows(s),
+                               "bytes": writer.size, "crc32": writer.crc})
         write_atomically(self.root / "labels.pt", lambda fh: torch.save(self.labels, fh))
-        manifest = {"format": "edgetrgl-cache/1", "num_samples": self.num_samples, "num_views": self.num_views,
+        manifest = {"format": FORMAT, "num_samples": self.num_samples, "num_views": self.num_views,
                     "feature_shape": list(self.feature_shape), "dtype": self.dtype_name, "shard_size": self.shard_size,
-                    "labels_blake2b": _digest(self.root / "labels.pt"), "shards": shards, "tag": self.tag}
+                    "labels_crc32": _checksum(self.root / "labels.pt"), "shards": shards, "tag": self.tag}
         write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     @classmethod
@@ -127,19 +139,21 @@ class ActivationCache:
             manifest = json.loads((root / MANIFEST).read_text())
         except (OSError, ValueError):
             raise CacheCorrupt(f"{root}: no readable manifest (the cache was never finished)") from None
+        if manifest.get("format") != FORMAT:
+            raise CacheCorrupt(f"{root}: format {manifest.get('format')}, not {FORMAT}")
         if tag is not None and manifest.get("tag") != tag:
             raise CacheCorrupt(f"{root}: written for {manifest.get('tag')}, not {tag}")
         for shard in manifest["shards"]:
             path = root / shard["file"]
-            if not path.exists() or path.stat().st_size != shard["bytes"] or _digest(path) != shard["blake2b"]:
+            if not path.exists() or path.stat().st_size != shard["bytes"] or _checksum(path) != shard["crc32"]:
                 raise CacheCorrupt(f"{path}: missing, truncated or altered")
-        if _digest(root / "labels.pt") != manifest["labels_blake2b"]:
+        if _checksum(root / "labels.pt") != manifest["labels_crc32"]:
             raise CacheCorrupt(f"{root / 'labels.pt'}: altered")
         cache = cls(manifest["num_samples"], manifest["num_views"], "disk", manifest["dtype"], root,
                     manifest["shard_size"], manifest["tag"])
         cache.feature_shape = tuple(manifest["feature_shape"])
         cache.labels = torch.load(root / "labels.pt", weights_only=True)
-        cache._shards = [[cache._map(v, s, create=False) for s in range(cache.num_shards)] for v in range(cache.num_views)]
+        cache._shards = [[cache._map(v, s) for s in range(cache.num_shards)] for v in range(cache.num_views)]
         cache._filled = [cache.num_samples] * cache.num_views
         write_atomically(root / MANIFEST, json.dumps(manifest, indent=1).encode())  # __init__ removed it; still valid
         return cache
@@ -165,23 +179,18 @@ class ActivationCache:
     def _shard_path(self, view: int, shard: int) -> Path:
         return self.root / f"view{view}_shard{shard}.bin"
 
-    def _new_shard(self, view: int, shard: int) -> torch.Tensor:
+    def _new_shard(self, view: int, shard: int) -> torch.Tensor | None:
         shape = (self._shard_rows(shard), *self.feature_shape)
         if self.backend == "host":
             return torch.empty(shape, dtype=self.storage_dtype)
-        return self._map(view, shard, create=True)
+        row_bytes = math.prod(self.feature_shape) * self.storage_dtype.itemsize
+        self._writers[(view, shard)] = _ShardWriter(self._shard_path(view, shard), row_bytes)
+        return None  # mapped by append(), once its last row is written
 
-    def _map(self, view: int, shard: int, create: bool) -> torch.Tensor:
+    def _map(self, view: int, shard: int) -> torch.Tensor:
         shape = (self._shard_rows(shard), *self.feature_shape)
-        nbytes = math.prod(shape) * self.storage_dtype.itemsize
-        path = self._shard_path(view, shard)
-        if create:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.posix_fallocate(fd, 0, nbytes)  # reserve the blocks now: ENOSPC here, not SIGBUS later
-            finally:
-                os.close(fd)
-        flat = torch.from_file(str(path), shared=True, size=math.prod(shape), dtype=self.storage_dtype)
+        flat = torch.from_file(str(self._shard_path(view, shard)), shared=True, size=math.prod(shape),
+                               dtype=self.storage_dtype)
         return flat.view(shape)
 
     # ---- reading -------------------------------------------------------------------------
@@ -213,13 +222,56 @@ class ActivationCache:
         """Drop the cached features; a disk cache's files are deleted unless ``keep``."""
         self._shards = [[] for _ in range(self.num_views)]
         self._filled = [0] * self.num_views
+        for writer in self._writers.values():
+            writer.abandon()
+        self._writers = {}
         if self.backend == "disk" and self.root is not None and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
+class _ShardWriter:
+    """One shard's file while it is written: rows land in order (``pwrite`` at their offset), their
+    CRC-32 computed from the same bytes, so sealing reads nothing back."""
+
+    def __init__(self, path: Path, row_bytes: int) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.row_bytes, self.size, self._crc = row_bytes, 0, 0
+
+    def write(self, rows: torch.Tensor, first_row: int) -> None:
+        offset = first_row * self.row_bytes
+        if offset != self.size:
+            raise ValueError(f"shard rows out of order: row {first_row} after {self.size // self.row_bytes}")
+        data = memoryview(rows.view(torch.uint8).numpy()).cast("B")  # the rows' bytes, no copy
+        done = 0
+        while done < len(data):  # a short write (a disk filling up) is followed by ENOSPC on the next one
+            written = os.pwrite(self.fd, data[done:], offset + done)
+            if written == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += written
+        self._crc = zlib.crc32(data, self._crc)
+        self.size += len(data)
+
+    @property
+    def crc(self) -> str:
+        return f"{self._crc:08x}"
+
+    def seal(self) -> None:
+        """fsync and close: the bytes are on the disk before any manifest names them."""
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _checksum(path: Path) -> str:
+    crc = 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
