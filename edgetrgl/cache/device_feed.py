@@ -19,7 +19,7 @@ The pinned staging buffers come from torch's caching host allocator, which recor
 every copy out of one and hands the buffer out again only once that copy is done.
 
 Pinning needs a CUDA driver, so the pinned path is CUDA-only; elsewhere ``feed`` serves the plain
-prefetcher (a host cache on the CPU: inline). :data:`FEED` chooses the path: the parity tests and
+prefetcher (a host cache on the CPU, or a disk cache still in the page cache: inline). :data:`FEED` chooses the path: the parity tests and
 benchmarks/gpu set it to compare the two.
 """
 
@@ -30,7 +30,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from edgetrgl.cache.prefetch import DEPTH, Prefetcher, prefetch_depth
+from edgetrgl.cache.prefetch import DEPTH, Prefetcher, likely_in_page_cache, prefetch_depth
+from edgetrgl.devices.machine import available_ram
 
 # "auto": the side-stream feed on CUDA, the plain prefetcher elsewhere; "stream": the side-stream feed
 # on every device (the CPU has no streams nor pinning: the one-ahead order and the late float32
@@ -58,8 +59,9 @@ def feed(cache, batch_size: int, device: torch.device | str, *, view: int = 0,
         raise ValueError(f"edgetrgl.cache.device_feed.FEED must be one of {FEEDS}, got {FEED!r}")
     stream = FEED == "stream" or (FEED == "auto" and device.type == "cuda")
     if not stream:
+        cached = cache.backend == "disk" and likely_in_page_cache(cache.nbytes, available_ram())
         return Prefetcher(cache.batches(batch_size, view=view, order=order), device,
-                          depth=prefetch_depth(device, cache.backend))
+                          depth=prefetch_depth(device, cache.backend, in_page_cache=cached))
     pin = device.type == "cuda"
     host = cache.batches(batch_size, view=view, order=order, pin=pin, as_float=False)
     # the host thread gathers ahead where there is latency to hide (a copy to the GPU, a disk read)
