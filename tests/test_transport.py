@@ -278,3 +278,23 @@ def test_a_batchnorm_tail_moves_its_statistics_once_and_adds_the_transport_gradi
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(plain_bn.buffers(), bn.buffers()):
             assert torch.equal(a, b)
+
+
+def test_a_step_whose_output_goes_nowhere_holds_no_chunk_beyond_its_backward():
+    """``keep_output=False`` (the sequential regime's step): the same gradients, no output, and a
+    lower peak with micro-batches, since no chunk's output waits for the last chunk."""
+    net = _net("resnet20", size=32)
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    kept, dropped = _step(net, 0, x, y, micro_batch=8), _step(net, 0, x, y, micro_batch=8, keep_output=False)
+    assert dropped[3] is None and kept[3].shape[0] == 32
+    for a, b in zip(kept[0], dropped[0]):
+        assert torch.equal(a, b)
+
+    def peak(keep: bool) -> int:
+        stage, head = net.stages[0], net.heads[0]
+        optimizer = torch.optim.SGD(list(stage.parameters()) + list(head.parameters()), lr=0.0, momentum=0.9)
+        step = lambda: local_step(stage, head, optimizer, x, y, (1.0, W), 0.0, 8, keep_output=keep)  # noqa: E731
+        step()
+        return track_live_peak(step, stage, head, optimizer, x, y)
+
+    assert peak(False) < peak(True)

@@ -44,4 +44,5 @@ def joint_step(net: ModularNet, optimizers: list[torch.optim.Optimizer], x: torc
     h = x
     with saved():
         for k in range(net.num_modules):
-            h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, image=x, **options)
+            h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, weights(k), 0.0, image=x,
+                              keep_output=k < net.num_modules - 1, **options)

@@ -129,7 +129,8 @@ def _module_alone(net: ModularNet, k: int, shape: tuple[int, ...], weights: tupl
     images = (torch.rand(setting.batch_shape, device=device),) if objective is not None and objective.needs_image else ()
 
     def step() -> None:
-        local_step(stage, head, optimizer, x, y, weights, 0.0, image=images[0] if images else None, **options)
+        local_step(stage, head, optimizer, x, y, weights, 0.0, image=images[0] if images else None, keep_output=False,
+                   **options)
 
     # in both passes: the previous module's cached blocks go back to the driver, so the process's
     # device memory (what NVML and nvidia-smi see) holds one module at a time, as in training

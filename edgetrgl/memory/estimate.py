@@ -95,7 +95,7 @@ def _fake_module_steps(build, batch_shape, num_classes, transport, make_optimize
             waiting = [torch.empty_like(x) for _ in range(prefetch_depth)]
             images = (image,) if _needs_image(head) else ()
             step = functools.partial(local_step, stage, head, optimizer, x, y, (1.0, 1.0 if transport else 0.0), 0.0,
-                                     micro_batch, image=image, **options)
+                                     micro_batch, image=image, keep_output=False, **options)
             step()  # warm-up
             yield step, (stage, head, optimizer, x, y, *images, *waiting)
             with torch.no_grad():
@@ -121,7 +121,7 @@ def estimate_parallel(build: Callable[[], ModularNet], batch_shape: tuple[int, .
             h = x
             for k in range(net.num_modules):
                 h, _ = local_step(net.stages[k], net.heads[k], optimizers[k], h, y, (1.0, 1.0 if transport else 0.0), 0.0,
-                                  image=x, **options)
+                                  image=x, keep_output=k < net.num_modules - 1, **options)
 
         step()  # warm-up: in the steady state every module's gradients and momentum are resident
         return track_peak(step, net, *optimizers, x, y)

@@ -113,7 +113,8 @@ class SequentialEstimator:
         num, bounds, micro, precision, checkpoint_blocks, transport = options
         stage, head, optimizer, x = fake.warm_module(k, self.make_optimizer, transport)
         step = functools.partial(local_step, stage, head, optimizer, x, fake.labels, (1.0, 1.0 if transport else 0.0),
-                                 0.0, micro, image=fake.image, **_step_options(precision, checkpoint_blocks))
+                                 0.0, micro, image=fake.image, keep_output=False,
+                                 **_step_options(precision, checkpoint_blocks))
         return step, (stage, head, optimizer, x, fake.labels, *((fake.image,) if _needs_image(head) else ()))
 
     def _network(self, options: tuple, k: int) -> _FakeSplit:

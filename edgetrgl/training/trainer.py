@@ -179,9 +179,10 @@ class Trainer:
                            seed=self.cfg.seed, epoch=epoch)
 
     def train_step(self, modules: Sequence[int], x: torch.Tensor, y: torch.Tensor, global_step: int, *,
-                   image: torch.Tensor | None = None) -> tuple[torch.Tensor, list[StepResult]]:
+                   image: torch.Tensor | None = None, keep_output: bool = False) -> tuple[torch.Tensor | None, list[StepResult]]:
         """One batch through ``modules`` in order; each steps on its own loss (a frozen one runs
         forward only) and hands its output on detached, so no gradient crosses a module boundary.
+        The last module's output is returned only with ``keep_output`` (the pipeline sends it on).
 
         The regime's second step (see :meth:`measure_at`) is measured tensor by tensor with every
         module of the step resident; on the CPU that is where the budget is enforced.
@@ -202,7 +203,7 @@ class Trainer:
                     h, res = frozen_step(*parts)
                 else:
                     h, res = local_step(*parts, checkpoint_blocks=plan.checkpoint_blocks, precision=plan.precision,
-                                        image=image)
+                                        image=image, keep_output=keep_output or k != modules[-1])
                 results.append(res)
             return h, results
 

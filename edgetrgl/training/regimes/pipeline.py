@@ -37,7 +37,7 @@ def run(ctx: RegimeContext) -> None:
 
     def step(x, y, global_step):
         x, image = x if isinstance(x, tuple) else (x, x if image_shape is not None else None)
-        h, results = ctx.train_step(owned, x, y, global_step, image=image)
+        h, results = ctx.train_step(owned, x, y, global_step, image=image, keep_output=True)
         link.send(h, y, image)  # asynchronous: the next rank starts on this batch while this one goes on
         return results
 
