@@ -28,10 +28,10 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Iterable, Iterator
 
+import psutil
 import torch
 
 from edgetrgl.cache.prefetch import DEPTH, Prefetcher, likely_in_page_cache, prefetch_depth
-from edgetrgl.devices.machine import available_ram
 
 # "auto": the side-stream feed on CUDA, the plain prefetcher elsewhere; "stream": the side-stream feed
 # on every device (the CPU has no streams nor pinning: the one-ahead order and the late float32
@@ -66,6 +66,11 @@ def feed(cache, batch_size: int, device: torch.device | str, *, view: int = 0,
     host = cache.batches(batch_size, view=view, order=order, pin=pin, as_float=False)
     # the host thread gathers ahead where there is latency to hide (a copy to the GPU, a disk read)
     return StreamFeed(Prefetcher(host, "cpu", depth=DEPTH if pin else prefetch_depth(device, cache.backend)), device)
+
+
+def available_ram() -> int:
+    """Host memory available now (psutil; the devices layer sits above this one)."""
+    return int(psutil.virtual_memory().available)
 
 
 def device_batches_ahead(device: torch.device | str, backend: str) -> int:
