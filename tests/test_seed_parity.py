@@ -1,7 +1,10 @@
 """Fixed-seed per-module test accuracies of tiny runs (conftest's tiny_config), pinned: a change that
 should not alter the maths must leave them equal. Pinned on torch 2.14.1, x86_64, 2 threads (the
 figures of benchmarks/seed_parity.py before it retired, identical before and after issue 17's one
-run body); other torch versions or machines round differently, so the test skips there."""
+run body); other torch versions or machines round differently, so the test skips there.
+Re-pinned once since, on purpose: the transport gradient of a BatchNorm tail is rebuilt in closed
+form (transport._BatchNormTail), equal to the old one within fp32 but not bit for bit; with that
+closed form switched off the old figures come back."""
 
 import platform
 
@@ -12,10 +15,10 @@ from tests.conftest import tiny_config
 from edgetrgl import api
 
 PINNED = {
-    "sequential": [0.6875, 0.79296875, 0.8671875],
-    "parallel": [0.6875, 0.63671875, 0.58984375],
+    "sequential": [0.6875, 0.78125, 0.8828125],
+    "parallel": [0.6875, 0.64453125, 0.59375],
     "e2e": [0.35546875],
-    "multilap": [0.609375, 0.66796875, 0.8125],
+    "multilap": [0.61328125, 0.671875, 0.83203125],
 }
 EXTRA = {"multilap": {"laps": 2, "epochs": 1}}
 
