@@ -163,12 +163,9 @@ class _BatchNormTail(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, bn, transport_weight):
-        momentum = bn.momentum
-        if momentum is None:  # a cumulative average, as nn.BatchNorm computes it
-            bn.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(bn.num_batches_tracked)
-        else:
-            bn.num_batches_tracked.add_(1)
+        bn.num_batches_tracked.add_(1)
+        # momentum None: a cumulative average, as nn.BatchNorm computes it
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
         r, mean, invstd = torch.native_batch_norm(h, weight, bias, bn.running_mean, bn.running_var, True, momentum,
                                                   bn.eps)
         ctx.save_for_backward(h, weight, bias, mean, invstd)

@@ -64,13 +64,14 @@ def test_cached_inputs_on_a_gpu_are_one_batch_ahead():
 
 
 @pytest.mark.parametrize("available, depth", [(10**12, 0), (10, 2)])
-def test_a_disk_cache_in_the_page_cache_is_read_inline_on_the_cpu(monkeypatch, tmp_path, available, depth):
+def test_a_disk_cache_in_the_page_cache_is_read_inline_on_the_cpu(tmp_path, available, depth):
     """A just-written disk cache that fits well within the RAM available is still in the page cache:
     on the CPU it is served inline (a thread only takes cycles from the step); one that does not may
     hit the disk, so a thread reads ahead. Either way the batches are the same."""
+    from edgetrgl.cache.prefetch import likely_in_page_cache
+
     cache, features, _ = _cache("disk", "fp32", tmp_path)
-    monkeypatch.setattr(device_feed, "available_ram", lambda: available)
-    served = feed(cache, 8, "cpu")
+    served = feed(cache, 8, "cpu", in_page_cache=likely_in_page_cache(cache.nbytes, available))
     assert served.depth == depth
     assert torch.equal(torch.cat([x for x, _ in served]), features)
 

@@ -28,10 +28,9 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Iterable, Iterator
 
-import psutil
 import torch
 
-from edgetrgl.cache.prefetch import DEPTH, Prefetcher, likely_in_page_cache, prefetch_depth
+from edgetrgl.cache.prefetch import DEPTH, Prefetcher, prefetch_depth
 
 # "auto": the side-stream feed on CUDA, the plain prefetcher elsewhere; "stream": the side-stream feed
 # on every device (the CPU has no streams nor pinning: the one-ahead order and the late float32
@@ -41,7 +40,7 @@ FEEDS = ("auto", "stream", "plain")
 
 
 def feed(cache, batch_size: int, device: torch.device | str, *, view: int = 0,
-         order: torch.Tensor | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+         order: torch.Tensor | None = None, in_page_cache: bool = False) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of ``cache`` (an :class:`~edgetrgl.cache.ActivationCache`) in ``order``, float32 on ``device``.
 
     Args:
@@ -50,6 +49,8 @@ def feed(cache, batch_size: int, device: torch.device | str, *, view: int = 0,
         device: the step's device.
         view: the augmented view to read.
         order: sample order (default: dataset order).
+        in_page_cache: a disk cache's files are likely still in RAM: on the CPU it is then read inline,
+            like a host cache (see ``prefetch_depth``).
 
     Returns:
         An iterable of ``(features float32, labels int64)`` on ``device``; iterate it once.
@@ -59,18 +60,12 @@ def feed(cache, batch_size: int, device: torch.device | str, *, view: int = 0,
         raise ValueError(f"edgetrgl.cache.device_feed.FEED must be one of {FEEDS}, got {FEED!r}")
     stream = FEED == "stream" or (FEED == "auto" and device.type == "cuda")
     if not stream:
-        cached = cache.backend == "disk" and likely_in_page_cache(cache.nbytes, available_ram())
         return Prefetcher(cache.batches(batch_size, view=view, order=order), device,
-                          depth=prefetch_depth(device, cache.backend, in_page_cache=cached))
+                          depth=prefetch_depth(device, cache.backend, in_page_cache=in_page_cache))
     pin = device.type == "cuda"
     host = cache.batches(batch_size, view=view, order=order, pin=pin, as_float=False)
     # the host thread gathers ahead where there is latency to hide (a copy to the GPU, a disk read)
     return StreamFeed(Prefetcher(host, "cpu", depth=DEPTH if pin else prefetch_depth(device, cache.backend)), device)
-
-
-def available_ram() -> int:
-    """Host memory available now (psutil; the devices layer sits above this one)."""
-    return int(psutil.virtual_memory().available)
 
 
 def device_batches_ahead(device: torch.device | str, backend: str) -> int:

@@ -31,6 +31,7 @@ from edgetrgl.config import format_bytes
 from edgetrgl.data import make_loader
 from edgetrgl.data._seeding import derive_seed
 from edgetrgl.cache.placement import CachePlan, host_cache_fits
+from edgetrgl.cache.prefetch import likely_in_page_cache
 from edgetrgl.devices.machine import available_ram
 from edgetrgl.step import count_correct
 
@@ -223,7 +224,9 @@ class ModuleInputs:
         return iter(self._prefetch(self._train_cache, view=view))
 
     def _prefetch(self, cache: ActivationCache, **which):
-        return feed(cache, self.batch_size, self.device, **which)  # on CUDA: pinned, side stream, one ahead
+        # a disk cache just written is read like a host cache while its files are likely still in RAM
+        in_ram = cache.backend == "disk" and likely_in_page_cache(cache.nbytes, available_ram())
+        return feed(cache, self.batch_size, self.device, in_page_cache=in_ram, **which)  # on CUDA: pinned, side stream
 
     def _through_prefix(self, k: int, loader) -> Batches:
         for x, y in loader:
