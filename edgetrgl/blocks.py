@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from edgetrgl.transport import Weight, inject_transport, squared_mean, tap_displacement
+from edgetrgl.transport import Weight, inject_transport, logged_squared_mean, squared_mean, tap_displacement
 
 TransportKind = Literal["residual", "displacement", "none"]
 
@@ -58,13 +58,16 @@ def run_block(block: nn.Module, x: torch.Tensor, differentiable: bool = True,
         tapped = injection.tapped if fused else []
         cost = torch.zeros((), device=out.device, dtype=torch.float32)
         for r in residues:
-            injected = any(r is t for t in tapped)
-            cost = cost + squared_mean(r.detach() if injected or not differentiable else r)
+            if not differentiable or any(r is t for t in tapped):
+                cost = cost + logged_squared_mean(r)
+            else:
+                cost = cost + squared_mean(r)  # the plain formulation: the loss differentiates it
         return out, cost, "residual"
     out = block(x)
     if out.shape == x.shape:
         if fused:
             out = tap_displacement(out, x, transport_weight)
-        diff = out.float() - x.float() if differentiable and not fused else out.detach().float() - x.detach().float()
-        return out, diff.pow(2).mean(), "displacement"
+        if differentiable and not fused:
+            return out, squared_mean(out.float() - x.float()), "displacement"
+        return out, logged_squared_mean(out.detach().float() - x.detach().float()), "displacement"
     return out, None, "none"

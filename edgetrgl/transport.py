@@ -92,6 +92,13 @@ def squared_mean(r: torch.Tensor) -> torch.Tensor:
     return r.float().pow(2).mean()
 
 
+def logged_squared_mean(r: torch.Tensor) -> torch.Tensor:
+    """``mean(r ** 2)`` of a residue whose figure is only logged: one pass, no tensor the size of r
+    (pow + mean writes one; on a CPU that costs a tenth of a block's convolution)."""
+    flat = r.detach().float().reshape(-1)
+    return torch.dot(flat, flat) / flat.numel()
+
+
 class _ResidueTap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, h, tail, weight, amp):
@@ -155,10 +162,11 @@ class _BatchNormTail(torch.autograd.Function):
 
     The tap above recomputes r by running the BatchNorm again, batch statistics and all (on the
     CPU that costs as much as the forward's normalisation, about 8x an elementwise pass). Here the
-    forward keeps the per-channel mean and inverse deviation it computed anyway (C values each), so
-    backward rebuilds r in one elementwise pass, adds ``2 w r / N`` to the incoming gradient and runs
-    BatchNorm's own backward on the sum. Not the plain rounding (r is rebuilt elementwise, not by
-    the normalisation kernel): equal to it within fp32 accuracy.
+    forward keeps the per-channel mean and inverse deviation it computed anyway (C values each).
+    With ``r = a h + b`` per channel (a = weight * invstd, b = bias - a * mean), the transport part
+    ``c r`` (c = 2 w / N) is ``(c a) h + c b``: backward adds it to the incoming gradient in one
+    multiply-add and one per-channel add, then runs BatchNorm's own backward on the sum. Not the
+    plain rounding: equal to it within fp32 accuracy.
     """
 
     @staticmethod
@@ -169,20 +177,22 @@ class _BatchNormTail(torch.autograd.Function):
         r, mean, invstd = torch.native_batch_norm(h, weight, bias, bn.running_mean, bn.running_var, True, momentum,
                                                   bn.eps)
         ctx.save_for_backward(h, weight, bias, mean, invstd)
-        ctx.eps, ctx.transport_weight = bn.eps, transport_weight
+        ctx.eps, ctx.coef = bn.eps, 2 * _coef(transport_weight, h.numel())
         return r
 
     @staticmethod
     def backward(ctx, grad):
         h, weight, bias, mean, invstd = ctx.saved_tensors
         per_channel = (1, -1) + (1,) * (h.dim() - 2)
-        scale = (invstd * weight).view(per_channel)
-        r = torch.addcmul(bias.view(per_channel), h - mean.view(per_channel), scale)
-        grad = _plus_transport_grad(grad, r, ctx.transport_weight)
+        a = invstd * weight
+        b = torch.addcmul(bias, a, mean, value=-1).mul_(ctx.coef)
+        total = torch.addcmul(grad, h, a.mul_(ctx.coef).view(per_channel)).add_(b.view(per_channel))
         need = [bool(n) for n in ctx.needs_input_grad[:3]]
-        grad_h, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(grad, h, weight, None, None, mean, invstd,
-                                                                          True, ctx.eps, need)
+        grad_h, grad_w, grad_b = _BN_BACKWARD(total, h, weight, None, None, mean, invstd, True, ctx.eps, need)
         return grad_h, grad_w, grad_b, None, None
+
+
+_BN_BACKWARD = torch.ops.aten.native_batch_norm_backward.default  # the overload itself: no lookup per call
 
 
 def _fusable_batch_norm(tail: nn.Module, h: torch.Tensor) -> bool:

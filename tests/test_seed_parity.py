@@ -2,9 +2,10 @@
 should not alter the maths must leave them equal. Pinned on torch 2.14.1, x86_64, 2 threads (the
 figures of benchmarks/seed_parity.py before it retired, identical before and after issue 17's one
 run body); other torch versions or machines round differently, so the test skips there.
-Re-pinned once since, on purpose: the transport gradient of a BatchNorm tail is rebuilt in closed
-form (transport._BatchNormTail), equal to the old one within fp32 but not bit for bit; with that
-closed form switched off the old figures come back."""
+Re-pinned twice since, on purpose, both times for the transport gradient of a BatchNorm tail
+(transport._BatchNormTail), equal to the old one within fp32 but not bit for bit: first rebuilt in
+closed form from the forward's statistics, then folded into one multiply-add per channel. With that
+closed form switched off the first figures come back."""
 
 import platform
 
@@ -15,10 +16,10 @@ from tests.conftest import tiny_config
 from edgetrgl import api
 
 PINNED = {
-    "sequential": [0.6875, 0.78125, 0.8828125],
-    "parallel": [0.6875, 0.64453125, 0.59375],
+    "sequential": [0.6796875, 0.80078125, 0.85546875],
+    "parallel": [0.6796875, 0.625, 0.58984375],
     "e2e": [0.35546875],
-    "multilap": [0.61328125, 0.671875, 0.83203125],
+    "multilap": [0.57421875, 0.765625, 0.85546875],
 }
 EXTRA = {"multilap": {"laps": 2, "epochs": 1}}
 

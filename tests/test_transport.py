@@ -59,12 +59,16 @@ def _inputs(net, size: int = 16, batch: int = 8):
 
 
 def _assert_same_step(reference, other, exact: bool = True) -> None:
-    """Exact, or (a Linear tail's closed form, see transport._LinearTail) within fp32 accuracy."""
+    """Exact, or (a Linear or BatchNorm tail's closed form, see transport.py) within fp32 accuracy."""
+    def same(a, b):
+        return torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(a.abs().max()))
+
     for a, b in zip(reference[0], other[0]):
-        assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(a.abs().max()))
+        assert same(a, b)
     for a, b in zip(reference[1], other[1]):  # BatchNorm running statistics moved once, the same way
         assert torch.equal(a, b)
-    assert torch.equal(reference[2].transport, other[2].transport)  # the logged figure is unchanged
+    # the logged figure: a closed form or a one-pass sum where the loss does not differentiate it
+    assert torch.allclose(reference[2].transport, other[2].transport, rtol=1e-5, atol=0)
     assert torch.equal(reference[2].ce, other[2].ce)
     assert torch.equal(reference[3], other[3])
 
@@ -187,7 +191,7 @@ def test_bf16_step_on_cpu_runs_and_squares_in_fp32():
     fused = _step(net, 0, xs[0], y, precision="bf16")
     plain = _step(net, 0, xs[0], y, precision="bf16", transport_impl="autograd")
     assert fused[2].transport.dtype == torch.float32 and fused[3].dtype == torch.float32
-    assert torch.equal(fused[2].transport, plain[2].transport)
+    assert torch.allclose(fused[2].transport, plain[2].transport, rtol=1e-5, atol=0)  # both squared in fp32
     for a, b in zip(plain[0], fused[0]):
         assert torch.isfinite(b).all()
         assert torch.allclose(a, b, rtol=1e-2, atol=1e-4)
