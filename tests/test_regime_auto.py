@@ -98,6 +98,7 @@ def test_an_auto_run_trains_what_was_chosen_and_records_why(synthetic_data, tmp_
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["plan"]["regime"] == "e2e" and summary["plan"]["micro_batch"] < 64
     assert summary["plan"]["solver"]["chosen"].startswith("e2e, micro-batches of")
+    assert 0 < summary["planning_s"] < summary["wall_time_s"] + 60  # recorded beside the run's own wall time
     assert result.modules[-1]["test_accuracy"] is not None
 
 

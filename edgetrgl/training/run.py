@@ -128,13 +128,16 @@ def run(cfg: TrainConfig, ranks: Ranks, *, data: tuple | None = None, model: Blo
     if state is None:
         crash_point("plan")  # the tests send a SIGTERM here: the stop is honoured once the plan is made
         say = None if quiet or not ranks.is_main else (lambda line: console.print(line, style="dim", highlight=False))
+        planning_started = time.perf_counter()
         plan, net = ranks.plan(lambda: plan_run(run_cfg, plan_spec, model, run_dir, world_size=ranks.world_size,
                                                 process=process, progress=say,
                                                 solved=choice.chosen.plan if choice else None))
         if choice is not None:
             plan.solver = choice.to_dict()
             plan.notes.insert(0, f"--regime auto: {choice.chosen.describe()}: {choice.why}")
-        extra = {**ranks.fresh_extra(cfg), "validation": split}
+        # the run's wall time starts after the plan: its cost is recorded beside it
+        extra = {**ranks.fresh_extra(cfg), "validation": split,
+                 "planning_s": round(time.perf_counter() - planning_started, 3)}
     else:
         plan, net, extra = RunPlan.from_dict(state["plan"], config=cfg, traits=regime.traits), None, dict(state.get("extra") or {})
     plan = ranks.place(plan, cfg.device)
