@@ -75,13 +75,7 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Pat
     """Write ``<folder>/<name>.json`` and ``.md`` (with command, machine and versions); ``folder`` None
     (neither ``--record`` nor ``--results``): print the markdown and write nothing, returning None."""
     payload = {"command": command(), "machine": machine(), **payload}
-    m = payload["machine"]
-    header = (f"Command: `{payload['command']}`  \n"
-              f"Machine: {m['platform']}, {m['cpu']}, {m['nproc']} CPUs, {m['ram_bytes'] / 2**30:.0f} GiB RAM"
-              f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}  \n"
-              f"Versions: torch {m['torch']}, Python {m['python']}, edgetrgl {m['edgetrgl_commit']}  \n"
-              f"Date: {m['date']}\n\n")
-    text = f"# {name}\n\n" + header + markdown.rstrip() + "\n"
+    text = results_text(name, payload, markdown)
     if folder is None:
         print(text)
         print(f"({name}: not written; --record writes benchmarks/results/{name}.json and .md, --results DIR "
@@ -93,6 +87,17 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, folder: Pat
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(text)
     return json_path, md_path
+
+
+def results_text(name: str, payload: dict[str, Any], markdown: str) -> str:
+    """The markdown record: a title, the payload's command, machine, versions and date, then ``markdown``."""
+    m = payload["machine"]
+    header = (f"Command: `{payload['command']}`  \n"
+              f"Machine: {m['platform']}, {m['cpu']}, {m['nproc']} CPUs, {m['ram_bytes'] / 2**30:.0f} GiB RAM"
+              f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}  \n"
+              f"Versions: torch {m['torch']}, Python {m['python']}, edgetrgl {m['edgetrgl_commit']}  \n"
+              f"Date: {m['date']}\n\n")
+    return f"# {name}\n\n" + header + markdown.rstrip() + "\n"
 
 
 def mib(n: int | float | None) -> str:

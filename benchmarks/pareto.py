@@ -6,7 +6,7 @@ results/pareto-<name>.{md,json,png} (``--results DIR``: there).
 
     python benchmarks/pareto.py --run mb-resnet110-estimate --record   # fake tensors, minutes
     python benchmarks/pareto.py --run mb-resnet20-measured --record    # a fresh process per method, 1 thread
-    python benchmarks/pareto.py --run mb-resnet20-measured --render-only --record   # redraw its chart from its JSON
+    python benchmarks/pareto.py --run mb-resnet20-measured --render-only --record   # redraw from its JSON, costs refreshed
 
 The earlier grid (ResNet-56, ResNet-110, vit_tiny, ResNet-18 at K = 4 and 8 against torch's
 checkpointing: results/pareto.md) was retired with its results recorded; see results/README.md.
@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _accuracy_cost import PART_TEXT, accuracy_costs  # noqa: E402
-from _common import Contention, add_output_args, mib, output_folder, table, write_results  # noqa: E402
+from _accuracy_cost import SOURCE_TEXT, accuracy_costs  # noqa: E402
+from _common import Contention, add_output_args, mib, output_folder, results_text, table, write_results  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from edgetrgl.bench import BenchSetting, run_bench, write_plot  # noqa: E402
@@ -63,13 +63,9 @@ def named_run(name: str, folder: Path | None, steps: int, threads: int) -> int:
     setting = BenchSetting(**values, steps=steps, warmup=1)
     gauge = Contention()
     report = run_bench(setting, MB_METHODS, estimate=estimate, console=console, threads=None if estimate else threads)
-    costs = accuracy_costs(MB_METHODS)
-    for r in report["results"]:
-        cost = costs[r["method"]]
-        r["accuracy_cost"] = {"label": cost.label, "study_method": cost.study_method, "accuracy": cost.accuracy,
-                              "delta_vs_e2e_points": cost.delta_vs_e2e, "seeds": cost.seeds}
+    costs = _label(report["results"])
     run = {"name": name, "about": about, "mode": report["mode"], "setting": report["setting"], "notes": report["notes"],
-           "accuracy_from": PART_TEXT, "pareto": report["pareto"], "results": report["results"],
+           "accuracy_from": SOURCE_TEXT, "pareto": report["pareto"], "results": report["results"],
            "other_processes_busy_cores": None if estimate else gauge.busy_cores(),
            "threads": None if estimate else threads, "elapsed_s": round(time.perf_counter() - started, 1)}
     text = mb_markdown(run)
@@ -84,13 +80,30 @@ def named_run(name: str, folder: Path | None, steps: int, threads: int) -> int:
     return 0
 
 
+def _label(results: list[dict[str, Any]]) -> dict:
+    """Each result's accuracy cost from the study as it stands (see _accuracy_cost.py), in place."""
+    costs = accuracy_costs([r["method"] for r in results])
+    for r in results:
+        cost = costs[r["method"]]
+        r["accuracy_cost"] = {"label": cost.label, "study_method": cost.study_method, "accuracy": cost.accuracy,
+                              "delta_vs_e2e_points": cost.delta_vs_e2e, "seeds": cost.seeds, "source": cost.source}
+    return costs
+
+
 def render_named(name: str, folder: Path) -> int:
-    """Redraw ``folder``/pareto-<name>.png from its JSON there (no runs)."""
+    """Redraw ``folder``/pareto-<name>.png from its JSON there (no runs), with the accuracy costs the
+    study gives now; the table's other figures, command, machine and date stay as recorded."""
     import json
 
-    run = json.loads((folder / f"pareto-{name}.json").read_text())
-    costs = accuracy_costs([r["method"] for r in run["results"]])
+    json_path = folder / f"pareto-{name}.json"
+    run = json.loads(json_path.read_text())
+    costs = _label(run["results"])
+    run["accuracy_from"] = SOURCE_TEXT
     write_plot(run, folder / run["png"], notes={m: c.short for m, c in costs.items()})
+    json_path.write_text(json.dumps(run, indent=2) + "\n")
+    markdown = mb_markdown(run) + f"\nChart: `results/{run['png']}` (accuracy costs as the study gave them on " \
+        f"{time.strftime('%Y-%m-%d')})\n"
+    (folder / f"pareto-{name}.md").write_text(results_text(f"pareto-{name}", run, markdown))
     return 0
 
 

@@ -95,19 +95,18 @@ def write_plot(report: dict[str, Any], path: str | Path, notes: dict[str, str] |
     groups: dict[tuple[float, float], list[dict[str, Any]]] = {}  # equal points share one label
     for r in points:
         groups.setdefault((r["peak_bytes"] / 2**20, r[y_key] * scale), []).append(r)
-    for i, ((x, y), group) in enumerate(sorted(groups.items())):
+    labels = []
+    for (x, y), group in sorted(groups.items()):
         on_front = group[0]["on_pareto_front"]  # equal points are on the front together
         spec = parse_method(group[0]["method"])
         marker = ("D" if spec.micro_batch else "s" if spec.is_baseline
                   else "o" if spec.objective in ("vangl", "trgl") else "^")  # other objectives
         ax.scatter([x], [y], s=36, marker=marker, color=_colour(spec), zorder=3,
                    edgecolors="red" if on_front else "none", linewidths=1.5)
-        # neighbours in x alternate above and below their point, so close labels do not overprint
         label = " = ".join(r["method"] for r in group)
         label += "".join(f"\n{notes[r['method']]}" for r in group[:1] if notes and notes.get(r["method"]))
-        ax.annotate(label, (x, y), xytext=(4, 5 if i % 2 == 0 else -11),
-                    textcoords="offset points", fontsize=7, color="red" if on_front else "black",
-                    fontweight="bold" if on_front else "normal")
+        labels.append((x, y, label, dict(color="red" if on_front else "black",
+                                          fontweight="bold" if on_front else "normal")))
     front = sorted((r for r in points if r["on_pareto_front"]), key=lambda r: r["peak_bytes"])
     if front:
         ax.plot([r["peak_bytes"] / 2**20 for r in front], [r[y_key] * scale for r in front], color="red",
@@ -125,11 +124,53 @@ def write_plot(report: dict[str, Any], path: str | Path, notes: dict[str, str] |
     ax.set_title(f"{s['model']} {s['in_channels']}x{s['image_size']}x{s['image_size']}, batch {s['batch_size']}, "
                  f"K={s['modules']} ({s['split']}), {where}", fontsize=10)
     fig.tight_layout()
+    _place_labels(fig, ax, labels)
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     except OSError as exc:
         raise UserError(f"cannot write --plot {path}: {exc.strerror}") from None
+
+
+# where a label may sit around its point (offset in points, alignment), in order of preference
+_SPOTS = [((5, 4), "left", "bottom"), ((5, -4), "left", "top"), ((-5, 4), "right", "bottom"),
+          ((-5, -4), "right", "top"), ((5, 16), "left", "bottom"), ((5, -16), "left", "top"),
+          ((-5, 16), "right", "bottom"), ((-5, -16), "right", "top"), ((0, 28), "center", "bottom"),
+          ((0, -28), "center", "top")]
+
+
+def _place_labels(fig, ax, labels: list[tuple[float, float, str, dict]]) -> None:
+    """Annotate each point at the first spot around it where its label overlaps no label placed
+    before, no other point and stays inside the figure (else where it overlaps least)."""
+    renderer = fig.canvas.get_renderer()
+    figure_box = fig.bbox
+    points = [ax.transData.transform((x, y)) for x, y, _, _ in labels]
+    taken = []  # the boxes of the labels placed so far
+    for i, (x, y, text, style) in enumerate(labels):
+        best = None
+        for offset, ha, va in _SPOTS:
+            note = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=7, ha=ha, va=va,
+                               annotation_clip=False, **style)
+            box = note.get_window_extent(renderer).expanded(1.02, 1.05)
+            clash = sum(_overlap(box, t) for t in taken)
+            near = box.expanded(1.0, 1.0).padded(8)  # a marker is about 8 px wide: keep clear of it
+            clash += sum(box.width * box.height for j, p in enumerate(points) if j != i and near.contains(*p))
+            if not (figure_box.contains(box.x0, box.y0) and figure_box.contains(box.x1, box.y1)):
+                clash += box.width * box.height
+            if best is None or clash < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (clash, note, box)
+            else:
+                note.remove()
+            if clash == 0:
+                break
+        taken.append(best[2])
+
+
+def _overlap(a, b) -> float:
+    width, height = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
 
 
 def _colour(spec: Method) -> str:
