@@ -281,6 +281,17 @@ def test_plateau_picks_the_lr_on_validation_then_doubles_epochs_until_they_stop_
     assert "| vangl − e2e | not converged yet |" in plateau.verdict_table(rows)
 
 
+def test_the_plateau_chart_draws_the_sweep_and_the_converged_runs_memory(tmp_path):
+    import fashionmnist_plateau as plateau
+
+    rows = [_plateau_row("vangl", 10, lr, 0, val) for lr, val in ((0.025, 0.80), (0.05, 0.84), (0.1, 0.82))]
+    rows += [_plateau_row("vangl", e, 0.05, s, val) for e, val in ((5, 0.80), (10, 0.84), (20, 0.842))
+             for s in range(3) if (e, s) != (10, 0)]
+    measured = {"vangl": {"peak_rss_bytes": 900 * 2**20, "peak_bytes": 100 * 2**20}}
+    assert plateau.chart(rows, measured, tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plateau.chart([], measured, tmp_path / "none.png") is None  # nothing run: no chart
+
+
 def test_a_row_records_its_commit_and_the_process_and_tensor_peaks(tmp_path, data_dir, capsys):
     results = tmp_path / "results"
     assert run.main(["fashionmnist", "--part", "plateau_lr", "--epochs", "1", "--max-runs", "1", "--data-dir",

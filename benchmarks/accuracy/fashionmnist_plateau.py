@@ -154,55 +154,62 @@ def tables(rows: list[dict]) -> str:
 
 
 def chart(rows: list[dict], measured: dict, path: Path) -> Path | None:
-    """Test accuracy against the whole process's peak (host cache included, as on a board), one point per
-    method and epochs (the epochs written beside it, a line through a method's epochs), 95% intervals,
-    the converged point ringed and the frontier drawn through the converged points only; the tensor
-    peak of the same run as a hollow marker on the same row."""
+    """Two panels sharing the accuracy axis (test, last module, mean ± 95% interval over seeds).
+    Left: accuracy against epochs per method, the converged run ringed: where each one stops paying.
+    Right: the converged runs against memory, the whole process's peak (filled: runtime, data and any
+    cache in host memory, the same RAM on a board) and the tensor peak (hollow) on the same row, the
+    frontier drawn through the whole-process points."""
     from edgetrgl.bench.pareto import pareto_front
     from edgetrgl.plots import mean_ci95, new_figure
 
     series = {}
     for m in METHODS:
         lr = chosen_lr(m, rows)
-        if lr is None or m not in measured:
+        if lr is None:
             continue
         planned, converged, _ = sweep(m, lr, rows)
-        points = [(e, rows_of(m, e, lr, rows)) for e in planned]
-        drawn = [(e, mean_ci95([100 * r["last"] for r in rs])) for e, rs in points if rs]
+        drawn = [(e, mean_ci95([100 * r["last"] for r in rs])) for e in planned if (rs := rows_of(m, e, lr, rows))]
         if drawn:
             series[m] = (lr, converged, drawn)
     if not series:
         return None
-    fig = new_figure(figsize=(7.5, 5.0), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = new_figure(figsize=(9.5, 4.6), dpi=100)
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.1, 1]})
     front_pts = []
     for i, (m, (lr, converged, points)) in enumerate(series.items()):
-        colour, proc, tensor = f"C{i}", measured[m]["peak_rss_bytes"] / 2**20, measured[m]["peak_bytes"] / 2**20
-        xs = [proc * (1 + 0.012 * j) for j in range(len(points))]  # the epochs side by side, not on top of each other
-        ys = [y for _, (y, _) in points]
-        ax.plot(xs, ys, color=colour, alpha=0.35)
+        colour = f"C{i}"
+        xs = [e * (1 + 0.04 * (i - 1)) for e, _ in points]  # methods side by side at each epochs
+        left.plot(xs, [y for _, (y, _) in points], color=colour, alpha=0.5, label=f"{m} (lr {lr})")
         for x, (e, (y, half)) in zip(xs, points):
-            ax.errorbar(x, y, yerr=0 if math.isnan(half) else half, fmt="o", color=colour, capsize=3,
-                        markersize=6, markeredgecolor="k" if e == converged else colour)
-            ax.annotate(f"{e} ep", (x, y), textcoords="offset points", xytext=(5, -10), fontsize=7)
+            left.errorbar(x, y, yerr=0 if math.isnan(half) else half, fmt="o", color=colour, capsize=3, markersize=5)
             if e == converged:
-                front_pts.append((x, y))
-                ax.scatter([tensor], [y], marker="o", facecolors="white", edgecolors=colour, zorder=3)
-                ax.plot([tensor, x], [y, y], color=colour, linestyle=":", alpha=0.5)
-        ax.scatter([], [], color=colour, label=f"{m} (lr {lr})")
+                left.scatter([x], [y], s=140, facecolors="none", edgecolors="k", linewidths=1.2, zorder=4)
+                if m in measured:
+                    proc, tensor = measured[m]["peak_rss_bytes"] / 2**20, measured[m]["peak_bytes"] / 2**20
+                    right.errorbar(proc, y, yerr=0 if math.isnan(half) else half, fmt="o", color=colour, capsize=3)
+                    right.scatter([tensor], [y], marker="o", facecolors="white", edgecolors=colour, zorder=3)
+                    right.plot([tensor, proc], [y, y], color=colour, linestyle=":", alpha=0.6)
+                    right.annotate(f"{m}, {e} ep", (proc, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+                    front_pts.append((proc, y))
     if front_pts:
-        idx = pareto_front([(x, -y) for x, y in front_pts])
-        order = sorted(idx, key=lambda j: front_pts[j][0])
-        ax.step([front_pts[j][0] for j in order], [front_pts[j][1] for j in order], where="post", color="k",
-                alpha=0.5, label="frontier of the converged runs")
-    ax.scatter([], [], marker="o", facecolors="white", edgecolors="k", label="tensor peak of the converged run")
-    ax.set_xscale("log")
-    ax.set_xlabel("peak memory, MiB (log): filled = whole process (fresh `edgetrgl train`), hollow = tensors")
-    ax.set_ylabel("test accuracy, last module (%)")
-    ax.set_title("Fashion-MNIST 10%, ResNet-20: trained until validation stops improving\n"
-                 "(mean ± 95% interval over seeds; ringed: converged)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+        order = sorted(pareto_front([(x, -y) for x, y in front_pts]), key=lambda j: front_pts[j][0])
+        right.step([front_pts[j][0] for j in order], [front_pts[j][1] for j in order], where="post", color="k",
+                   alpha=0.5, label="frontier (whole process)")
+    right.scatter([], [], marker="o", color="grey", label="whole process (fresh `edgetrgl train`)")
+    right.scatter([], [], marker="o", facecolors="white", edgecolors="grey", label="tensors")
+    left.scatter([], [], s=140, facecolors="none", edgecolors="k", label="converged")
+    left.set_xscale("log", base=2)
+    left.set_xticks(list(EPOCHS), [str(e) for e in EPOCHS])
+    left.set_xlabel("epochs per module (e2e: in total)")
+    left.set_ylabel("test accuracy, last module (%)")
+    left.set_title("until validation stops improving", fontsize=9)
+    right.set_xscale("log")
+    right.set_xlabel("peak memory of the converged run, MiB (log)")
+    right.set_title("what the converged runs need", fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Fashion-MNIST 10%, ResNet-20, K=4 sequential (mean ± 95% interval over seeds)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
