@@ -53,9 +53,13 @@ SETTING = ("model", "fraction", "recipe")  # one chart panel: points that differ
 def recipe(name: str) -> dict:
     """``ours`` (TrainConfig's defaults), ``paper`` (configs/paper.toml's optimiser and init), and
     either with ``-bn`` (``--recalibrate-bn``: BatchNorm statistics recomputed after training);
-    ``fresh-lr<lr>``: ours at that lr, with no cache, so every module sees a fresh augmentation each epoch."""
+    ``fresh-lr<lr>``: ours at that lr, with no cache, so every module sees a fresh augmentation each epoch;
+    ``cached<N>-lr<lr>``: ours at that lr, with a host cache of N augmented views of the training set."""
     if name.startswith("fresh-lr"):
         return {"lr": float(name.removeprefix("fresh-lr")), "cache": "none"}
+    if name.startswith("cached"):
+        views, lr = name.removeprefix("cached").split("-lr")
+        return {"lr": float(lr), "cache": "host", "cache_views": int(views)}
     if name.startswith("ours"):
         return {"recalibrate_bn": True} if name == "ours-bn" else {}
     values = tomllib.loads((FOLDER.parents[2] / "configs" / "paper.toml").read_text())
@@ -184,6 +188,10 @@ PARTS["plateau_lr"] = _part(1, plateau.GRID_EPOCHS, "ResNet-20, 10%, sequential 
                             "for every module), e2e / VanGL / TRGL: the lr grid, chosen per method on the validation "
                             "split", plateau.PART, fraction=0.1, k=4, method=plateau.METHODS,
                             recipe_name=tuple(plateau.recipe_of(lr) for lr in plateau.LRS))
+PARTS["cache_views"] = _part(3, 5, "ResNet-20, 10%, sequential TRGL K=4 at the plateau's lr and 5 epochs per module, "
+                             "with a host cache of 1 or 5 augmented views instead of none (part plateau, fresh-lr0.025): "
+                             "what caching the augmentation costs", "cache_views", fraction=0.1, k=4, method="trgl",
+                             recipe_name=("cached1-lr0.025", "cached5-lr0.025"))
 PARTS["plateau"] = (plateau.SEEDS, plateau.EPOCHS[0], "ResNet-20, 10%, e2e / VanGL / TRGL (sequential K=4, no cache) at "
                     "the lr chosen on validation, epochs doubled until the validation accuracy stops improving",
                     lambda s, e, quick: _plateau_cells(s, quick))
