@@ -118,14 +118,11 @@ def _study_rows(rows: list[dict], part: str, regime: str, method: str) -> dict[i
 def _base_runs(rows: list[dict], regime: str, objective: str) -> tuple[dict[int, float], dict[int, float], str]:
     """(this method's, e2e's) last-module accuracy by seed, and which runs they are."""
     if regime == "sequential" and objective in plateau.METHODS:
-        plateau.prepare(rows)
         mine, e2e = plateau.converged_rows(objective, rows)[1], plateau.converged_rows("e2e", rows)[1]
         if mine and e2e:
             return _last_by_seed(mine), _last_by_seed(e2e), "converged"
-    if objective == "e2e":
-        e2e = _study_rows(rows, FALLBACK, "e2e", "e2e")
-        return e2e, e2e, "1 epoch per module"
-    return _study_rows(rows, FALLBACK, regime, objective), _study_rows(rows, FALLBACK, "e2e", "e2e"), "1 epoch per module"
+    e2e = _study_rows(rows, FALLBACK, "e2e", "e2e")
+    return (e2e if objective == "e2e" else _study_rows(rows, FALLBACK, regime, objective)), e2e, "1 epoch per module"
 
 
 def _micro_effect(rows: list[dict], regime: str, objective: str, micro_batch: int) -> tuple | None:

@@ -6,6 +6,7 @@ import torch
 
 from edgetrgl.cache import ActivationCache, device_feed
 from edgetrgl.cache.device_feed import StreamFeed, device_batches_ahead, feed
+from edgetrgl.cache.prefetch import likely_in_page_cache
 from edgetrgl.api import train
 from tests.conftest import tiny_config
 
@@ -68,8 +69,6 @@ def test_a_disk_cache_in_the_page_cache_is_read_inline_on_the_cpu(tmp_path, avai
     """A just-written disk cache that fits well within the RAM available is still in the page cache:
     on the CPU it is served inline (a thread only takes cycles from the step); one that does not may
     hit the disk, so a thread reads ahead. Either way the batches are the same."""
-    from edgetrgl.cache.prefetch import likely_in_page_cache
-
     cache, features, _ = _cache("disk", "fp32", tmp_path)
     served = feed(cache, 8, "cpu", in_page_cache=likely_in_page_cache(cache.nbytes, available))
     assert served.depth == depth

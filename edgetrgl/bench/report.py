@@ -153,7 +153,7 @@ def _place_labels(fig, ax, labels: list[tuple[float, float, str, dict]]) -> None
                                annotation_clip=False, **style)
             box = note.get_window_extent(renderer).expanded(1.02, 1.05)
             clash = sum(_overlap(box, t) for t in taken)
-            near = box.expanded(1.0, 1.0).padded(8)  # a marker is about 8 px wide: keep clear of it
+            near = box.padded(8)  # a marker is about 8 px wide: keep clear of it
             clash += sum(box.width * box.height for j, p in enumerate(points) if j != i and near.contains(*p))
             if not (figure_box.contains(box.x0, box.y0) and figure_box.contains(box.x1, box.y1)):
                 clash += box.width * box.height
